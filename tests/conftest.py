@@ -1,0 +1,36 @@
+"""Shared fixtures: the real Hydra config, shrunk with trainer=smoke, tracked in a temporary SQLite store."""
+import os
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+def options(group: str) -> list[str]:
+    """Every option of a config group, from the files under conf/<group>/ (drives registry tests)."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.fixture
+def tracking_overrides(tmp_path):
+    return [
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"tracking.artifact_root={tmp_path / 'artifacts'}",
+    ]
+
+
+@pytest.fixture
+def make_cfg(tracking_overrides):
+    """make_cfg("augmentation=rotate", ...) -> the composed config with trainer=smoke and a temporary store."""
+
+    def _make(*overrides: str):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("config", overrides=["trainer=smoke", *tracking_overrides, *overrides])
+
+    return _make

@@ -1,0 +1,44 @@
+# ablation: which augmentations reduce overfitting, measured over seeds.
+# `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PORT   ?= 5000
+ARGS   ?=
+
+export NO_ALBUMENTATIONS_UPDATE := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.DEFAULT_GOAL := help
+.PHONY: help install run sweep ui test clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,cluster]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install ablation with its dependencies (idempotent)
+
+run: $(STAMP) ## One run with the defaults; pass overrides as ARGS="augmentation=rotate trainer.epochs=5"
+	$(PY) -m ablation $(ARGS)
+
+sweep: $(STAMP) ## Train every policy on digits with small_cnn over 2 seeds, then print the comparison table
+	$(PY) -m ablation -m 'augmentation=glob(*)' seed=0,1 experiment_name=digits_sweep $(ARGS)
+	$(PY) -m ablation.compare experiment_name=digits_sweep
+
+ui: $(STAMP) ## MLflow UI on 127.0.0.1:$(PORT) over the local store
+	$(PY) -m ablation.ui --port $(PORT)
+
+test: $(STAMP) ## Run the whole test suite
+	$(PY) -m pytest -q $(ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+clean: ## Remove outputs under runs/ (the MLflow store included) and caches; keeps .venv
+	find runs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -rf .pytest_cache

@@ -1,0 +1,70 @@
+"""Batches: the generator that feeds keras fit. Training batches are reshuffled every epoch from the seed
+and every image is augmented afresh; validation, test and clean-train batches are only rescaled."""
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+
+class Batches(keras.utils.PyDataset):
+    """(x, y) batches of float32 images in [0, 1] from uint8 arrays.
+
+    policy: an augment.Policy applied to training batches (None for evaluation data).
+    shuffle: reshuffle every epoch; the order and the augmentation of batch i in epoch e depend only on
+             (seed, e, i), so a run is reproducible whatever the worker threads do.
+    steps: batches per epoch; more than ceil(n / batch_size) draws extra augmented samples (shuffle only).
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, *, policy=None, shuffle: bool = False,
+                 seed: int = 0, steps: int | None = None, workers: int = 1, use_multiprocessing: bool = False,
+                 max_queue_size: int = 10):
+        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
+        if len(x) != len(y):
+            raise ValueError(f"images and labels differ in length: {len(x)} vs {len(y)}")
+        if len(x) == 0:
+            raise ValueError("no images to batch")
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.policy = None if policy is None or policy.is_identity else policy
+        self.shuffle = shuffle
+        self.seed = seed
+        self.steps = steps or math.ceil(len(x) / batch_size)
+        self.extra_steps = steps is not None
+        if steps and not shuffle and steps * batch_size > len(x):
+            raise ValueError("steps beyond one pass over the data are only meaningful for shuffled training batches")
+        self.epoch = 0
+        self._order = self._epoch_order(0)
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        n = len(self.x)
+        if not self.shuffle:
+            return np.arange(n)
+        rng = np.random.default_rng([self.seed, epoch])
+        # One pass by default (the last batch may be short); an explicit `steps` gets enough whole
+        # permutations to fill its batches, so every image is seen before any repeats.
+        reps = math.ceil(self.steps * self.batch_size / n) if self.extra_steps else 1
+        return np.concatenate([rng.permutation(n) for _ in range(reps)])
+
+    @property
+    def images_per_epoch(self) -> int:
+        return min(self.steps * self.batch_size, len(self._order))
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, index: int):
+        if index >= self.steps:
+            raise IndexError(f"batch {index} out of range ({self.steps} per epoch)")
+        idx = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        x = self.x[idx]
+        if self.policy is not None:
+            x = self.policy.augment_batch(x, np.random.default_rng([self.seed, self.epoch, index]))
+        # Rescale after augmentation: albumentations works on uint8 (its float path expects [0, 1]).
+        return x.astype(np.float32) * np.float32(1 / 255), self.y[idx]
+
+    def on_epoch_end(self) -> None:
+        if self.shuffle:
+            self.epoch += 1
+            self._order = self._epoch_order(self.epoch)

@@ -1,0 +1,82 @@
+"""Validation of the composed config: every mistake is reported, naming its key, before any data is read
+or any MLflow run is opened."""
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message is one line that starts with the config key."""
+
+
+MONITORS = ("val_loss", "val_accuracy")
+
+
+def _number(cfg: DictConfig, key: str, *, minimum: float, integer: bool = False, optional: bool = False,
+            strict: bool = False) -> None:
+    """cfg.<key> must be a number >= minimum (> minimum when strict); null allowed when optional."""
+    value = OmegaConf.select(cfg, key, throw_on_missing=False)
+    if value is None and optional:
+        return
+    kind = "an integer" if integer else "a number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type:
+        raise ConfigError(f"{key}: expected {kind}{' or null' if optional else ''}, got {value!r}")
+    if value < minimum or (strict and value == minimum):
+        raise ConfigError(f"{key}: expected {kind} {'>' if strict else '>='} {minimum}, got {value!r}")
+
+
+def _choice(cfg: DictConfig, key: str, allowed) -> None:
+    value = OmegaConf.select(cfg, key, throw_on_missing=False)
+    if value not in allowed:
+        raise ConfigError(f"{key}: expected one of {'|'.join(map(str, allowed))}, got {value!r}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError (or the dataset/policy modules' own one-line errors) for the first bad setting."""
+    from ablation import augment, datasets, models
+
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    # dataset.path is reported by the dataset check with an example of how to set it.
+    missing = [k for k in missing if k != "dataset.path"]
+    if missing:
+        raise ConfigError(f"{missing[0]}: required value is missing (set it on the command line: {missing[0]}=...)")
+
+    _number(cfg, "seed", minimum=0, integer=True)
+
+    _number(cfg, "trainer.epochs", minimum=1, integer=True)
+    _number(cfg, "trainer.batch_size", minimum=1, integer=True)
+    _number(cfg, "trainer.steps_per_epoch", minimum=1, integer=True, optional=True)
+    _number(cfg, "trainer.learning_rate", minimum=0, strict=True)
+    _number(cfg, "trainer.workers", minimum=1, integer=True)
+    _number(cfg, "trainer.max_queue_size", minimum=1, integer=True)
+    _number(cfg, "trainer.clean_train_size", minimum=1, integer=True, optional=True)
+    _choice(cfg, "trainer.verbose", (0, 1, 2))
+    _choice(cfg, "trainer.monitor", MONITORS)
+    _optimizer(cfg.trainer.optimizer)
+    for name in ("early_stopping", "reduce_lr"):
+        _number(cfg, f"trainer.{name}.patience", minimum=0, integer=True)
+    _number(cfg, "trainer.reduce_lr.factor", minimum=0, strict=True)
+    if cfg.trainer.reduce_lr.factor >= 1:
+        raise ConfigError(f"trainer.reduce_lr.factor: expected a number in (0, 1), got {cfg.trainer.reduce_lr.factor!r}")
+
+    models.check(cfg.model)
+    datasets.check(cfg.dataset)
+    augment.build(cfg.augmentation)
+
+
+def _optimizer(name) -> None:
+    import keras
+
+    try:
+        keras.optimizers.get(name)
+    except (ValueError, TypeError):
+        raise ConfigError(f"trainer.optimizer: unknown Keras optimizer {name!r} (e.g. adam, sgd, rmsprop, adamw)") from None
+
+
+def user_error(exc: BaseException) -> bool:
+    """True for mistakes in the config or the data, which the user fixes from the one-line message."""
+    from ablation.augment import PolicyError
+    from ablation.datasets import DataError
+
+    return isinstance(exc, (ConfigError, PolicyError, DataError))

@@ -1,0 +1,144 @@
+"""Model factories: build_<name>(input_shape, num_classes, **hp) -> keras.Model, on the Keras 3 API only.
+
+Every model takes float inputs in [0, 1] (the batches rescale uint8 images) and ends in the head that the
+class count asks for: one sigmoid unit for two classes, a softmax otherwise.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+
+import keras
+from keras import layers
+from omegaconf import DictConfig, OmegaConf
+
+from ablation.config import ConfigError
+
+
+def _head(x, num_classes: int):
+    if num_classes == 2:
+        return layers.Dense(1, activation="sigmoid", name="head")(x)
+    return layers.Dense(num_classes, activation="softmax", name="head")(x)
+
+
+def loss_for(num_classes: int) -> str:
+    return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
+
+
+def build_small_cnn(input_shape, num_classes, filters=(16, 32, 64), dense=128, dropout=0.0) -> keras.Model:
+    inputs = keras.Input(shape=input_shape)
+    x = inputs
+    for f in filters:
+        x = layers.Conv2D(f, 3, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(dense, activation="relu")(x)
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    return keras.Model(inputs, _head(x, num_classes), name="small_cnn")
+
+
+def build_lambda_cnn(input_shape, num_classes, filters=(32, 64), dense=256, dropout=0.0) -> keras.Model:
+    """The classic Sequential tutorial model, with its normalisation inside the model ([0, 1] -> [-1, 1])."""
+    stack = [keras.Input(shape=input_shape), layers.Normalization(mean=0.5, variance=0.25)]
+    for f in filters:
+        stack += [layers.Conv2D(f, 3, padding="same", activation="relu"),
+                  layers.Conv2D(f, 3, padding="same", activation="relu"), layers.MaxPooling2D()]
+    stack += [layers.Flatten(), layers.Dense(dense, activation="relu")]
+    if dropout:
+        stack.append(layers.Dropout(dropout))
+    stack.append(layers.Dense(1, activation="sigmoid") if num_classes == 2 else layers.Dense(num_classes, activation="softmax"))
+    return keras.Sequential(stack, name="lambda_cnn")
+
+
+def build_resnet(input_shape, num_classes, widths=(16, 32, 64), blocks_per_stage=1) -> keras.Model:
+    """A small pre-activation-free ResNet for ~32 px inputs: a stem, then residual stages that halve the size."""
+    inputs = keras.Input(shape=input_shape)
+    x = layers.Conv2D(widths[0], 3, padding="same", use_bias=False)(inputs)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    for stage, width in enumerate(widths):
+        for block in range(blocks_per_stage):
+            stride = 2 if stage > 0 and block == 0 else 1
+            shortcut = x
+            y = layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False)(x)
+            y = layers.BatchNormalization()(y)
+            y = layers.Activation("relu")(y)
+            y = layers.Conv2D(width, 3, padding="same", use_bias=False)(y)
+            y = layers.BatchNormalization()(y)
+            if stride != 1 or shortcut.shape[-1] != width:
+                shortcut = layers.Conv2D(width, 1, strides=stride, use_bias=False)(shortcut)
+                shortcut = layers.BatchNormalization()(shortcut)
+            x = layers.Activation("relu")(layers.Add()([y, shortcut]))
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, _head(x, num_classes), name="resnet")
+
+
+def imagenet_weights_file(input_shape, alpha: float) -> Path:
+    """Where Keras caches MobileNetV2's ImageNet weights (no-top) for this size: keras.applications' own name."""
+    rows = input_shape[0] if input_shape[0] in (96, 128, 160, 192, 224) else 224
+    name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / name
+
+
+def build_mobilenet_v2(input_shape, num_classes, weights=None, alpha=1.0, trainable_base=True, dropout=0.2) -> keras.Model:
+    """keras.applications.MobileNetV2 as a feature extractor; `weights: imagenet` loads the locally cached file
+    (no download at run time), `trainable_base: false` freezes it for transfer learning."""
+    inputs = keras.Input(shape=input_shape)
+    # MobileNetV2 expects [-1, 1] and, with ImageNet weights, three channels.
+    x = layers.Rescaling(2.0, offset=-1.0)(inputs)
+    channels = input_shape[-1]
+    if weights == "imagenet" and channels == 1:
+        x = layers.Concatenate()([x, x, x])
+        channels = 3
+    base_weights = str(imagenet_weights_file(input_shape, alpha)) if weights == "imagenet" else None
+    base = keras.applications.MobileNetV2(input_shape=(*input_shape[:2], channels), alpha=alpha, include_top=False,
+                                          weights=base_weights, pooling="avg")
+    base.trainable = bool(trainable_base)
+    x = base(x, training=False if not trainable_base else None)
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    return keras.Model(inputs, _head(x, num_classes), name="mobilenet_v2")
+
+
+def _factory(name: str):
+    return globals().get(f"build_{name}")
+
+
+def _hyperparameters(cfg) -> dict:
+    hp = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    hp.pop("name")
+    return hp
+
+
+def check(cfg) -> None:
+    """Config-time checks for the `model` node, without building anything."""
+    if not _factory(cfg.name):
+        raise ConfigError(f"model.name: no model {cfg.name!r} (expected a conf/model/<name>.yaml with a build_<name>)")
+    hp = _hyperparameters(cfg)
+    if cfg.name == "mobilenet_v2":
+        if hp.get("weights") not in (None, "imagenet"):
+            raise ConfigError(f"model.weights: expected null or imagenet, got {hp.get('weights')!r}")
+    accepted = set(inspect.signature(_factory(cfg.name)).parameters) - {"input_shape", "num_classes"}
+    unknown = sorted(set(hp) - accepted)
+    if unknown:
+        raise ConfigError(f"model.{unknown[0]}: not an argument of build_{cfg.name} (expected one of {', '.join(sorted(accepted))})")
+
+
+def check_input(cfg, input_shape) -> None:
+    """Checks that need the data's shape (known after loading, still before any run is opened)."""
+    if cfg.name == "mobilenet_v2":
+        if min(input_shape[:2]) < 32:
+            raise ConfigError(f"model: mobilenet_v2 needs images of at least 32 px, got {input_shape[0]} (set dataset.image_size)")
+        if cfg.get("weights") == "imagenet":
+            path = imagenet_weights_file(input_shape, cfg.get("alpha", 1.0))
+            if not path.exists():
+                raise ConfigError(f"model.weights: ImageNet weights not found at {path}; place the file there "
+                                  "(no download at run time) or set model.weights=null")
+
+
+def build(cfg, input_shape, num_classes: int) -> keras.Model:
+    check(cfg)
+    check_input(cfg, input_shape)
+    return _factory(cfg.name)(tuple(input_shape), num_classes, **_hyperparameters(cfg))

@@ -1,0 +1,122 @@
+"""run(cfg): one combination (dataset x model x augmentation policy x seed), from config to MLflow.
+Read top to bottom, this is the whole path of a run."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from ablation import augment, backend, config, datasets, models, plots, tracking
+from ablation.batches import Batches
+
+log = logging.getLogger(__name__)
+
+
+def run_name(cfg: DictConfig) -> str:
+    return f"{cfg.augmentation.name}/{cfg.model.name}/s{cfg.seed}"
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train one combination and record it; returns the final metrics."""
+    # 1. Every config mistake surfaces here, before data is read or a run is opened.
+    config.validate(cfg)
+    keras.utils.set_random_seed(cfg.seed)
+    t = cfg.trainer
+
+    # 2. Data: uint8 arrays, split by the seed. Only the training batches are augmented.
+    started = time.perf_counter()
+    splits = datasets.load(cfg.dataset)
+    data_load_s = time.perf_counter() - started
+    models.check_input(cfg.model, splits.input_shape)
+    policy = augment.build(cfg.augmentation)
+    train = Batches(splits.train.x, splits.train.y, t.batch_size, policy=policy, shuffle=True, seed=cfg.seed,
+                    steps=t.steps_per_epoch, workers=t.workers, use_multiprocessing=t.use_multiprocessing,
+                    max_queue_size=t.max_queue_size)
+    val = Batches(splits.val.x, splits.val.y, t.batch_size)
+    test = Batches(splits.test.x, splits.test.y, t.batch_size)
+    # The honest training score: a fixed subset of the training split, un-augmented, in inference mode.
+    clean_idx = np.sort(np.random.default_rng(cfg.seed).permutation(len(splits.train.y))[:t.clean_train_size])
+    clean_train = Batches(splits.train.x[clean_idx], splits.train.y[clean_idx], t.batch_size)
+
+    # 3. Model, compiled from the trainer settings.
+    model = models.build(cfg.model, splits.input_shape, splits.num_classes)
+    optimizer = keras.optimizers.get(t.optimizer)
+    optimizer.learning_rate = t.learning_rate
+    model.compile(optimizer=optimizer, loss=models.loss_for(splits.num_classes), metrics=["accuracy"])
+
+    tags = {"dataset": cfg.dataset.name, "model": cfg.model.name, "augmentation": cfg.augmentation.name,
+            "seed": cfg.seed, "experiment": cfg.experiment_name, "config_hash": tracking.config_hash(cfg),
+            "policy_fingerprint": policy.fingerprint, "device": backend.device_description(),
+            "keras_backend": keras.backend.backend()}
+
+    # 4. Train and record; the run is closed FAILED if anything below raises.
+    with tracking.run(cfg, run_name(cfg), tags) as tracker, tracking.scratch_dir() as scratch:
+        scratch = Path(scratch)
+        tracker.log_params(tracking.flatten(cfg))
+        tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        tracker.log_text(json.dumps(policy.to_dict(), indent=2), "policy.json")
+        tracker.log_figure(plots.preview_grid(splits.train.x[0], policy, n=8, seed=cfg.seed), "augmentation_preview.png")
+        tracker.log_metrics({"data/n_train": len(splits.train.y), "data/n_val": len(splits.val.y),
+                             "data/n_test": len(splits.test.y), "data/num_classes": splits.num_classes,
+                             "time/data_load_s": data_load_s})
+
+        epochs = tracker.callback(clean_train, images_per_epoch=train.images_per_epoch)
+        best_weights = scratch / "best.weights.h5"
+        callbacks = [epochs] + _callbacks(t, best_weights)
+        fit_started = time.perf_counter()
+        model.fit(train, validation_data=val, epochs=t.epochs, callbacks=callbacks, verbose=t.verbose)
+        fit_s = time.perf_counter() - fit_started
+
+        history = pd.DataFrame(epochs.rows)
+        best = _best_row(history, t.monitor)
+        if best_weights.exists():
+            model.load_weights(best_weights)
+        scores = model.evaluate(test, verbose=0, return_dict=True)
+        final = {"test/loss": scores["loss"], "test/accuracy": scores["accuracy"], "best_epoch": best["epoch"],
+                 "best/gap_accuracy": best.get("gap/accuracy"), "best/gap_loss": best.get("gap/loss"),
+                 "best/val_loss": best.get("val/loss"), "best/val_accuracy": best.get("val/accuracy"),
+                 "best/train_clean_accuracy": best.get("train_clean/accuracy"), "time/fit_s": fit_s,
+                 "time/total_s": time.perf_counter() - started}
+        tracker.log_metrics(final)
+
+        history.to_csv(scratch / "history.csv", index=False)
+        tracker.log_file(scratch / "history.csv")
+        tracker.log_figure(plots.learning_curves(history, best_epoch=best["epoch"], title=run_name(cfg)),
+                           "learning_curves.png")
+        if cfg.tracking.log_model:
+            model.save(scratch / "model.keras")
+            tracker.log_file(scratch / "model.keras")
+        log.info("%s: test accuracy %.3f, gap (loss) at best epoch %s: %.3f", run_name(cfg), final["test/accuracy"],
+                 best["epoch"], final["best/gap_loss"] if final["best/gap_loss"] is not None else float("nan"))
+    return {"run_id": tracker.run_id, **final}
+
+
+def _callbacks(t: DictConfig, best_weights: Path) -> list[keras.callbacks.Callback]:
+    mode = "min" if t.monitor.endswith("loss") else "max"
+    out: list[keras.callbacks.Callback] = []
+    if t.checkpoint.enabled:
+        out.append(keras.callbacks.ModelCheckpoint(str(best_weights), monitor=t.monitor, mode=mode,
+                                                   save_best_only=True, save_weights_only=True))
+    if t.early_stopping.enabled:
+        out.append(keras.callbacks.EarlyStopping(monitor=t.monitor, mode=mode, patience=t.early_stopping.patience,
+                                                 restore_best_weights=True))
+    if t.reduce_lr.enabled:
+        out.append(keras.callbacks.ReduceLROnPlateau(monitor=t.monitor, mode=mode, factor=t.reduce_lr.factor,
+                                                     patience=t.reduce_lr.patience, min_lr=t.reduce_lr.min_lr))
+    return out
+
+
+def _best_row(history: pd.DataFrame, monitor: str) -> dict:
+    """The epoch the callbacks keep: best monitored validation metric, earliest on ties."""
+    column = monitor.replace("val_", "val/")
+    scores = history[column]
+    position = scores.idxmin() if monitor.endswith("loss") else scores.idxmax()
+    row = history.loc[position].to_dict()
+    row["epoch"] = int(row["epoch"])
+    return row

@@ -1,0 +1,198 @@
+"""The only module that talks to MLflow: where the store is, the run's lifecycle (a run that raises is closed
+FAILED, an interrupted one KILLED, never left RUNNING), flat params, the per-epoch callback, artifacts."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import keras
+from omegaconf import DictConfig, OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "runs"
+# MLflow 3's UI opens other experiments in its GenAI view (traces), where runs are not listed.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
+
+
+def store(tracking) -> tuple[str, str | None]:
+    """(tracking URI, artifact root) for a `tracking` config node; local paths resolve from the project root,
+    so Hydra's working directory does not matter."""
+    uri = tracking.get("uri") or f"sqlite:///{RUNS / 'mlflow.db'}"
+    artifacts = tracking.get("artifact_root")
+    if artifacts is None and uri.startswith("sqlite:///"):
+        artifacts = str(Path(uri.removeprefix("sqlite:///")).parent / "artifacts")
+    if artifacts is not None and "://" not in str(artifacts):
+        artifacts = Path(artifacts).resolve().as_uri()
+    return uri, artifacts
+
+
+def client(tracking):
+    from mlflow.tracking import MlflowClient
+
+    uri, _ = store(tracking)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(mlflow_client, tracking, name: str) -> str:
+    exp = mlflow_client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    _, artifacts = store(tracking)
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_TAGS)
+    except Exception:
+        # Another job of a parallel sweep may have created it in the meantime.
+        exp = mlflow_client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def flatten(cfg: DictConfig) -> dict[str, str]:
+    """The resolved config as flat `a.b.c` params (lists kept as their JSON text)."""
+    out: dict[str, str] = {}
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix[:-1]] = json.dumps(node) if isinstance(node, (list, tuple)) else str(node)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identity of what was trained: the resolved config without where it is tracked."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data.pop("tracking", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Tracker:
+    """Logging into one open MLflow run."""
+
+    def __init__(self, mlflow_client, run_id: str):
+        self.client = mlflow_client
+        self.run_id = run_id
+
+    def log_params(self, params: dict) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), MAX_PARAMS_PER_CALL):
+            self.client.log_batch(self.run_id, params=items[i:i + MAX_PARAMS_PER_CALL])
+
+    def log_metrics(self, metrics: dict, step: int = 0) -> None:
+        """All metrics of one step in a single request; non-finite values are skipped, not stored as NaN."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and math.isfinite(v)]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def set_tags(self, tags: dict) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_file(self, path: Path, folder: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path=folder)
+
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def log_figure(self, figure, name: str) -> None:
+        self.client.log_figure(self.run_id, figure, name)
+
+    def callback(self, clean_train, images_per_epoch: int) -> "EpochLogger":
+        return EpochLogger(self, clean_train, images_per_epoch)
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Per epoch (step = epoch number, from 1): Keras' training metrics on augmented batches, a clean
+    evaluation of a fixed un-augmented training subset in inference mode, validation, the gaps, timings."""
+
+    def __init__(self, tracker: Tracker, clean_train, images_per_epoch: int):
+        super().__init__()
+        self.tracker = tracker
+        self.clean_train = clean_train
+        self.images_per_epoch = images_per_epoch
+        self.rows: list[dict] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+        self._train_end = None
+
+    def on_test_begin(self, logs=None):
+        # fit's validation pass; the training part of the epoch is over.
+        self._train_end = self._train_end or time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        end = time.perf_counter()
+        logs = logs or {}
+        clean = self.model.evaluate(self.clean_train, verbose=0, return_dict=True)
+        row = {
+            "epoch": epoch + 1,
+            "train/loss": logs.get("loss"),
+            "train/accuracy": logs.get("accuracy"),
+            "train_clean/loss": clean.get("loss"),
+            "train_clean/accuracy": clean.get("accuracy"),
+            "val/loss": logs.get("val_loss"),
+            "val/accuracy": logs.get("val_accuracy"),
+            "train/learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+            "time/epoch_s": end - self._start,
+            "throughput/images_per_s": self.images_per_epoch / ((self._train_end or end) - self._start),
+        }
+        if row["val/accuracy"] is not None and row["train_clean/accuracy"] is not None:
+            row["gap/accuracy"] = row["train_clean/accuracy"] - row["val/accuracy"]
+        if row["val/loss"] is not None and row["train_clean/loss"] is not None:
+            row["gap/loss"] = row["val/loss"] - row["train_clean/loss"]
+        self.rows.append(row)
+        self.tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+
+
+@contextmanager
+def run(cfg: DictConfig, run_name: str, tags: dict):
+    """Open the MLflow run of one combination; its final status is what actually happened."""
+    mlflow_client = client(cfg.tracking)
+    exp_id = experiment_id(mlflow_client, cfg.tracking, cfg.experiment_name)
+    mlflow_run = mlflow_client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
+    tracker = Tracker(mlflow_client, mlflow_run.info.run_id)
+    status = "FAILED"
+    try:
+        yield tracker
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        mlflow_client.set_tag(tracker.run_id, "error", "interrupted")
+        raise
+    except BaseException as exc:
+        mlflow_client.set_tag(tracker.run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
+        raise
+    finally:
+        mlflow_client.set_terminated(tracker.run_id, status)
+
+
+def scratch_dir():
+    """A temporary folder for files on their way to the artifact store."""
+    return tempfile.TemporaryDirectory(prefix="ablation-")
+
+
+def load_runs(tracking, experiment_name: str):
+    """Every run of an experiment as a pandas DataFrame (mlflow.search_runs: params.*, metrics.*, tags.*)."""
+    import mlflow
+
+    uri, _ = store(tracking)
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(experiment_names=[experiment_name], max_results=50000)

@@ -29,7 +29,7 @@ run: $(STAMP) ## One run with the defaults; pass overrides as ARGS="augmentation
 
 sweep: $(STAMP) ## Train every policy on digits with small_cnn over 2 seeds, then print the comparison table
 	$(PY) -m ablation -m 'augmentation=glob(*)' seed=0,1 experiment_name=digits_sweep $(ARGS)
-	$(PY) -m ablation.compare experiment_name=digits_sweep
+	$(PY) -m ablation.report experiment_name=digits_sweep
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:$(PORT) over the local store
 	$(PY) -m ablation.ui --port $(PORT)

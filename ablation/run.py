@@ -35,14 +35,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     data_load_s = time.perf_counter() - started
     models.check_input(cfg.model, splits.input_shape)
     policy = augment.build(cfg.augmentation)
-    train = Batches(splits.train.x, splits.train.y, t.batch_size, policy=policy, shuffle=True, seed=cfg.seed,
-                    steps=t.steps_per_epoch, workers=t.workers, use_multiprocessing=t.use_multiprocessing,
-                    max_queue_size=t.max_queue_size)
-    val = Batches(splits.val.x, splits.val.y, t.batch_size)
-    test = Batches(splits.test.x, splits.test.y, t.batch_size)
-    # The honest training score: a fixed subset of the training split, un-augmented, in inference mode.
-    clean_idx = np.sort(np.random.default_rng(cfg.seed).permutation(len(splits.train.y))[:t.clean_train_size])
-    clean_train = Batches(splits.train.x[clean_idx], splits.train.y[clean_idx], t.batch_size)
+    batches = make_batches(cfg, splits, policy)
 
     # 3. Model, compiled from the trainer settings.
     model = models.build(cfg.model, splits.input_shape, splits.num_classes)
@@ -66,18 +59,18 @@ def run(cfg: DictConfig) -> dict[str, float]:
                              "data/n_test": len(splits.test.y), "data/num_classes": splits.num_classes,
                              "time/data_load_s": data_load_s})
 
-        epochs = tracker.callback(clean_train, images_per_epoch=train.images_per_epoch)
+        epochs = tracker.callback(batches["train_clean"], images_per_epoch=batches["train"].images_per_epoch)
         best_weights = scratch / "best.weights.h5"
         callbacks = [epochs] + _callbacks(t, best_weights)
         fit_started = time.perf_counter()
-        model.fit(train, validation_data=val, epochs=t.epochs, callbacks=callbacks, verbose=t.verbose)
+        model.fit(batches["train"], validation_data=batches["val"], epochs=t.epochs, callbacks=callbacks, verbose=t.verbose)
         fit_s = time.perf_counter() - fit_started
 
         history = pd.DataFrame(epochs.rows)
         best = _best_row(history, t.monitor)
         if best_weights.exists():
             model.load_weights(best_weights)
-        scores = model.evaluate(test, verbose=0, return_dict=True)
+        scores = model.evaluate(batches["test"], verbose=0, return_dict=True)
         final = {"test/loss": scores["loss"], "test/accuracy": scores["accuracy"], "best_epoch": best["epoch"],
                  "best/gap_accuracy": best.get("gap/accuracy"), "best/gap_loss": best.get("gap/loss"),
                  "best/val_loss": best.get("val/loss"), "best/val_accuracy": best.get("val/accuracy"),
@@ -95,6 +88,21 @@ def run(cfg: DictConfig) -> dict[str, float]:
         log.info("%s: test accuracy %.3f, gap (loss) at best epoch %s: %.3f", run_name(cfg), final["test/accuracy"],
                  best["epoch"], final["best/gap_loss"] if final["best/gap_loss"] is not None else float("nan"))
     return {"run_id": tracker.run_id, **final}
+
+
+def make_batches(cfg: DictConfig, splits: datasets.Splits, policy: augment.Policy) -> dict[str, Batches]:
+    """The policy goes to the training batches only; val, test and the clean-train subset are just rescaled."""
+    t = cfg.trainer
+    # The honest training score: a fixed subset of the training split, un-augmented, in inference mode.
+    clean = np.sort(np.random.default_rng(cfg.seed).permutation(len(splits.train.y))[:t.clean_train_size])
+    return {
+        "train": Batches(splits.train.x, splits.train.y, t.batch_size, policy=policy, shuffle=True, seed=cfg.seed,
+                         steps=t.steps_per_epoch, workers=t.workers, use_multiprocessing=t.use_multiprocessing,
+                         max_queue_size=t.max_queue_size),
+        "val": Batches(splits.val.x, splits.val.y, t.batch_size),
+        "test": Batches(splits.test.x, splits.test.y, t.batch_size),
+        "train_clean": Batches(splits.train.x[clean], splits.train.y[clean], t.batch_size),
+    }
 
 
 def _callbacks(t: DictConfig, best_weights: Path) -> list[keras.callbacks.Callback]:

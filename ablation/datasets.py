@@ -1,0 +1,580 @@
+"""Image sources -> Splits(train, val, test) of uint8 (N, H, W, C) arrays plus class names.
+
+`load(cfg)` dispatches on `cfg.name` to `load_<name>(**rest)`; `check(cfg)` vets every key without reading
+images, so a bad config fails before anything slow happens. No Keras, no MLflow: the arrays are plain numpy,
+so a test or a notebook can use them directly.
+"""
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import inspect
+import json
+import math
+import os
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+from sklearn.model_selection import train_test_split
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+SHAPES = ("circle", "square", "triangle", "star", "cross")
+# Folder layout: split name -> accepted folder names ("valid" is what Roboflow exports).
+SPLIT_FOLDERS = {"train": ("train",), "val": ("validation", "val", "valid"), "test": ("test",)}
+# Below this many images decoding takes a second or two, not worth a file in the cache.
+CACHE_MIN_IMAGES = 1000
+MISSING = "???"  # OmegaConf's mark for a mandatory value nobody set
+
+
+class DataError(ValueError):
+    """Unusable dataset config or data; the one-line message starts with the config key (usually dataset.path)."""
+
+
+def _fail(key: str, message: str) -> DataError:
+    return DataError(f"dataset.{key}: {message}".replace("\n", " "))
+
+
+@dataclass(frozen=True)
+class Split:
+    x: np.ndarray  # (N, H, W, C) uint8
+    y: np.ndarray  # (N,) int64 class indices
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Split
+    val: Split
+    test: Split
+    class_names: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(int(d) for d in self.train.x.shape[1:])
+
+
+# ---------------------------------------------------------------------------------------------- entry points
+
+def load(cfg) -> Splits:
+    """cfg: the `dataset` node (DictConfig or dict). Checks it, then calls load_<cfg.name>(**the other keys)."""
+    args = _arguments(cfg)
+    name = args.pop("name")
+    return LOADERS[name](**args)
+
+
+def check(cfg) -> None:
+    """Raise DataError for the first bad key, reading no image data (paths are only tested for existence)."""
+    _arguments(cfg)
+
+
+def _arguments(cfg) -> dict:
+    """The loader's keyword arguments: its defaults overlaid with cfg, every value vetted."""
+    given = _as_dict(cfg)
+    name = given.get("name")
+    if name not in LOADERS:
+        raise _fail("name", f"unknown dataset {name!r} (choose {', '.join(LOADERS)})")
+    params = inspect.signature(LOADERS[name]).parameters
+    for key in given:
+        if key != "name" and key not in params:
+            raise _fail(key, f"not a setting of dataset {name} (settings: {', '.join(params)})")
+    args = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    args.update(given)
+    CHECKS[name](args)
+    return args
+
+
+def _as_dict(cfg) -> dict:
+    if isinstance(cfg, dict):
+        return dict(cfg)
+    from omegaconf import OmegaConf  # ships with Hydra; imported late so plain-dict callers need nothing else
+
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+
+
+# ---------------------------------------------------------------------------------------------- digits
+
+def load_digits(image_size: int = 32, channels: int = 1, train_size: int | None = 500, val_split: float = 0.2,
+                test_split: float = 0.2, split_seed: int = 0) -> Splits:
+    """scikit-learn's bundled 8x8 handwritten digits (values 0-16), scaled to 0-255 and upscaled smoothly."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    images = bunch.images.astype(np.float32) * (255.0 / 16.0)
+    if image_size != images.shape[1]:
+        # Cubic keeps strokes round when blowing 8 px up 4x; it overshoots a little, hence the clip.
+        images = np.stack([cv2.resize(im, (image_size, image_size), interpolation=cv2.INTER_CUBIC) for im in images])
+    x = _to_channels(np.clip(np.rint(images), 0, 255).astype(np.uint8)[..., None], channels)
+    y = bunch.target.astype(np.int64)
+    train, val, test = _three_way(y, val_split, test_split, split_seed, blame="val_split")
+    return _splits(x, y, [str(i) for i in range(10)], train, val, test, train_size, split_seed)
+
+
+# ---------------------------------------------------------------------------------------------- shapes
+
+def load_shapes(image_size: int = 32, channels: int = 3, classes: list[str] = ("circle", "square", "triangle", "cross"),
+                n_train: int = 600, n_val: int = 300, n_test: int = 300,
+                train_shift: float = 0.1, train_rotate_range: list[float] = (-10.0, 10.0),
+                train_scale_range: list[float] = (0.3, 0.34), train_brightness_range: list[float] = (0.8, 1.0),
+                eval_shift: float = 1.0, eval_rotate_range: list[float] = (-180.0, 180.0),
+                eval_scale_range: list[float] = (0.18, 0.42), eval_brightness_range: list[float] = (0.3, 1.0),
+                split_seed: int = 0) -> Splits:
+    """Coloured shapes drawn on the fly. Training images vary little (centred, upright, one size, bright) while
+    validation and test images vary widely, so a model trained without augmentation fails to generalise and
+    geometric/photometric augmentation can measurably close the gap.
+
+    shift: how far the centre may move, as a fraction of the room that keeps the shape inside the frame.
+    scale: circumradius as a fraction of image_size. brightness: factor applied to the whole image.
+    """
+    narrow = dict(shift=train_shift, rotate=train_rotate_range, scale=train_scale_range, brightness=train_brightness_range)
+    wide = dict(shift=eval_shift, rotate=eval_rotate_range, scale=eval_scale_range, brightness=eval_brightness_range)
+    parts = []
+    for index, (n, spread) in enumerate([(n_train, narrow), (n_val, wide), (n_test, wide)]):
+        # One stream per split: the test set stays the same when n_train or the train knobs change.
+        rng = np.random.default_rng([split_seed, index])
+        x, y = _draw_shapes(rng, n, list(classes), image_size, **spread)
+        parts.append(Split(_to_channels(x, channels), y))
+    return Splits(*parts, class_names=list(classes))
+
+
+def _draw_shapes(rng, n, classes, size, shift, rotate, scale, brightness):
+    y = rng.permutation(np.arange(n) % len(classes)).astype(np.int64)  # balanced classes
+    radius = rng.uniform(*scale, n) * size
+    middle = (size - 1) / 2
+    room = np.maximum(middle - radius, 0.0)
+    centre = middle + shift * room[:, None] * rng.uniform(-1, 1, (n, 2))
+    angle = np.deg2rad(rng.uniform(*rotate, n))
+    colour = [colorsys.hsv_to_rgb(h, s, 1.0) for h, s in zip(rng.uniform(0, 1, n), rng.uniform(0.6, 1.0, n))]
+    background = rng.uniform(0, 60, n)
+    factor = rng.uniform(*brightness, n).astype(np.float32)
+    noise = rng.normal(0, 6, (n, size, size, 3)).astype(np.float32)
+
+    canvas = np.empty((n, size, size, 3), np.uint8)
+    for i in range(n):
+        canvas[i] = int(background[i])
+        rgb = tuple(int(255 * c) for c in colour[i])
+        shape = classes[y[i]]
+        if shape == "circle":
+            centre_fixed = tuple(int(round(c * 16)) for c in centre[i])
+            cv2.circle(canvas[i], centre_fixed, int(round(radius[i] * 16)), rgb, -1, cv2.LINE_AA, shift=4)
+        else:
+            points = _outline(shape) @ _rotation(angle[i]).T * radius[i] + centre[i]
+            cv2.fillPoly(canvas[i], [np.rint(points * 16).astype(np.int32)], rgb, cv2.LINE_AA, shift=4)
+    # Noise and brightness apply to the whole image, as a camera's would.
+    images = (canvas.astype(np.float32) + noise) * factor[:, None, None, None]
+    return np.clip(np.rint(images), 0, 255).astype(np.uint8), y
+
+
+def _outline(shape: str) -> np.ndarray:
+    """Upright polygon with circumradius 1, (x, y) in image coordinates (y grows downwards)."""
+    def ring(count, start_deg, radii=(1.0,)):
+        t = np.deg2rad(start_deg + np.arange(count) * 360 / count)
+        r = np.resize(np.asarray(radii), count)
+        return np.stack([r * np.cos(t), r * np.sin(t)], axis=1)
+
+    if shape == "square":
+        return ring(4, 45)
+    if shape == "triangle":
+        return ring(3, -90)
+    if shape == "star":
+        return ring(10, -90, radii=(1.0, 0.42))
+    if shape == "cross":
+        w, a = 0.3, math.sqrt(1 - 0.3 ** 2)  # arm half-width and length, so the corners touch the unit circle
+        return np.array([(w, -a), (w, -w), (a, -w), (a, w), (w, w), (w, a),
+                         (-w, a), (-w, w), (-a, w), (-a, -w), (-w, -w), (-w, -a)])
+    raise ValueError(shape)
+
+
+def _rotation(theta: float) -> np.ndarray:
+    c, s = math.cos(theta), math.sin(theta)
+    return np.array([[c, -s], [s, c]])
+
+
+# ---------------------------------------------------------------------------------------------- folder
+
+def load_folder(path: str, image_size: int = 64, channels: int = 3, validation_split: float = 0.2,
+                test_split: float = 0.2, train_size: int | None = None, split_seed: int = 0,
+                cache_dir: str | None = "runs/cache") -> Splits:
+    """Keras' directory layout: DIR/<class>/* split here, or DIR/{train, validation|val|valid, test}/<class>/*.
+
+    Class names are the sorted class folder names; splits the folder lacks are taken from train by the
+    fractions. Images are resized to image_size x image_size (aspect ratio not kept, as Keras does).
+    """
+    root = Path(path).expanduser()
+    layout = _folder_layout(root)
+    if "train" not in layout:
+        layout = {"train": root}
+    found = {split: _class_files(folder) for split, folder in layout.items()}
+    if not found["train"]:
+        raise _fail("path", f"{layout['train']} has no class folders with images ({' '.join(IMAGE_EXTENSIONS)})")
+    class_names = sorted(found["train"])
+    if len(class_names) < 2:
+        raise _fail("path", f"{layout['train']} has only one class folder ({class_names[0]}); a classifier needs two or more")
+    for split, classes in found.items():
+        for name in classes:
+            if name not in found["train"]:
+                raise _fail("path", f"{layout[split] / name}: class {name!r} has no images in {layout['train']}")
+
+    files, labels, owner = [], [], []
+    for split, classes in found.items():
+        for name, paths in sorted(classes.items()):
+            files += paths
+            labels += [class_names.index(name)] * len(paths)
+            owner += [split] * len(paths)
+    x = _decode_all(files, image_size, channels, cache_dir)
+    y, owner = np.asarray(labels, np.int64), np.asarray(owner)
+
+    indices = _fill_splits(y, {split: np.flatnonzero(owner == split) for split in found},
+                           validation_split, test_split, split_seed)
+    return _splits(x, y, class_names, *indices, train_size, split_seed)
+
+
+def _folder_layout(root: Path) -> dict[str, Path]:
+    """Split name -> folder when root holds train/ (and maybe validation/, test/); empty for the one-folder layout."""
+    if not (root / "train").is_dir():
+        return {}
+    layout = {}
+    for split, names in SPLIT_FOLDERS.items():
+        present = [root / name for name in names if (root / name).is_dir()]
+        if len(present) > 1:
+            raise _fail("path", f"{root} has both {present[0].name}/ and {present[1].name}/; keep one")
+        if present:
+            layout[split] = present[0]
+    known = {p.name for p in layout.values()}
+    for other in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in known and not p.name.startswith(".")):
+        if _class_files(other) or _images_in(other):
+            # Silently ignoring it would hide a misspelt split (e.g. "validaton") and shrink the data.
+            raise _fail("path", f"{other}: unexpected folder beside train/ (expected validation/ or val/, and test/)")
+    return layout
+
+
+def _class_files(folder: Path) -> dict[str, list[Path]]:
+    """Class folder name -> its image files, recursively and sorted as Keras does; folders without images are left out."""
+    classes = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = _images_in(sub)
+        if files:
+            classes[sub.name] = files
+    return classes
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def _decode_all(files: list[Path], size: int, channels: int, cache_dir: str | None) -> np.ndarray:
+    cached = None
+    if cache_dir is not None and len(files) >= CACHE_MIN_IMAGES:
+        # Any added, removed, rewritten or touched file gives a new key, so a stale cache is never read.
+        listing = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        key = hashlib.sha1(json.dumps([size, channels, listing]).encode()).hexdigest()[:16]
+        cached = Path(cache_dir).expanduser() / f"folder-{key}.npy"
+        if cached.is_file():
+            return np.load(cached)
+    mode = "L" if channels == 1 else "RGB"
+    # PIL releases the GIL while decoding, so threads use every core.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        x = np.stack(list(pool.map(lambda f: _read_image(f, size, mode), files)))
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(partial, x)
+        os.replace(partial, cached)  # atomic: runs launched in parallel never read half a file
+    return x
+
+
+def _read_image(file: Path, size: int, mode: str) -> np.ndarray:
+    try:
+        with Image.open(file) as image:
+            image.draft(mode, (size, size))  # JPEG decodes at 1/2..1/8 scale when that is still big enough
+            image = ImageOps.exif_transpose(image).convert(mode)
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.Resampling.BILINEAR)
+            array = np.asarray(image, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise _fail("path", f"{file}: cannot decode image ({exc or type(exc).__name__})") from None
+    return array[..., None] if array.ndim == 2 else array
+
+
+# ---------------------------------------------------------------------------------------------- npz
+
+def load_npz(path: str, image_size: int | None = None, channels: int | None = None, validation_split: float = 0.2,
+             test_split: float = 0.2, train_size: int | None = None, split_seed: int = 0) -> Splits:
+    """x_train, y_train and optionally x_val, y_val, x_test, y_test (missing ones are taken from train by the
+    fractions) and class_names. x: (N, H, W[, C]) uint8 or float in [0, 1]; y: integer labels or one-hot."""
+    file = Path(path).expanduser()
+    try:
+        data = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise _fail("path", f"{file}: cannot read as .npz ({exc})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise _fail("path", f"{file} holds a single array; expected an .npz with x_train and y_train (np.savez)")
+    with data:
+        present = set(data.files)
+        for name in ("x_train", "y_train"):
+            if name not in present:
+                raise _fail("path", f"{file} has no array {name!r} (found: {', '.join(sorted(present)) or 'none'})")
+        images, labels, widths = {}, {}, {}
+        for split in ("train", "val", "test"):
+            if (f"x_{split}" in present) != (f"y_{split}" in present):
+                has, lacks = (f"x_{split}", f"y_{split}") if f"x_{split}" in present else (f"y_{split}", f"x_{split}")
+                raise _fail("path", f"{file} has {has} but no {lacks}")
+            if f"x_{split}" in present:
+                images[split] = _npz_images(file, data, f"x_{split}")
+                labels[split], widths[split] = _npz_labels(file, data, f"y_{split}", len(images[split]))
+        names = _npz_array(file, data, "class_names") if "class_names" in present else None
+
+    first = images["train"]
+    for split, x in images.items():
+        if image_size is None and x.shape[1:3] != first.shape[1:3]:
+            raise _fail("path", f"{file}: x_{split} images are {x.shape[1]}x{x.shape[2]} but x_train's are "
+                                f"{first.shape[1]}x{first.shape[2]}; set dataset.image_size to resize them all")
+        if channels is None and x.shape[3] != first.shape[3]:
+            raise _fail("path", f"{file}: x_{split} has {x.shape[3]} channel(s) but x_train has {first.shape[3]}; "
+                                "set dataset.channels to convert them all")
+
+    num_classes = max(max(int(labels[s].max(initial=-1)) + 1, widths[s]) for s in labels)
+    if names is not None:
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in names.ravel()]
+        if num_classes > len(names):
+            raise _fail("path", f"{file}: labels go up to {num_classes - 1} but class_names has {len(names)} names")
+    class_names = names if names is not None else [str(i) for i in range(num_classes)]
+
+    # One pool of every image, so the index-based split helpers serve every layout.
+    x = np.concatenate([_to_channels(_resize(images[s], image_size), channels) for s in images])
+    y = np.concatenate([labels[s] for s in images])
+    ends = np.cumsum([len(labels[s]) for s in images])
+    pools = {s: np.arange(end - len(labels[s]), end) for s, end in zip(images, ends)}
+    indices = _fill_splits(y, pools, validation_split, test_split, split_seed)
+    return _splits(x, y, class_names, *indices, train_size, split_seed)
+
+
+def _npz_array(file: Path, data, name: str) -> np.ndarray:
+    try:
+        return data[name]
+    except ValueError as exc:  # object arrays need pickle, which is refused for safety
+        raise _fail("path", f"{file}: {name}: cannot read ({exc})") from None
+
+
+def _npz_images(file: Path, data, name: str) -> np.ndarray:
+    x = _npz_array(file, data, name)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise _fail("path", f"{file}: {name}: expected images shaped (N, H, W) or (N, H, W, C) with C 1 or 3, "
+                            f"got {x.shape}")
+    if x.dtype == np.uint8:
+        return x
+    if np.issubdtype(x.dtype, np.floating):
+        low, high = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+        if 0.0 <= low and high <= 1.0:  # NaN fails both comparisons
+            return np.rint(x * 255.0).astype(np.uint8)
+        raise _fail("path", f"{file}: {name}: float images must lie in [0, 1], found [{low:g}, {high:g}] "
+                            "(divide by 255, or store uint8)")
+    raise _fail("path", f"{file}: {name}: expected uint8, or float in [0, 1]; got {x.dtype}")
+
+
+def _npz_labels(file: Path, data, name: str, count: int) -> tuple[np.ndarray, int]:
+    """(int64 labels, one-hot width or 0)."""
+    y = _npz_array(file, data, name)
+    width = 0
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    elif y.ndim == 2:
+        width = y.shape[1]
+        y = y.argmax(axis=1)
+    if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise _fail("path", f"{file}: {name}: expected integer labels (N,) or one-hot (N, K), got {y.dtype} {y.shape}")
+    if np.issubdtype(y.dtype, np.floating) and not np.all(y == np.round(y)):
+        raise _fail("path", f"{file}: {name}: labels must be whole numbers")
+    if len(y) != count:
+        raise _fail("path", f"{file}: {name} has {len(y)} labels for {count} images")
+    if len(y) and y.min() < 0:
+        raise _fail("path", f"{file}: {name}: labels must be >= 0, found {y.min()}")
+    return y.astype(np.int64), width
+
+
+# ---------------------------------------------------------------------------------------------- shared helpers
+
+def _resize(x: np.ndarray, size: int | None) -> np.ndarray:
+    if size is None or x.shape[1:3] == (size, size):
+        return x
+    # Area averaging when shrinking avoids aliasing; bilinear when enlarging.
+    method = cv2.INTER_AREA if x.shape[1] > size else cv2.INTER_LINEAR
+    out = np.empty((len(x), size, size, x.shape[3]), np.uint8)
+    for i, image in enumerate(x):
+        out[i] = cv2.resize(image, (size, size), interpolation=method).reshape(size, size, x.shape[3])
+    return out
+
+
+def _to_channels(x: np.ndarray, channels: int | None) -> np.ndarray:
+    if channels is None or x.shape[-1] == channels:
+        return x
+    if channels == 3:
+        return np.repeat(x, 3, axis=-1)
+    n, h, w, _ = x.shape
+    # cvtColor accepts one tall image, which converts the whole batch in one call (ITU-R 601 weights, like PIL's "L").
+    return cv2.cvtColor(np.ascontiguousarray(x).reshape(n * h, w, 3), cv2.COLOR_RGB2GRAY).reshape(n, h, w, 1)
+
+
+def _count(n: int, fraction: float) -> int:
+    """Images a fraction takes from n: at least one whenever the fraction is positive, so no split is empty by rounding."""
+    return 0 if fraction <= 0 or n == 0 else max(1, int(round(n * fraction)))
+
+
+def _take(y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions into y split as (kept, taken) with n taken, stratified by class when every class allows it."""
+    positions = np.arange(len(y))
+    if n <= 0:
+        return positions, positions[:0]
+    if n >= len(y):
+        return positions[:0], positions
+    try:
+        kept, taken = train_test_split(positions, test_size=n, random_state=seed, stratify=y)
+    except ValueError:  # a class too small to appear on both sides: a plain random split still works
+        kept, taken = train_test_split(positions, test_size=n, random_state=seed)
+    return kept, taken
+
+
+def _three_way(y: np.ndarray, val_fraction: float, test_fraction: float, seed: int, blame: str = "path"):
+    """Positions (train, val, test) into y; both fractions are of len(y)."""
+    n_test, n_val = _count(len(y), test_fraction), _count(len(y), val_fraction)
+    if len(y) - n_test - n_val < 1:
+        raise _fail(blame, f"{len(y)} images are too few to take validation ({val_fraction:g}) "
+                           f"and test ({test_fraction:g}) fractions from")
+    rest, test = _take(y, n_test, seed)
+    train, val = _take(y[rest], n_val, seed)
+    return rest[train], rest[val], test
+
+
+def _fill_splits(y, pools: dict[str, np.ndarray], val_fraction, test_fraction, seed):
+    """Index arrays (train, val, test) into y: the splits the source lacks are taken from its train pool."""
+    pool = pools["train"]
+    if "val" not in pools and "test" not in pools:
+        train, val, test = _three_way(y[pool], val_fraction, test_fraction, seed)
+        return pool[train], pool[val], pool[test]
+    taken = dict(pools)
+    for split, fraction in (("val", val_fraction), ("test", test_fraction)):
+        if split not in pools:
+            keep, take = _take(y[pool], _count(len(pool), fraction), seed)
+            if len(keep) == 0:
+                raise _fail("path", f"{len(pool)} training images are too few to take a {split} fraction "
+                                    f"of {fraction:g} from")
+            taken[split], pool = pool[take], pool[keep]
+    return pool, taken["val"], taken["test"]
+
+
+def _splits(x, y, class_names, train, val, test, train_size, seed) -> Splits:
+    if train_size is not None and train_size < len(train):
+        # Fewer training images make overfitting, and what augmentation does about it, visible.
+        _, kept = _take(y[train], train_size, seed)
+        train = train[kept]
+    part = lambda idx: Split(x[idx], y[idx].astype(np.int64))  # noqa: E731
+    return Splits(part(train), part(val), part(test), list(class_names))
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+def _integer(args, key, minimum, optional=False):
+    value = args.get(key)
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _fail(key, f"expected an integer >= {minimum}{' or null' if optional else ''}, got {value!r}")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _fraction(args, key):
+    value = args.get(key)
+    if not _number(value) or not 0 <= value < 1:
+        raise _fail(key, f"expected a fraction in [0, 1), got {value!r}")
+
+
+def _common(args, split_keys=None, size_optional=False, channels_optional=False, train_size=True):
+    _integer(args, "image_size", 8, optional=size_optional)
+    channels = args.get("channels")
+    if not (channels in (1, 3) and not isinstance(channels, bool)) and not (channels is None and channels_optional):
+        raise _fail("channels", f"expected 1 or 3{' or null' if channels_optional else ''}, got {channels!r}")
+    _integer(args, "split_seed", 0)
+    if train_size:
+        _integer(args, "train_size", 1, optional=True)
+    if split_keys:
+        for key in split_keys:
+            _fraction(args, key)
+        total = sum(args[key] for key in split_keys)
+        if total >= 1:
+            raise _fail(split_keys[-1], f"{' + '.join(split_keys)} = {total:g} leaves no training images (must be < 1)")
+
+
+def _path(args, kind, example):
+    value = args.get("path")
+    if value in (None, "", MISSING):
+        raise _fail("path", f"required, e.g. dataset.path={example}")
+    path = Path(str(value)).expanduser()
+    if not path.exists():
+        raise _fail("path", f"{kind} {path} does not exist")
+    if kind == "folder" and not path.is_dir():
+        raise _fail("path", f"{path} is a file; expected a folder of class folders")
+    if kind == "file" and path.is_dir():
+        raise _fail("path", f"{path} is a folder; expected an .npz file")
+
+
+def _interval(args, key, low, high, positive=False):
+    value = args.get(key)
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(_number(v) for v in value)
+    ok = ok and low <= value[0] <= value[1] <= high and not (positive and value[0] <= 0)
+    if not ok:
+        bounds = f"{'(' if positive else '['}{low:g}, {high:g}]"
+        raise _fail(key, f"expected [low, high] with low <= high within {bounds}, got {value!r}")
+
+
+def _check_digits(args):
+    _common(args, ("val_split", "test_split"))
+
+
+def _check_shapes(args):
+    _common(args, train_size=False)
+    classes = args.get("classes")
+    if (not isinstance(classes, (list, tuple)) or len(classes) < 2 or len(set(classes)) != len(classes)
+            or any(c not in SHAPES for c in classes)):
+        raise _fail("classes", f"expected two or more distinct shapes from {', '.join(SHAPES)}, got {classes!r}")
+    _integer(args, "n_train", 1)
+    _integer(args, "n_val", 0)
+    _integer(args, "n_test", 0)
+    for prefix in ("train", "eval"):
+        shift = args.get(f"{prefix}_shift")
+        if not _number(shift) or not 0 <= shift <= 1:
+            raise _fail(f"{prefix}_shift", f"expected a fraction in [0, 1] of the room around the shape, got {shift!r}")
+        _interval(args, f"{prefix}_rotate_range", -360, 360)
+        _interval(args, f"{prefix}_scale_range", 0, 0.5, positive=True)
+        _interval(args, f"{prefix}_brightness_range", 0, 4, positive=True)
+
+
+def _check_folder(args):
+    _path(args, "folder", "/data/flowers")
+    _common(args, ("validation_split", "test_split"))
+    cache_dir = args.get("cache_dir")
+    if cache_dir is not None and not (isinstance(cache_dir, str) and cache_dir):
+        raise _fail("cache_dir", f"expected a folder path or null, got {cache_dir!r}")
+
+
+def _check_npz(args):
+    _path(args, "file", "/data/mnist.npz")
+    _common(args, ("validation_split", "test_split"), size_optional=True, channels_optional=True)
+
+
+LOADERS = {"digits": load_digits, "shapes": load_shapes, "folder": load_folder, "npz": load_npz}
+CHECKS = {"digits": _check_digits, "shapes": _check_shapes, "folder": _check_folder, "npz": _check_npz}

@@ -1,0 +1,85 @@
+"""The generator feeding fit: per-epoch reshuffle from the seed, fresh augmentation on train only."""
+import numpy as np
+import pytest
+
+from ablation import augment, datasets
+from ablation.batches import Batches
+from ablation.run import make_batches
+
+
+def _images(n=20, size=16):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(n, size, size, 1), dtype=np.uint8), np.arange(n) % 3
+
+
+def _epoch(batches):
+    xs, ys = zip(*(batches[i] for i in range(len(batches))))
+    batches.on_epoch_end()
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def test_evaluation_batches_are_only_rescaled_in_order():
+    x, y = _images()
+    batches = Batches(x, y, batch_size=6)
+    bx, by = _epoch(batches)
+    assert len(batches) == 4
+    assert bx.dtype == np.float32
+    np.testing.assert_allclose(bx, x / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(by, y)
+    np.testing.assert_array_equal(_epoch(batches)[0], bx)  # same every epoch
+
+
+def test_training_batches_reshuffle_every_epoch_from_the_seed():
+    x, y = _images()
+    first = Batches(x, y, batch_size=6, shuffle=True, seed=3)
+    e1, e2 = _epoch(first), _epoch(first)
+    assert sorted(e1[1].tolist()) == sorted(y.tolist())  # one pass: each image once
+    assert not np.array_equal(e1[1], e2[1]) or not np.array_equal(e1[0], e2[0])
+    assert not np.array_equal(e1[0], x / 255.0)
+    again = Batches(x, y, batch_size=6, shuffle=True, seed=3)
+    np.testing.assert_array_equal(_epoch(again)[0], e1[0])
+    other = Batches(x, y, batch_size=6, shuffle=True, seed=4)
+    assert not np.array_equal(_epoch(other)[0], e1[0])
+
+
+def test_extra_steps_draw_more_samples_covering_every_image():
+    x, _ = _images(n=10)
+    batches = Batches(x, np.arange(10), batch_size=4, shuffle=True, steps=7)
+    bx, by = _epoch(batches)
+    assert len(batches) == 7 and len(bx) == 28 and batches.images_per_epoch == 28
+    # Whole permutations back to back: every image before any repeats.
+    assert sorted(by[:10]) == list(range(10)) and sorted(by[10:20]) == list(range(10))
+
+
+def test_training_images_are_augmented_afresh_each_epoch():
+    x, y = _images(n=8)
+    policy = augment.build({"name": "rot", "transforms": [
+        {"_target_": "albumentations.Rotate", "limit": 90, "p": 1.0}]})
+    batches = Batches(x, y, batch_size=8, policy=policy, shuffle=True, seed=0)
+    e1, e2 = _epoch(batches), _epoch(batches)
+    order1, order2 = np.argsort(e1[1], kind="stable"), np.argsort(e2[1], kind="stable")
+    # Same underlying images, different augmentations.
+    assert not np.allclose(e1[0][order1], e2[0][order2])
+    assert not np.allclose(e1[0][order1], x[np.argsort(y, kind="stable")] / 255.0)
+
+
+def test_run_gives_the_policy_to_training_batches_only(make_cfg):
+    cfg = make_cfg("augmentation=rotate", "dataset.train_size=40")
+    splits = datasets.load(cfg.dataset)
+    policy = augment.build(cfg.augmentation)
+    batches = make_batches(cfg, splits, policy)
+    assert batches["train"].policy is policy
+    for name, split in (("val", splits.val), ("test", splits.test)):
+        bx, by = _epoch(batches[name])
+        np.testing.assert_allclose(bx, split.x / 255.0, rtol=1e-6)
+        np.testing.assert_array_equal(by, split.y)
+    clean_x, _ = _epoch(batches["train_clean"])
+    assert len(clean_x) == min(cfg.trainer.clean_train_size, len(splits.train.y))
+    train_rows = {bytes(img) for img in (splits.train.x / 255.0).astype(np.float32)}
+    assert all(bytes(img) in train_rows for img in clean_x)
+
+
+def test_mismatched_lengths_are_refused():
+    x, y = _images()
+    with pytest.raises(ValueError, match="differ in length"):
+        Batches(x, y[:-1], batch_size=4)

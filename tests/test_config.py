@@ -1,0 +1,58 @@
+"""Bad settings stop with one line naming the key, before any data is read or any MLflow run is opened."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ablation.config import user_error
+from ablation.run import run
+from conftest import ROOT
+
+CASES = [
+    (["trainer.batch_size=0"], "trainer.batch_size: expected an integer >= 1, got 0"),
+    (["trainer.epochs=-1"], "trainer.epochs:"),
+    (["trainer.learning_rate=0"], "trainer.learning_rate:"),
+    (["trainer.optimizer=adamm"], "trainer.optimizer: unknown Keras optimizer 'adamm'"),
+    (["trainer.monitor=accuracy"], "trainer.monitor: expected one of val_loss|val_accuracy"),
+    (["dataset.image_size=4"], "dataset.image_size:"),
+    (["dataset=folder", "dataset.path=/nonexistent/images"], "dataset.path:"),
+    (["dataset=folder"], "dataset.path:"),
+    (["augmentation=hflip", "augmentation.transforms.0.p=1.5"], "augmentation.transforms[0].p:"),
+    (["augmentation=idg_classic", "augmentation.idg.rotation_range=-5"], "augmentation.idg.rotation_range:"),
+    (["+model.kernel=3"], "model.kernel: not an argument"),
+    (["seed=-1"], "seed:"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", CASES, ids=[c[1].split(":")[0] for c in CASES])
+def test_bad_setting_names_its_key_before_any_run(make_cfg, tmp_path, overrides, message):
+    cfg = make_cfg(*overrides)
+    with pytest.raises(Exception) as info:
+        run(cfg)
+    assert user_error(info.value), info.value
+    text = str(info.value)
+    assert text.startswith(message), text
+    assert "\n" not in text
+    # Nothing was opened in the store: the database was never even created.
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def _cli(*args, cwd=ROOT):
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, "-m", "ablation", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
+    result = _cli("trainer.batch_size=0", f"tracking.uri=sqlite:///{tmp_path}/m.db", f"hydra.run.dir={tmp_path}/out")
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: trainer.batch_size: expected an integer >= 1, got 0"], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_unknown_group_option_names_the_group(tmp_path):
+    result = _cli("augmentation=rotat", f"hydra.run.dir={tmp_path}/out")
+    assert result.returncode != 0
+    assert "augmentation/rotat" in result.stderr

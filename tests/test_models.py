@@ -1,0 +1,54 @@
+"""Every model under conf/model/ builds with the right head and trains a step on tiny data."""
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from ablation import models
+from ablation.config import ConfigError
+from conftest import CONF, options
+
+EXPECTED = {"small_cnn", "lambda_cnn", "resnet", "mobilenet_v2"}
+
+
+def test_every_model_has_a_config():
+    assert EXPECTED <= set(options("model"))
+
+
+def _check_output(out, n, classes):
+    assert out.shape == (n, 1 if classes == 2 else classes)
+    assert np.all((out >= 0) & (out <= 1))
+    if classes > 2:
+        np.testing.assert_allclose(out.sum(axis=1), 1, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", options("model"))
+def test_model_trains_a_step_on_grayscale_multiclass(name):
+    cfg = OmegaConf.load(CONF / "model" / f"{name}.yaml")
+    model = models.build(cfg, (32, 32, 1), 10)
+    model.compile(optimizer="adam", loss=models.loss_for(10), metrics=["accuracy"])
+    x = np.random.default_rng(0).random((4, 32, 32, 1), dtype=np.float32)
+    history = model.fit(x, np.arange(4), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    _check_output(model.predict(x, verbose=0), 4, 10)
+
+
+@pytest.mark.parametrize("name", options("model"))
+def test_two_classes_get_one_sigmoid_unit_on_rgb(name):
+    cfg = OmegaConf.load(CONF / "model" / f"{name}.yaml")
+    model = models.build(cfg, (32, 32, 3), 2)
+    x = np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
+    _check_output(np.asarray(model(x, training=False)), 3, 2)
+    assert models.loss_for(2) == "binary_crossentropy"
+
+
+def test_unknown_hyperparameter_names_the_key():
+    cfg = OmegaConf.create({"name": "small_cnn", "filtres": [8]})
+    with pytest.raises(ConfigError, match=r"^model\.filtres: not an argument of build_small_cnn"):
+        models.check(cfg)
+
+
+def test_imagenet_weights_missing_locally_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    cfg = OmegaConf.create({"name": "mobilenet_v2", "weights": "imagenet", "alpha": 0.35})
+    with pytest.raises(ConfigError, match=r"^model\.weights: ImageNet weights not found at .*mobilenet_v2_weights"):
+        models.check_input(cfg, (32, 32, 3))

@@ -1,0 +1,104 @@
+"""A whole run end to end: real Keras training on tiny digits, recorded in a real (temporary) MLflow store."""
+import os
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ablation import tracking
+from ablation.run import run
+from conftest import ROOT
+
+PER_EPOCH = ["train/loss", "train/accuracy", "train_clean/loss", "train_clean/accuracy", "val/loss", "val/accuracy",
+             "gap/loss", "gap/accuracy", "time/epoch_s", "throughput/images_per_s"]
+FINAL = ["test/loss", "test/accuracy", "best_epoch", "best/gap_accuracy", "best/gap_loss"]
+ARTIFACTS = {"config.yaml", "policy.json", "history.csv", "learning_curves.png", "augmentation_preview.png",
+             "model.keras"}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One rotate run on 48 digits for 3 epochs, shared by the assertions below."""
+    from hydra import compose, initialize_config_dir
+
+    store = tmp_path_factory.mktemp("store")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["trainer=smoke", "trainer.epochs=3", "augmentation=rotate", "seed=1",
+                                           "dataset.train_size=48", f"tracking.uri=sqlite:///{store}/mlflow.db"])
+    metrics = run(cfg)
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
+    return cfg, metrics, client, client.get_run(metrics["run_id"])
+
+
+def test_run_is_named_tagged_and_finished(finished):
+    cfg, _, _, mlrun = finished
+    assert mlrun.info.status == "FINISHED"
+    assert mlrun.info.run_name == "rotate/small_cnn/s1"
+    tags = mlrun.data.tags
+    assert {tags[k] for k in ("dataset", "model", "augmentation", "seed")} == {"digits", "small_cnn", "rotate", "1"}
+    assert tags["config_hash"] == tracking.config_hash(cfg)
+    assert tags["device"]
+    assert mlrun.data.params["trainer.epochs"] == "3"
+    assert mlrun.data.params["augmentation.name"] == "rotate"
+
+
+def test_one_point_per_epoch_for_each_per_epoch_metric(finished):
+    _, _, client, mlrun = finished
+    for key in PER_EPOCH:
+        history = client.get_metric_history(mlrun.info.run_id, key)
+        assert sorted(m.step for m in history) == [1, 2, 3], key
+
+
+def test_gap_is_validation_minus_clean_training(finished):
+    _, _, client, mlrun = finished
+
+    def series(key):
+        return {m.step: m.value for m in client.get_metric_history(mlrun.info.run_id, key)}
+
+    val, clean, gap = series("val/loss"), series("train_clean/loss"), series("gap/loss")
+    for step in gap:
+        assert gap[step] == pytest.approx(val[step] - clean[step], abs=1e-6)
+    vacc, cacc, gacc = series("val/accuracy"), series("train_clean/accuracy"), series("gap/accuracy")
+    for step in gacc:
+        assert gacc[step] == pytest.approx(cacc[step] - vacc[step], abs=1e-6)
+
+
+def test_final_metrics_and_artifacts(finished):
+    _, metrics, client, mlrun = finished
+    for key in FINAL:
+        assert key in mlrun.data.metrics, key
+    assert 1 <= mlrun.data.metrics["best_epoch"] <= 3
+    assert 0 <= metrics["test/accuracy"] <= 1
+    names = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
+    assert ARTIFACTS <= names, names
+
+
+def test_a_run_that_raises_is_failed_with_the_reason(make_cfg, tmp_path):
+    cfg = make_cfg()
+    with pytest.raises(RuntimeError):
+        with tracking.run(cfg, "none/small_cnn/s0", {"seed": 0}):
+            raise RuntimeError("loss exploded")
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.run(cfg, "none/small_cnn/s1", {"seed": 1}):
+            raise KeyboardInterrupt
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("digits").experiment_id])}
+    failed, killed = runs["none/small_cnn/s0"], runs["none/small_cnn/s1"]
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["error"] == "RuntimeError: loss exploded"
+    assert killed.info.status == "KILLED"
+
+
+def test_multirun_of_two_policies_records_two_runs(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = subprocess.run(
+        [sys.executable, "-m", "ablation", "-m", "augmentation=none,hflip", "trainer=smoke", "trainer.epochs=1",
+         "dataset.train_size=32", "tracking.log_model=false", f"tracking.uri={uri}",
+         f"hydra.sweep.dir={tmp_path}/sweep"],
+        cwd=ROOT, env={**os.environ}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["hflip/small_cnn/s0", "none/small_cnn/s0"]
+    assert all(r.info.status == "FINISHED" for r in runs)

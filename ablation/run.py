@@ -34,7 +34,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     splits = datasets.load(cfg.dataset)
     data_load_s = time.perf_counter() - started
     models.check_input(cfg.model, splits.input_shape)
-    policy = augment.build(cfg.augmentation)
+    policy = augment.build(cfg.augmentation, image_shape=splits.input_shape)
     batches = make_batches(cfg, splits, policy)
 
     # 3. Model, compiled from the trainer settings.

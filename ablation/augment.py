@@ -1,0 +1,531 @@
+"""Augmentation policies: a config node (albumentations transforms, or Keras' ImageDataGenerator vocabulary)
+-> a Policy that maps uint8 images to augmented uint8 images of the same shape, reproducibly from a passed-in
+numpy Generator. Everything that can be wrong with a policy is found by build(cfg), before any image is read.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import inspect
+import json
+import math
+import os
+import random
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+# albumentations checks PyPI for a newer version on import: slow or hanging on offline machines.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from albumentations.core.composition import BaseCompose  # noqa: E402
+from albumentations.core.transforms_interface import BasicTransform  # noqa: E402
+from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
+
+ROOT_KEY = "augmentation"
+TOP_LEVEL_KEYS = ("name", "transforms", "idg")
+IDG_KEYS = ("rotation_range", "width_shift_range", "height_shift_range", "shear_range", "zoom_range",
+            "horizontal_flip", "vertical_flip", "brightness_range", "channel_shift_range", "fill_mode", "cval")
+FILL_MODES = {"nearest": cv2.BORDER_REPLICATE,   # aaaaaaaa|abcd|dddddddd
+              "constant": cv2.BORDER_CONSTANT,   # kkkkkkkk|abcd|kkkkkkkk
+              "reflect": cv2.BORDER_REFLECT,     # abcddcba|abcd|dcbaabcd
+              "wrap": cv2.BORDER_WRAP}           # abcdabcd|abcd|abcdabcd
+# Nested containers a policy may use. Compose itself is the policy's own outer container.
+NESTABLE = ("OneOf", "SomeOf", "Sequential", "RandomOrder", "OneOrOther")
+# albumentations 2.0.8 transforms that raise on 1-channel images (they call non_rgb_error); a grayscale image
+# goes through them as gray -> RGB -> gray so every policy works on grayscale datasets.
+RGB_ONLY = frozenset({"RandomSnow", "RandomRain", "RandomFog", "RandomSunFlare", "ISONoise", "Spatter",
+                      "ChromaticAberration", "PlanckianJitter", "HEStain"})
+# Stands in for the image size while validating a policy before any image is seen.
+PLACEHOLDER_SIZE = (64, 64)
+
+
+class PolicyError(ValueError):
+    """A bad augmentation setting; the message is one line that starts with the config key."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Value checks shared by the config parser and the Keras-compatible transforms below. They raise ValueError
+# "<arg>: ..." so the parser can prefix the config path.
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_number(key: str, value, minimum: float | None = None):
+    if not _is_number(value) or (minimum is not None and value < minimum):
+        bound = f" >= {minimum:g}" if minimum is not None else ""
+        raise ValueError(f"{key}: expected a number{bound}, got {value!r}")
+    return value
+
+
+def _check_probability(key: str, value) -> float:
+    if not _is_number(value) or not 0 <= value <= 1:
+        raise ValueError(f"{key}: expected a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _check_pair(key: str, value, what: str, valid) -> tuple[float, float]:
+    if (not isinstance(value, (list, tuple)) or len(value) != 2 or not all(map(_is_number, value))
+            or not valid(*value)):
+        raise ValueError(f"{key}: expected {what}, got {_plain(value)!r}")
+    return float(value[0]), float(value[1])
+
+
+def _zoom_bounds(value) -> tuple[float, float]:
+    # Keras: a float z means [1 - z, 1 + z]; a pair is taken as is.
+    if _is_number(value):
+        if not 0 <= value < 1:
+            raise ValueError(f"zoom_range: expected a number in [0, 1) or a pair [lower, upper] with "
+                             f"0 < lower <= upper, got {value!r}")
+        return 1.0 - value, 1.0 + value
+    return _check_pair("zoom_range", value, "a number in [0, 1) or a pair [lower, upper] with 0 < lower <= upper",
+                       lambda lo, hi: 0 < lo <= hi)
+
+
+def _check_fill_mode(value) -> str:
+    if value not in FILL_MODES:
+        raise ValueError(f"fill_mode: expected one of {'|'.join(FILL_MODES)}, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ImageDataGenerator semantics that no albumentations transform reproduces exactly. Both sample in get_params*
+# from the transform's own generators, so Compose seeding covers them.
+
+class KerasAffine(A.DualTransform):
+    """ImageDataGenerator's random rotation, shifts, shear and zoom as one bilinear warp, sampled and composed as
+    keras' legacy `get_random_transform` / `apply_affine_transform` do (one interpolation, Keras' fill modes).
+
+    rotation_range: degrees, uniform in (-r, r).  width/height_shift_range: float < 1 = fraction of the width/height,
+    float >= 1 = pixels, int = whole pixels drawn from (-r, r).  shear_range: degrees (Keras' shear matrix, which
+    also scales y by cos(shear)).  zoom_range: float z -> [1 - z, 1 + z] or [lower, upper], drawn separately for x
+    and y; zoom > 1 shows a smaller image.  fill_mode: nearest|constant|reflect|wrap, cval for constant.
+
+    Where this deliberately differs from keras' legacy code (3.x): Keras feeds height_shift_range into the
+    horizontal axis and width_shift_range into the vertical one, and centres non-square images on the wrong axis;
+    here each range moves the axis its name says and the centre is the image centre (identical for square images
+    with equal ranges). Keras' 'wrap' uses scipy's 'wrap' mode, whose period is one pixel short; this uses the
+    documented abcdabcd. Results are rounded to uint8 after the warp; Keras keeps floats.
+    """
+
+    def __init__(self, rotation_range: float = 0.0, width_shift_range: float = 0.0, height_shift_range: float = 0.0,
+                 shear_range: float = 0.0, zoom_range: float | tuple[float, float] = 0.0, fill_mode: str = "nearest",
+                 cval: float = 0.0, p: float = 1.0):
+        super().__init__(p=_check_probability("p", p))
+        self.rotation_range = float(_check_number("rotation_range", rotation_range, minimum=0))
+        self.width_shift_range = _check_number("width_shift_range", width_shift_range, minimum=0)
+        self.height_shift_range = _check_number("height_shift_range", height_shift_range, minimum=0)
+        self.shear_range = float(_check_number("shear_range", shear_range, minimum=0))
+        self._zoom = _zoom_bounds(zoom_range)
+        self.zoom_range = zoom_range if _is_number(zoom_range) else self._zoom
+        self.fill_mode = _check_fill_mode(fill_mode)
+        self.cval = float(_check_number("cval", cval))
+        self.interpolation = cv2.INTER_LINEAR  # Keras' default interpolation_order=1
+
+    @property
+    def is_identity(self) -> bool:
+        return not (self.rotation_range or self.width_shift_range or self.height_shift_range or self.shear_range
+                    or self._zoom != (1.0, 1.0))
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        g = self.random_generator
+        theta = g.uniform(-self.rotation_range, self.rotation_range) if self.rotation_range else 0.0
+        tx = _keras_shift(g, self.width_shift_range, width)
+        ty = _keras_shift(g, self.height_shift_range, height)
+        shear = g.uniform(-self.shear_range, self.shear_range) if self.shear_range else 0.0
+        zx, zy = (1.0, 1.0) if self._zoom == (1.0, 1.0) else g.uniform(*self._zoom, 2)
+        return {"matrix": keras_affine_matrix(theta, tx, ty, shear, zx, zy, height, width)}
+
+    def apply(self, img: np.ndarray, matrix: np.ndarray, interpolation: int = cv2.INTER_LINEAR,
+              **params: Any) -> np.ndarray:
+        height, width = img.shape[:2]
+        constant = self.fill_mode == "constant"
+        # Keras (scipy's 'constant') gives cval to every pixel whose source lies outside the image and never blends
+        # cval into the edge pixels, as OpenCV's BORDER_CONSTANT does; so: warp with the edge repeated, then fill.
+        border = cv2.BORDER_REPLICATE if constant else FILL_MODES[self.fill_mode]
+        out = cv2.warpAffine(img, matrix, (width, height), flags=interpolation | cv2.WARP_INVERSE_MAP,
+                             borderMode=border).reshape(img.shape)
+        if constant:
+            y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+            src_x = matrix[0, 0] * x + matrix[0, 1] * y + matrix[0, 2]
+            src_y = matrix[1, 0] * x + matrix[1, 1] * y + matrix[1, 2]
+            eps = 1e-4
+            outside = (src_x < -eps) | (src_x > width - 1 + eps) | (src_y < -eps) | (src_y > height - 1 + eps)
+            out[outside] = np.rint(np.clip(self.cval, *_dtype_range(img.dtype)))
+        return out
+
+    def apply_to_mask(self, mask: np.ndarray, matrix: np.ndarray, **params: Any) -> np.ndarray:
+        return self.apply(mask, matrix, interpolation=cv2.INTER_NEAREST)
+
+
+def _dtype_range(dtype) -> tuple[float, float]:
+    return (np.iinfo(dtype).min, np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else (-np.inf, np.inf)
+
+
+def _keras_shift(g: np.random.Generator, shift_range: float, size: int) -> float:
+    if not shift_range:
+        return 0.0
+    if isinstance(shift_range, int):
+        # Keras: np.random.choice(r) * np.random.choice([-1, 1]), whole pixels.
+        return float(g.integers(0, shift_range) * g.choice((-1, 1)))
+    shift = g.uniform(-shift_range, shift_range)
+    return shift * size if shift_range < 1 else shift
+
+
+def keras_affine_matrix(theta: float, tx: float, ty: float, shear: float, zx: float, zy: float,
+                        height: int, width: int) -> np.ndarray:
+    """Keras' output->input map R @ T @ Shear @ Zoom about the image centre, in (x, y) pixel coordinates (2x3)."""
+    t, s = np.deg2rad(theta), np.deg2rad(shear)
+    rotation = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
+    shift = np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]])
+    shearing = np.array([[1, -np.sin(s), 0], [0, np.cos(s), 0], [0, 0, 1]])
+    zoom = np.diag([zx, zy, 1.0])
+    ox, oy = width / 2 - 0.5, height / 2 - 0.5
+    to_centre = np.array([[1, 0, ox], [0, 1, oy], [0, 0, 1]])
+    from_centre = np.array([[1, 0, -ox], [0, 1, -oy], [0, 0, 1]])
+    return (to_centre @ rotation @ shift @ shearing @ zoom @ from_centre)[:2]
+
+
+class KerasChannelShift(A.ImageOnlyTransform):
+    """ImageDataGenerator's channel_shift_range: one intensity uniform in (-r, r) added to every channel, then
+    clipped to the image's own min and max (Keras' apply_channel_shift), rounded back to the image dtype."""
+
+    def __init__(self, channel_shift_range: float = 0.0, p: float = 1.0):
+        super().__init__(p=_check_probability("p", p))
+        self.channel_shift_range = _check_number("channel_shift_range", channel_shift_range, minimum=0)
+
+    def get_params(self) -> dict[str, Any]:
+        r = self.channel_shift_range
+        return {"intensity": self.random_generator.uniform(-r, r) if r else 0.0}
+
+    def apply(self, img: np.ndarray, intensity: float, **params: Any) -> np.ndarray:
+        low, high = img.min(), img.max()
+        shifted = np.clip(img.astype(np.float32) + np.float32(intensity), low, high)
+        return np.rint(shifted).astype(img.dtype) if img.dtype == np.uint8 else shifted.astype(img.dtype)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Parsing: config -> a tree of _Node (class + arguments), checked in full without image data.
+
+@dataclass
+class _Node:
+    cls: type
+    args: dict[str, Any]
+    path: str                     # config key for error messages
+    label: str                    # the `_target_` as the user wrote it
+    children: list[_Node] | None = None
+    auto_size: bool = False       # `size` left out: filled with the image's (height, width) at call time
+    arg_paths: dict[str, str] = field(default_factory=dict)  # argument -> config key, where it differs
+
+    def walk(self):
+        yield self
+        for child in self.children or ():
+            yield from child.walk()
+
+
+def _plain(value):
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _fail(key: str, message: str) -> PolicyError:
+    return PolicyError(f"{key}: {message}")
+
+
+def _checked(path: str, check, *args):
+    """Run one of the value checks above; its "<arg>: ..." message becomes "<path>.<arg>: ..."."""
+    try:
+        return check(*args)
+    except ValueError as e:
+        raise PolicyError(f"{path}.{e}") from None
+
+
+def _parse_transforms(items, path: str) -> list[_Node]:
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise _fail(path, f"expected a list of transforms, got {items!r}")
+    return [_parse_transform(item, f"{path}[{i}]") for i, item in enumerate(items)]
+
+
+def _resolve_target(target, path: str) -> type:
+    key = f"{path}._target_"
+    if not isinstance(target, str) or not target:
+        raise _fail(key, f"expected a class name such as 'albumentations.HorizontalFlip', got {target!r}")
+    if not target.startswith(("albumentations.", "ablation.")):
+        raise _fail(key, f"expected a transform from albumentations. or ablation., got {target!r}")
+    module_name, _, attr = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError):
+        hint = difflib.get_close_matches(attr, dir(A), n=1) if module_name == "albumentations" else []
+        raise _fail(key, f"{target!r} does not exist" + (f" (did you mean 'albumentations.{hint[0]}'?)" if hint
+                                                          else "")) from None
+    if not (inspect.isclass(cls) and issubclass(cls, (BasicTransform, BaseCompose))):
+        raise _fail(key, f"{target!r} is not an albumentations transform")
+    if issubclass(cls, BaseCompose) and cls.__name__ not in NESTABLE:
+        raise _fail(key, f"{target!r} cannot be nested; use one of {', '.join(NESTABLE)} (the policy itself is "
+                         f"the Compose)")
+    return cls
+
+
+def _parse_transform(item, path: str) -> _Node:
+    if not isinstance(item, dict):
+        raise _fail(path, f"expected a mapping with a _target_, got {item!r}")
+    if "_target_" not in item:
+        raise _fail(f"{path}._target_", "missing (e.g. _target_: albumentations.HorizontalFlip)")
+    label = item["_target_"]
+    cls = _resolve_target(label, path)
+    args = {k: v for k, v in item.items() if k != "_target_"}
+    if "p" in args:
+        _checked(path, _check_probability, "p", args["p"])
+
+    params = inspect.signature(cls).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        for name in args:
+            if name not in params or name in ("strict", "seed"):
+                close = difflib.get_close_matches(name, [p for p in params if p != "strict"], n=1)
+                raise _fail(path, f"{label}: unexpected argument {name!r}"
+                                  + (f" (did you mean {close[0]!r}?)" if close else ""))
+
+    children = None
+    if issubclass(cls, BaseCompose):
+        if not args.get("transforms"):
+            raise _fail(f"{path}.transforms", f"{label} needs a non-empty list of transforms")
+        children = _parse_transforms(args.pop("transforms"), f"{path}.transforms")
+        n = args.get("n", 1)
+        if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n):
+            raise _fail(f"{path}.n", f"expected how many transforms to apply, an integer >= 1, got {n!r}")
+
+    auto_size = False
+    for name, param in params.items():
+        required = param.default is param.empty and param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
+        if required and name not in args and name != "transforms":
+            if name == "size":
+                auto_size = True  # e.g. RandomResizedCrop: output the input's size
+            else:
+                raise _fail(path, f"{label}: missing required argument {name!r}")
+    return _Node(cls, args, path, label, children, auto_size)
+
+
+def _error_message(node: _Node, exc: Exception) -> str:
+    """One line that starts with the config key of the offending argument where it can be told."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, ValidationError) else exc
+    if isinstance(cause, ValidationError):
+        err = cause.errors()[0]
+        arg = err["loc"][0] if err["loc"] else None
+        text = err["msg"].removeprefix("Value error, ")
+        got = "" if " got " in text else f", got {_plain(err.get('input'))!r}"
+        message = f"{node.label}: {text}{got}"
+    else:
+        text = " ".join(str(exc).split())
+        match = re.match(r"(\w+): (.*)", text)
+        arg, message = (match.group(1), match.group(2)) if match else (None, text)
+        if arg not in node.args:
+            arg, message = None, f"{node.label}: {text}"
+    if arg in node.args:
+        return f"{node.arg_paths.get(arg, f'{node.path}.{arg}')}: {message}"
+    return f"{node.path}: {message}"
+
+
+def _instantiate(node: _Node, size: tuple[int, int]):
+    args = dict(node.args)
+    if node.auto_size:
+        args["size"] = tuple(size)
+    if node.children is not None:
+        args["transforms"] = [_instantiate(child, size) for child in node.children]
+    elif _validates_strictly(node.cls):
+        # Turns albumentations' warn-and-use-defaults fallbacks into errors.
+        args["strict"] = True
+    try:
+        return node.cls(**args)
+    except (ValueError, TypeError) as exc:
+        raise PolicyError(_error_message(node, exc)) from exc
+
+
+def _validates_strictly(cls: type) -> bool:
+    # albumentations' metaclass wraps __init__ (adding `strict`) only for classes that define an InitSchema.
+    owner = next(c for c in cls.__mro__ if "__init__" in vars(c))
+    return "InitSchema" in vars(owner)
+
+
+def _make_compose(nodes: list[_Node], size: tuple[int, int]) -> A.Compose:
+    return A.Compose([_instantiate(node, size) for node in nodes])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The ImageDataGenerator vocabulary -> the same kind of nodes, in Keras' order of application:
+# affine, channel shift, horizontal flip, vertical flip, brightness.
+
+def _idg_nodes(idg, path: str) -> list[_Node]:
+    if not isinstance(idg, dict):
+        raise _fail(path, f"expected a mapping of ImageDataGenerator arguments, got {idg!r}")
+    for key in idg:
+        if key not in IDG_KEYS:
+            close = difflib.get_close_matches(str(key), IDG_KEYS, n=1)
+            raise _fail(f"{path}.{key}", "not a supported ImageDataGenerator argument"
+                        + (f" (did you mean {close[0]!r}?)" if close else f"; supported: {', '.join(IDG_KEYS)}"))
+
+    def node(cls, args, keys=None):
+        arg_paths = {arg: f"{path}.{key}" for arg, key in (keys or {}).items()}
+        return _Node(cls, args, path, f"{cls.__module__}.{cls.__name__}", arg_paths=arg_paths)
+
+    nodes = []
+    affine_keys = ("rotation_range", "width_shift_range", "height_shift_range", "shear_range", "zoom_range",
+                   "fill_mode", "cval")
+    affine = node(KerasAffine, {k: idg[k] for k in affine_keys if k in idg})
+    # Validated even when every range is zero, so a bad fill_mode is reported regardless.
+    if not _instantiate(affine, PLACEHOLDER_SIZE).is_identity:
+        nodes.append(affine)
+    if idg.get("channel_shift_range"):
+        nodes.append(node(KerasChannelShift, {"channel_shift_range": idg["channel_shift_range"]}))
+    for key, cls in (("horizontal_flip", A.HorizontalFlip), ("vertical_flip", A.VerticalFlip)):
+        value = idg.get(key, False)
+        if not isinstance(value, bool):
+            raise _fail(f"{path}.{key}", f"expected true or false, got {value!r}")
+        if value:
+            nodes.append(node(cls, {"p": 0.5}))  # Keras flips each image with probability 0.5
+    if idg.get("brightness_range") is not None:
+        low, high = _checked(path, _check_pair, "brightness_range", idg["brightness_range"],
+                             "a pair [lower, upper] with 0 <= lower <= upper", lambda lo, hi: 0 <= lo <= hi)
+        # Keras multiplies by one factor per image (PIL's Brightness.enhance); MultiplicativeNoise with a single
+        # multiplier for all pixels and channels is exactly that, clipped to [0, 255]. Keras truncates where this
+        # rounds, so a pixel may differ by one level.
+        nodes.append(node(A.MultiplicativeNoise, {"multiplier": (low, high), "per_channel": False,
+                                                  "elementwise": False, "p": 1.0},
+                          keys={"multiplier": "brightness_range"}))
+    return nodes
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+class Policy:
+    """A validated augmentation policy. `policy(image, rng)` / `policy.augment_batch(images, rng)`: uint8 in,
+    uint8 of the same shape out; the result depends only on the images and the state of `rng`."""
+
+    def __init__(self, name: str, nodes: list[_Node], template: A.Compose):
+        self.name = name
+        self.transform_names = [node.cls.__name__ for node in nodes]
+        self.is_identity = not nodes
+        self._nodes = nodes
+        every = [n for node in nodes for n in node.walk()]
+        self._auto_size = any(n.auto_size for n in every)
+        self._needs_rgb = any(n.cls.__name__ in RGB_ONLY for n in every)
+        serialized = A.to_dict(template)
+        for data, node in zip(serialized["transform"]["transforms"], nodes):
+            _blank_auto_sizes(data, node)
+        # Through JSON once: tuples become lists, so to_dict() equals what a JSON reader gets back.
+        self._dict = json.loads(json.dumps(serialized))
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"Policy({self.name!r}, {self.transform_names}, fingerprint={self.fingerprint!r})"
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.is_identity:
+            return image
+        image = np.asarray(image)
+        if image.ndim != 3:
+            raise ValueError(f"expected one HxWxC image, got shape {image.shape}")
+        return self.augment_batch(image[None], rng)[0]
+
+    def augment_batch(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.is_identity:
+            return images
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+        images = np.asarray(images)
+        if images.ndim != 4 or images.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 batch of shape (B, H, W, C), got {images.dtype} {images.shape}")
+        compose = self._compose(images.shape[1:3])
+        # One seed per batch: re-seeding albumentations per image costs more than the small transforms themselves.
+        seed = int(rng.integers(2**63))
+        compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
+        gray_via_rgb = self._needs_rgb and images.shape[-1] == 1
+        out = np.empty_like(images)
+        for i, image in enumerate(images):
+            if gray_via_rgb:
+                image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+            result = compose(image=image)["image"]
+            if gray_via_rgb:
+                result = cv2.cvtColor(result, cv2.COLOR_RGB2GRAY)
+            if result.shape[:2] != out.shape[1:3] or result.size != out[i].size:
+                raise PolicyError(f"{ROOT_KEY}: policy {self.name!r} turned a {images.shape[1:]} image into "
+                                  f"{result.shape}; policies must keep the image shape (leave `size` out so it "
+                                  f"follows the image)")
+            out[i] = result.reshape(out.shape[1:])
+        return out
+
+    def _compose(self, size: tuple[int, int]) -> A.Compose:
+        # albumentations transforms keep per-call state (params, generators): one Compose per thread, so keras'
+        # PyDataset worker threads never share one, and one per image size for transforms that take `size`.
+        cache = getattr(self._local, "composes", None)
+        if cache is None:
+            cache = self._local.composes = {}
+        key = tuple(size) if self._auto_size else None
+        if key not in cache:
+            cache[key] = _make_compose(self._nodes, key or PLACEHOLDER_SIZE)
+        return cache[key]
+
+    def to_dict(self) -> dict:
+        """albumentations' serialization of the policy (A.to_dict); a `size` that follows the image is null."""
+        return json.loads(json.dumps(self._dict))
+
+    @property
+    def fingerprint(self) -> str:
+        text = json.dumps(self._dict, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def __getstate__(self):
+        # Thread-local composes cannot be pickled (multiprocessing workers); they are rebuilt on demand.
+        state = self.__dict__.copy()
+        del state["_local"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+
+def _blank_auto_sizes(data: dict, node: _Node) -> None:
+    if node.auto_size:
+        data["size"] = None
+    for child_data, child in zip(data.get("transforms", ()), node.children or ()):
+        _blank_auto_sizes(child_data, child)
+
+
+def build(cfg, image_shape: tuple[int, ...] | None = None) -> Policy:
+    """The `augmentation` config node (DictConfig or dict) -> Policy; raises PolicyError on any bad setting.
+
+    image_shape (H, W, C), optional: also try the policy once on a blank image of that shape, so problems that
+    only show with real sizes (a crop larger than the image, a policy that changes the shape) surface before
+    any data is loaded. Without it the policy adapts to each image's size at call time.
+    """
+    cfg = _plain(cfg)
+    if not isinstance(cfg, dict):
+        raise _fail(ROOT_KEY, f"expected a mapping with name and transforms, got {cfg!r}")
+    for key in cfg:
+        if key not in TOP_LEVEL_KEYS:
+            raise _fail(f"{ROOT_KEY}.{key}", f"unknown key; expected {', '.join(TOP_LEVEL_KEYS)}")
+    name = cfg.get("name")
+    if not isinstance(name, str) or not name:
+        raise _fail(f"{ROOT_KEY}.name", f"expected the policy's name (its file name), got {name!r}")
+
+    nodes = []
+    if cfg.get("idg") is not None:
+        nodes += _idg_nodes(cfg["idg"], f"{ROOT_KEY}.idg")
+    nodes += _parse_transforms(cfg.get("transforms"), f"{ROOT_KEY}.transforms")
+    size = tuple(image_shape[:2]) if image_shape is not None else PLACEHOLDER_SIZE
+    policy = Policy(name, nodes, _make_compose(nodes, size))
+    if image_shape is not None and not policy.is_identity:
+        policy.augment_batch(np.zeros((1, *image_shape), np.uint8), np.random.default_rng(0))
+    return policy

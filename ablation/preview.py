@@ -1,0 +1,32 @@
+"""python -m ablation.preview augmentation=NAME [+n=8]: one training image of the configured dataset and n
+augmented versions, written to runs/previews/<name>.png (the path is printed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from ablation import augment, datasets, plots
+
+ROOT = Path(__file__).resolve().parents[1]
+N_AUGMENTED = 8
+
+
+def write_preview(cfg: DictConfig, out_dir: Path = ROOT / "runs" / "previews", n: int = N_AUGMENTED) -> Path:
+    policy = augment.build(cfg.augmentation)  # before loading data: a bad policy fails fast
+    image = datasets.load(cfg.dataset).train.x[0]
+    fig = plots.preview_grid(image, policy, n=n, seed=cfg.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{policy.name}.png"
+    fig.savefig(path, dpi=120)
+    return path
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    print(write_preview(cfg, n=int(cfg.get("n", N_AUGMENTED))))
+
+
+if __name__ == "__main__":
+    main()

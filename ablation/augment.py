@@ -29,7 +29,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 ROOT_KEY = "augmentation"
-TOP_LEVEL_KEYS = ("name", "transforms", "idg")
+TOP_LEVEL_KEYS = ("name", "transforms", "idg", "variant")
+# ImageDataGenerator arguments that shape the fill of others rather than being an augmentation of their own.
+IDG_SETTINGS = ("fill_mode", "cval")
 IDG_KEYS = ("rotation_range", "width_shift_range", "height_shift_range", "shear_range", "zoom_range",
             "horizontal_flip", "vertical_flip", "brightness_range", "channel_shift_range", "fill_mode", "cval")
 FILL_MODES = {"nearest": cv2.BORDER_REPLICATE,   # aaaaaaaa|abcd|dddddddd
@@ -519,6 +521,8 @@ def build(cfg, image_shape: tuple[int, ...] | None = None) -> Policy:
     name = cfg.get("name")
     if not isinstance(name, str) or not name:
         raise _fail(f"{ROOT_KEY}.name", f"expected the policy's name (its file name), got {name!r}")
+    if cfg.get("variant"):
+        cfg, name = _apply_variant(cfg, name, cfg["variant"])
 
     nodes = []
     if cfg.get("idg") is not None:
@@ -529,3 +533,48 @@ def build(cfg, image_shape: tuple[int, ...] | None = None) -> Policy:
     if image_shape is not None and not policy.is_identity:
         policy.augment_batch(np.zeros((1, *image_shape), np.uint8), np.random.default_rng(0))
     return policy
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Ablation units: what a leave-one-out or add-one-in design removes or keeps. A top-level transform is one
+# unit (named by its class, with #2, #3 for repeats); an ImageDataGenerator argument is one unit (named by the
+# argument), so `idg_classic-rotation_range` keeps the zoom and shifts of the same warp.
+
+def units(cfg) -> list[str]:
+    """The ablation units of a policy config, in order: its ImageDataGenerator arguments, then its transforms."""
+    return [unit for unit, _ in _unit_index(_plain(cfg))]
+
+
+def _unit_index(cfg: dict) -> list[tuple[str, tuple[str, object]]]:
+    out: list[tuple[str, tuple[str, object]]] = []
+    for key, value in (cfg.get("idg") or {}).items():
+        if key not in IDG_SETTINGS and value not in (None, False, 0, 0.0):
+            out.append((key, ("idg", key)))
+    seen: dict[str, int] = {}
+    for i, item in enumerate(cfg.get("transforms") or []):
+        base = str(item.get("_target_", "?")).rpartition(".")[2] if isinstance(item, dict) else "?"
+        seen[base] = seen.get(base, 0) + 1
+        out.append((base if seen[base] == 1 else f"{base}#{seen[base]}", ("transforms", i)))
+    return out
+
+
+def variant_name(policy: str, variant: str) -> str:
+    return f"{policy}{variant}"
+
+
+def _apply_variant(cfg: dict, name: str, variant) -> tuple[dict, str]:
+    """`-Unit` removes one unit from the policy, `+Unit` keeps only that unit (plus the fill settings)."""
+    key = f"{ROOT_KEY}.variant"
+    if not isinstance(variant, str) or len(variant) < 2 or variant[0] not in "+-":
+        raise _fail(key, f"expected -<unit> (leave one out) or +<unit> (add one in), got {variant!r}")
+    index = dict(_unit_index(cfg))
+    unit = variant[1:]
+    if unit not in index:
+        raise _fail(key, f"policy {name!r} has no unit {unit!r}; its units: {', '.join(index) or 'none'}")
+    keep = {index[unit]} if variant[0] == "+" else set(index.values()) - {index[unit]}
+    idg = cfg.get("idg") or {}
+    new_idg = {k: v for k, v in idg.items() if k in IDG_SETTINGS or ("idg", k) in keep}
+    new_transforms = [t for i, t in enumerate(cfg.get("transforms") or []) if ("transforms", i) in keep]
+    out = {k: v for k, v in cfg.items() if k not in ("variant", "idg", "transforms")}
+    out.update(idg=new_idg or None, transforms=new_transforms)
+    return out, variant_name(name, variant)

@@ -126,37 +126,54 @@ def load_shapes(image_size: int = 32, channels: int = 3, classes: list[str] = ("
                 n_train: int = 600, n_val: int = 300, n_test: int = 300,
                 train_shift: float = 0.1, train_rotate_range: list[float] = (-10.0, 10.0),
                 train_scale_range: list[float] = (0.3, 0.34), train_brightness_range: list[float] = (0.8, 1.0),
+                train_hue_range: list[float] = (0.0, 40.0),
                 eval_shift: float = 1.0, eval_rotate_range: list[float] = (-180.0, 180.0),
-                eval_scale_range: list[float] = (0.18, 0.42), eval_brightness_range: list[float] = (0.3, 1.0),
-                split_seed: int = 0) -> Splits:
-    """Coloured shapes drawn on the fly. Training images vary little (centred, upright, one size, bright) while
-    validation and test images vary widely, so a model trained without augmentation fails to generalise and
-    geometric/photometric augmentation can measurably close the gap.
+                eval_scale_range: list[float] = (0.18, 0.42), eval_brightness_range: list[float] = (0.2, 1.0),
+                eval_hue_range: list[float] = (0.0, 360.0), eval_wide_axes: int = 1, split_seed: int = 0) -> Splits:
+    """Coloured shapes drawn on the fly. Training images vary little along five axes (centred, upright, one size,
+    bright, warm colours); each validation/test image leaves that range on `eval_wide_axes` of them, chosen at
+    random, so a model trained without augmentation fails on part of them and each geometric or photometric
+    augmentation wins back the part it covers.
 
     shift: how far the centre may move, as a fraction of the room that keeps the shape inside the frame.
-    scale: circumradius as a fraction of image_size. brightness: factor applied to the whole image.
+    rotate: degrees. scale: circumradius as a fraction of image_size. brightness: factor on the whole image.
+    hue: the shape's colour on the colour wheel, in degrees (0 red, 120 green, 240 blue).
     """
-    narrow = dict(shift=train_shift, rotate=train_rotate_range, scale=train_scale_range, brightness=train_brightness_range)
-    wide = dict(shift=eval_shift, rotate=eval_rotate_range, scale=eval_scale_range, brightness=eval_brightness_range)
+    narrow = dict(shift=train_shift, rotate=train_rotate_range, scale=train_scale_range,
+                  brightness=train_brightness_range, hue=train_hue_range)
+    wide = dict(shift=eval_shift, rotate=eval_rotate_range, scale=eval_scale_range,
+                brightness=eval_brightness_range, hue=eval_hue_range)
     parts = []
-    for index, (n, spread) in enumerate([(n_train, narrow), (n_val, wide), (n_test, wide)]):
+    for index, (n, wide_axes) in enumerate([(n_train, 0), (n_val, eval_wide_axes), (n_test, eval_wide_axes)]):
         # One stream per split: the test set stays the same when n_train or the train knobs change.
         rng = np.random.default_rng([split_seed, index])
-        x, y = _draw_shapes(rng, n, list(classes), image_size, **spread)
+        x, y = _draw_shapes(rng, n, list(classes), image_size, narrow, wide, wide_axes)
         parts.append(Split(_to_channels(x, channels), y))
     return Splits(*parts, class_names=list(classes))
 
 
-def _draw_shapes(rng, n, classes, size, shift, rotate, scale, brightness):
+SHAPE_AXES = ("shift", "rotate", "scale", "brightness", "hue")
+
+
+def _draw_shapes(rng, n, classes, size, narrow, wide, wide_axes):
     y = rng.permutation(np.arange(n) % len(classes)).astype(np.int64)  # balanced classes
-    radius = rng.uniform(*scale, n) * size
+    # Exactly `wide_axes` axes per image take the wide range. All five at once would leave a model that lacks
+    # any one augmentation near chance, hiding what each augmentation contributes.
+    is_wide = rng.random((n, len(SHAPE_AXES))).argsort(axis=1) < wide_axes
+
+    def sample(axis, draw):
+        return np.where(is_wide[:, SHAPE_AXES.index(axis)], draw(wide[axis]), draw(narrow[axis]))
+
+    uniform = lambda bounds: rng.uniform(*bounds, n)  # noqa: E731
+    radius = sample("scale", uniform) * size
     middle = (size - 1) / 2
     room = np.maximum(middle - radius, 0.0)
-    centre = middle + shift * room[:, None] * rng.uniform(-1, 1, (n, 2))
-    angle = np.deg2rad(rng.uniform(*rotate, n))
-    colour = [colorsys.hsv_to_rgb(h, s, 1.0) for h, s in zip(rng.uniform(0, 1, n), rng.uniform(0.6, 1.0, n))]
+    centre = middle + (sample("shift", lambda v: np.full(n, float(v))) * room)[:, None] * rng.uniform(-1, 1, (n, 2))
+    angle = np.deg2rad(sample("rotate", uniform))
+    factor = sample("brightness", uniform).astype(np.float32)
+    hues = (sample("hue", uniform) / 360.0) % 1.0
+    colour = [colorsys.hsv_to_rgb(h, s, 1.0) for h, s in zip(hues, rng.uniform(0.6, 1.0, n))]
     background = rng.uniform(0, 60, n)
-    factor = rng.uniform(*brightness, n).astype(np.float32)
     noise = rng.normal(0, 6, (n, size, size, 3)).astype(np.float32)
 
     canvas = np.empty((n, size, size, 3), np.uint8)
@@ -219,7 +236,8 @@ def load_folder(path: str, image_size: int = 64, channels: int = 3, validation_s
         raise _fail("path", f"{layout['train']} has no class folders with images ({' '.join(IMAGE_EXTENSIONS)})")
     class_names = sorted(found["train"])
     if len(class_names) < 2:
-        raise _fail("path", f"{layout['train']} has only one class folder ({class_names[0]}); a classifier needs two or more")
+        raise _fail("path", f"{layout['train']} has only one class folder ({class_names[0]}); "
+                            "a classifier needs two or more")
     for split, classes in found.items():
         for name in classes:
             if name not in found["train"]:
@@ -259,7 +277,7 @@ def _folder_layout(root: Path) -> dict[str, Path]:
 
 
 def _class_files(folder: Path) -> dict[str, list[Path]]:
-    """Class folder name -> its image files, recursively and sorted as Keras does; folders without images are left out."""
+    """Class folder name -> its image files, recursive and sorted as Keras does; folders without images left out."""
     classes = {}
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = _images_in(sub)
@@ -313,12 +331,16 @@ def load_npz(path: str, image_size: int | None = None, channels: int | None = No
     """x_train, y_train and optionally x_val, y_val, x_test, y_test (missing ones are taken from train by the
     fractions) and class_names. x: (N, H, W[, C]) uint8 or float in [0, 1]; y: integer labels or one-hot."""
     file = Path(path).expanduser()
+    with open(file, "rb") as stream:
+        magic = stream.read(6)
+    if magic == b"\x93NUMPY":
+        raise _fail("path", f"{file} holds a single array (.npy); expected an .npz with x_train and y_train (np.savez)")
+    if not magic.startswith(b"PK"):  # np.load would blame pickling for any non-zip file
+        raise _fail("path", f"{file} is not an .npz file (write one with np.savez(path, x_train=..., y_train=...))")
     try:
         data = np.load(file, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise _fail("path", f"{file}: cannot read as .npz ({exc})") from None
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise _fail("path", f"{file} holds a single array; expected an .npz with x_train and y_train (np.savez)")
     with data:
         present = set(data.files)
         for name in ("x_train", "y_train"):
@@ -428,7 +450,7 @@ def _to_channels(x: np.ndarray, channels: int | None) -> np.ndarray:
 
 
 def _count(n: int, fraction: float) -> int:
-    """Images a fraction takes from n: at least one whenever the fraction is positive, so no split is empty by rounding."""
+    """Images a fraction takes from n: at least one when the fraction is positive, so rounding empties no split."""
     return 0 if fraction <= 0 or n == 0 else max(1, int(round(n * fraction)))
 
 
@@ -554,6 +576,10 @@ def _check_shapes(args):
     _integer(args, "n_train", 1)
     _integer(args, "n_val", 0)
     _integer(args, "n_test", 0)
+    _integer(args, "eval_wide_axes", 0)
+    if args["eval_wide_axes"] > len(SHAPE_AXES):
+        raise _fail("eval_wide_axes", f"expected 0..{len(SHAPE_AXES)} ({', '.join(SHAPE_AXES)}), "
+                                      f"got {args['eval_wide_axes']}")
     for prefix in ("train", "eval"):
         shift = args.get(f"{prefix}_shift")
         if not _number(shift) or not 0 <= shift <= 1:
@@ -561,6 +587,7 @@ def _check_shapes(args):
         _interval(args, f"{prefix}_rotate_range", -360, 360)
         _interval(args, f"{prefix}_scale_range", 0, 0.5, positive=True)
         _interval(args, f"{prefix}_brightness_range", 0, 4, positive=True)
+        _interval(args, f"{prefix}_hue_range", -360, 720)
 
 
 def _check_folder(args):

@@ -51,3 +51,103 @@ def learning_curves(history, best_epoch: int | None = None, title: str = "") -> 
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _label(row) -> str:
+    return f"{row['dataset']}/{row['model']}"
+
+
+def curves(history, baseline: str = "none") -> Figure:
+    """Per policy: clean-train and validation loss over epochs, mean across seeds with a min-max band, the
+    baseline's curves dashed behind. The vertical distance between the two is the overfitting gap."""
+    combos = history[["dataset", "model", "augmentation"]].drop_duplicates().to_dict("records") if len(history) else []
+    cols = min(4, max(len(combos), 1))
+    rows = max(math.ceil(len(combos) / cols), 1)
+    fig = Figure(figsize=(3.6 * cols, 2.8 * rows + 0.5), layout="constrained")
+    axes = list(fig.subplots(rows, cols, squeeze=False).flat)
+    colors = {"train_clean/loss": "tab:blue", "val/loss": "tab:orange"}
+    for ax, combo in zip(axes, combos):
+        for augmentation, style, alpha in ((baseline, "--", 0.5), (combo["augmentation"], "-", 1.0)):
+            if augmentation == baseline and combo["augmentation"] == baseline and style == "--":
+                continue
+            part = history[(history["dataset"] == combo["dataset"]) & (history["model"] == combo["model"])
+                           & (history["augmentation"] == augmentation)]
+            for metric, color in colors.items():
+                stats = part[part["metric"] == metric].groupby("epoch")["value"].agg(["mean", "min", "max"])
+                if stats.empty:
+                    continue
+                label = f"{metric.split('/')[0]} ({'baseline' if style == '--' else 'policy'})"
+                ax.plot(stats.index, stats["mean"], style, color=color, alpha=alpha, label=label)
+                if style == "-":
+                    ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15)
+        ax.set_title(f"{combo['augmentation']}  ({_label(combo)})", fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel("loss", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(combos):]:
+        ax.set_axis_off()
+    if combos:
+        fig.axes[0].legend(fontsize=7)
+    fig.suptitle("loss per epoch: clean train (blue), validation (orange); band = seeds' range; dashed = none")
+    return fig
+
+
+def gaps(summary, baseline: str = "none") -> Figure:
+    """Best-epoch gap per policy, mean over seeds with a 95% interval of that mean; the baseline marked."""
+    from scipy import stats
+
+    table = summary.sort_values("gap_loss_mean", ascending=False).reset_index(drop=True)
+    fig = Figure(figsize=(8, 0.35 * len(table) + 1.5), layout="constrained")
+    ax = fig.subplots()
+    n = table["n_seeds"].clip(lower=1).astype(float)
+    half = [stats.t.ppf(0.975, k - 1) * s / math.sqrt(k) if k > 1 and s == s else 0.0
+            for k, s in zip(n, table["gap_loss_std"])]
+    labels = [f"{r['augmentation']} ({_label(r)})" if table[["dataset", "model"]].drop_duplicates().shape[0] > 1
+              else r["augmentation"] for _, r in table.iterrows()]
+    colors = ["tab:gray" if a == baseline else {"reduces gap": "tab:green", "widens gap": "tab:red"}.get(v, "tab:blue")
+              for a, v in zip(table["augmentation"], table["verdict"])]
+    ax.errorbar(table["gap_loss_mean"], range(len(table)), xerr=half, fmt="none", ecolor="black", capsize=3, lw=1)
+    ax.scatter(table["gap_loss_mean"], range(len(table)), c=colors, zorder=3)
+    for value in table.loc[table["augmentation"] == baseline, "gap_loss_mean"]:
+        ax.axvline(value, color="tab:gray", linestyle="--", linewidth=1, label="none (baseline)")
+    ax.set_yticks(range(len(table)), labels, fontsize=8)
+    ax.set_xlabel("best-epoch gap: val loss - clean train loss (lower = less overfitting)")
+    ax.grid(axis="x", alpha=0.3)
+    if (table["augmentation"] == baseline).any():
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle("overfitting gap per policy (green: reduces it vs none, red: widens it; bars: 95% interval)")
+    return fig
+
+
+def previews(rows) -> Figure:
+    """One row per policy: its logged preview grid (the same source image, then augmented versions)."""
+    fig = Figure(figsize=(10, 1.3 * max(len(rows), 1) + 0.3), layout="constrained")
+    axes = fig.subplots(max(len(rows), 1), 1, squeeze=False)[:, 0]
+    for ax, (name, image) in zip(axes, rows):
+        ax.imshow(image)
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_visible(False)
+    if not rows:
+        axes[0].set_axis_off()
+    return fig
+
+
+def heatmap(summary, baseline: str = "none") -> Figure:
+    """Delta gap (policy - none, paired by seed) for each dataset x model and policy; blue = gap reduced."""
+    table = summary[summary["augmentation"] != baseline].assign(cell=lambda t: t["dataset"] + "/" + t["model"])
+    grid = table.pivot_table(index="cell", columns="augmentation", values="delta_gap_loss")
+    fig = Figure(figsize=(1.0 + 0.6 * max(grid.shape[1], 1), 1.5 + 0.5 * max(grid.shape[0], 1)), layout="constrained")
+    ax = fig.subplots()
+    limit = np.nanmax(np.abs(grid.to_numpy())) if grid.size and np.isfinite(grid.to_numpy()).any() else 1.0
+    image = ax.imshow(grid.to_numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=8)
+    for (i, j), value in np.ndenumerate(grid.to_numpy()):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:+.2f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=ax, label="delta gap (loss) vs none")
+    fig.suptitle("change in overfitting gap vs none (blue: reduced)")
+    return fig

@@ -1,41 +1,188 @@
-"""python -m ablation.report [experiment_name=NAME] [tracking.uri=...]: the comparison table of an experiment,
-read back from MLflow (never from in-process state), one row per policy, mean over seeds."""
+"""python -m ablation.report [experiment_name=NAME | +parent_run_id=ID] [tracking.uri=...]: the gap report of an
+experiment, read back from MLflow (mlflow.search_runs and metric histories, never in-process state), written to
+runs/reports/<experiment_name>/: summary.csv, summary.md, curves.png, gaps.png, previews.png, heatmap.png (when
+several datasets or models), report.html. The sweep callback builds it when a sweep ends."""
 from __future__ import annotations
 
+import html
+import math
 import sys
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from ablation import tracking
+from ablation import plots, tracking
 
 KEYS = ["dataset", "model", "augmentation"]
-METRICS = {"test_accuracy": "metrics.test/accuracy", "gap_loss": "metrics.best/gap_loss",
-           "gap_accuracy": "metrics.best/gap_accuracy", "best_epoch": "metrics.best_epoch"}
+BASELINE = "none"
+COLUMNS = [*KEYS, "n_seeds", "test_accuracy_mean", "test_accuracy_std", "gap_accuracy_mean", "gap_accuracy_std",
+           "gap_loss_mean", "gap_loss_std", "delta_gap_loss", "delta_gap_loss_ci_low", "delta_gap_loss_ci_high",
+           "delta_test_accuracy", "verdict"]
+VERDICTS = ("reduces gap", "no clear effect", "widens gap")
+CURVE_METRICS = ("train_clean/loss", "val/loss")
 
 
-def summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, model, augmentation): seeds counted, metrics averaged; smallest gap first."""
-    finished = runs[runs["status"] == "FINISHED"]
-    if finished.empty:
-        return pd.DataFrame(columns=[*KEYS, "n_seeds", *(f"{m}_mean" for m in METRICS)])
-    table = finished.rename(columns={f"tags.{k}": k for k in KEYS} | {v: k for k, v in METRICS.items()})
-    grouped = table.groupby(KEYS)
-    out = grouped[list(METRICS)].mean().add_suffix("_mean")
-    out.insert(0, "n_seeds", grouped["tags.seed"].nunique())
-    return out.reset_index().sort_values("gap_loss_mean").reset_index(drop=True)
-
-
-def main(cfg: DictConfig) -> pd.DataFrame:
-    runs = tracking.load_runs(cfg.tracking, cfg.experiment_name)
+def runs_of(cfg: DictConfig, parent_run_id: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(finished runs, one per combination, latest first; failed combinations; experiment name)."""
+    name = tracking.experiment_of(cfg.tracking, parent_run_id) if parent_run_id else cfg.experiment_name
+    runs = tracking.load_runs(cfg.tracking, name)
     if runs.empty:
-        print(f"error: experiment_name: no runs in MLflow experiment {cfg.experiment_name!r}", file=sys.stderr)
+        return runs, runs, name
+    runs = runs[runs.get("tags.sweep", pd.Series(index=runs.index, dtype=object)) != "parent"]
+    runs = runs.rename(columns={f"tags.{k}": k for k in [*KEYS, "seed"]})
+    runs = runs.sort_values("start_time", ascending=False)
+    finished = runs[runs["status"] == "FINISHED"].drop_duplicates("tags.config_hash")
+    failed = runs[(runs["status"] == "FAILED") & ~runs["tags.config_hash"].isin(finished["tags.config_hash"])]
+    failed = failed.drop_duplicates("tags.config_hash")
+    return finished.reset_index(drop=True), failed.reset_index(drop=True), name
+
+
+def _t_interval(d: np.ndarray) -> tuple[float, float]:
+    """95% t interval of the mean of paired differences; NaN with fewer than two pairs."""
+    from scipy import stats
+
+    if len(d) < 2:
+        return math.nan, math.nan
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+    return d.mean() - half, d.mean() + half
+
+
+def verdict(low: float, high: float) -> str:
+    if high < 0:
+        return "reduces gap"
+    if low > 0:
+        return "widens gap"
+    return "no clear effect"
+
+
+def summary(finished: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, model, augmentation). Deltas are against `none` of the same dataset and model,
+    paired by seed (same seed = same split and initialisation); the interval is a 95% t interval over the pairs."""
+    if finished.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    table = finished.assign(seed=finished["seed"].astype(int), test_accuracy=finished["metrics.test/accuracy"],
+                            gap_accuracy=finished["metrics.best/gap_accuracy"], gap_loss=finished["metrics.best/gap_loss"])
+    rows = []
+    for (dataset, model, augmentation), group in table.groupby(KEYS):
+        row = {"dataset": dataset, "model": model, "augmentation": augmentation, "n_seeds": group["seed"].nunique()}
+        for metric in ("test_accuracy", "gap_accuracy", "gap_loss"):
+            row[f"{metric}_mean"] = group[metric].mean()
+            row[f"{metric}_std"] = group[metric].std(ddof=1) if len(group) > 1 else math.nan
+        base = table[(table["dataset"] == dataset) & (table["model"] == model) & (table["augmentation"] == BASELINE)]
+        paired = group.merge(base, on="seed", suffixes=("", "_base"))
+        d_gap = (paired["gap_loss"] - paired["gap_loss_base"]).to_numpy(float)
+        d_acc = (paired["test_accuracy"] - paired["test_accuracy_base"]).to_numpy(float)
+        low, high = _t_interval(d_gap) if augmentation != BASELINE else (0.0, 0.0)
+        row.update(delta_gap_loss=d_gap.mean() if len(d_gap) else math.nan, delta_gap_loss_ci_low=low,
+                   delta_gap_loss_ci_high=high, delta_test_accuracy=d_acc.mean() if len(d_acc) else math.nan,
+                   verdict=verdict(low, high))
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=COLUMNS)
+    return out.sort_values(["delta_gap_loss", "gap_loss_mean"], na_position="last").reset_index(drop=True)
+
+
+def histories(cfg: DictConfig, finished: pd.DataFrame) -> pd.DataFrame:
+    """Per-epoch curves of every finished run, long format: dataset, model, augmentation, seed, metric, epoch, value."""
+    mlflow_client = tracking.client(cfg.tracking)
+    rows = []
+    for run in finished.itertuples(index=False):
+        info = dict(zip(finished.columns, run))
+        for metric in CURVE_METRICS:
+            for point in mlflow_client.get_metric_history(info["run_id"], metric):
+                rows.append({**{k: info[k] for k in KEYS}, "seed": info["seed"], "metric": metric,
+                             "epoch": point.step, "value": point.value})
+    return pd.DataFrame(rows, columns=[*KEYS, "seed", "metric", "epoch", "value"])
+
+
+def previews(cfg: DictConfig, finished: pd.DataFrame, scratch: Path) -> list[tuple[str, np.ndarray]]:
+    """Each policy's logged preview grid, from the run with the lowest seed of the first dataset and model, so
+    every row shows the same source image."""
+    import matplotlib.image
+
+    if finished.empty:
+        return []
+    first = finished[(finished["dataset"] == finished["dataset"].iloc[0]) & (finished["model"] == finished["model"].iloc[0])]
+    out = []
+    for augmentation, group in first.groupby("augmentation"):
+        run_id = group.sort_values("seed", key=lambda s: s.astype(int))["run_id"].iloc[0]
+        path = tracking.download(cfg.tracking, run_id, "augmentation_preview.png", scratch / augmentation.replace("/", "_"))
+        if path is not None:
+            out.append((augmentation, matplotlib.image.imread(path)))
+    return out
+
+
+def markdown(table: pd.DataFrame) -> str:
+    def cell(v):
+        return f"{v:.4f}" if isinstance(v, float) and not math.isnan(v) else "" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | None = None) -> Path:
+    """Write the report files; returns their folder."""
+    finished, failed, name = runs_of(cfg, parent_run_id)
+    out_dir = Path(out_root or cfg.tracking.get("report_dir") or tracking.RUNS / "reports") / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = summary(finished)
+    table.to_csv(out_dir / "summary.csv", index=False)
+    failed_table = pd.DataFrame({"run": failed.get("tags.mlflow.runName", pd.Series(dtype=str)),
+                                 "error": failed.get("tags.error", pd.Series(dtype=str))})
+    text = f"# {name}: overfitting gap by augmentation policy\n\n" + markdown(table)
+    if not failed_table.empty:
+        text += "\n## Failed combinations\n\n" + markdown(failed_table)
+        failed_table.to_csv(out_dir / "failed.csv", index=False)
+    (out_dir / "summary.md").write_text(text)
+
+    figures = {"curves.png": plots.curves(histories(cfg, finished), baseline=BASELINE),
+               "gaps.png": plots.gaps(table, baseline=BASELINE)}
+    with tracking.scratch_dir() as scratch:
+        figures["previews.png"] = plots.previews(previews(cfg, finished, Path(scratch)))
+    if table[["dataset", "model"]].drop_duplicates().shape[0] > 1:
+        figures["heatmap.png"] = plots.heatmap(table, baseline=BASELINE)
+    for file, figure in figures.items():
+        figure.savefig(out_dir / file, dpi=110)
+    (out_dir / "report.html").write_text(_html(name, table, failed_table, list(figures)))
+    return out_dir
+
+
+def _html(name: str, table: pd.DataFrame, failed: pd.DataFrame, images: list[str]) -> str:
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
+             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}img{max-width:100%;margin:1em 0}")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title>"
+             f"<style>{style}</style></head><body><h1>{html.escape(name)}: overfitting gap by augmentation</h1>",
+             "<p>gap = validation loss &minus; clean training loss at the best epoch. delta = policy &minus; "
+             "<code>none</code>, paired by seed, with a 95% interval; a policy <b>reduces the gap</b> when the whole "
+             "interval is below zero.</p>", table.to_html(index=False, float_format="{:.4f}".format, na_rep="")]
+    if not failed.empty:
+        parts += ["<h2>Failed combinations</h2>", failed.to_html(index=False)]
+    parts += [f"<h2>{file[:-4]}</h2><img src='{file}' alt='{file}'>" for file in images]
+    return "\n".join(parts) + "</body></html>\n"
+
+
+def show(table: pd.DataFrame, name: str) -> None:
+    """The summary on the terminal: the columns a person compares first."""
+    cols = ["dataset", "model", "augmentation", "n_seeds", "test_accuracy_mean", "gap_loss_mean", "delta_gap_loss",
+            "delta_gap_loss_ci_low", "delta_gap_loss_ci_high", "delta_test_accuracy", "verdict"]
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4f}".format):
+        print(f"\n{name}: best-epoch gap (val loss - clean train loss), mean over seeds; delta vs none paired by seed")
+        print(table[cols].to_string(index=False))
+
+
+def main(cfg: DictConfig, parent: str | None = None) -> Path:
+    """Build the report and print its summary; what `python -m ablation.report` and the end of a sweep do."""
+    parent = parent or cfg.get("parent_run_id")
+    finished, _, name = runs_of(cfg, parent)
+    if finished.empty:
+        print(f"error: experiment_name: no finished runs in MLflow experiment {name!r}", file=sys.stderr)
         raise SystemExit(2)
-    table = summary(runs)
-    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.4f}".format):
-        print(f"\n{cfg.experiment_name}: mean over seeds, sorted by the best-epoch gap (val loss - clean train loss)")
-        print(table.to_string(index=False))
-    return table
+    out_dir = build(cfg, parent)
+    show(pd.read_csv(out_dir / "summary.csv"), name)
+    print(f"\nreport: {out_dir / 'report.html'}")
+    return out_dir
 
 
 if __name__ == "__main__":

@@ -12,20 +12,29 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from ablation import augment, backend, config, datasets, models, plots, tracking
+from ablation import augment, backend, config, datasets, models, plots, sweep, tracking
 from ablation.batches import Batches
 
 log = logging.getLogger(__name__)
 
 
-def run_name(cfg: DictConfig) -> str:
-    return f"{cfg.augmentation.name}/{cfg.model.name}/s{cfg.seed}"
+def run_name(cfg: DictConfig, policy: augment.Policy) -> str:
+    return f"{policy.name}/{cfg.model.name}/s{cfg.seed}"
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    """Train one combination and record it; returns the final metrics."""
+    """Train one combination and record it; returns the final metrics. A combination that already finished
+    in this experiment is skipped (its recorded metrics are returned) unless `force=true`."""
     # 1. Every config mistake surfaces here, before data is read or a run is opened.
     config.validate(cfg)
+    policy = augment.build(cfg.augmentation)
+    name = run_name(cfg, policy)
+    key = tracking.config_hash(cfg, policy.fingerprint)
+    sweep.progress(name)
+    previous = None if cfg.force else tracking.finished_run(cfg, key)
+    if previous is not None:
+        print(f"skip {name}: finished before as run {previous.info.run_id} (force=true reruns it)", flush=True)
+        return {"run_id": previous.info.run_id, "skipped": True, **previous.data.metrics}
     keras.utils.set_random_seed(cfg.seed)
     t = cfg.trainer
 
@@ -43,13 +52,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
     optimizer.learning_rate = t.learning_rate
     model.compile(optimizer=optimizer, loss=models.loss_for(splits.num_classes), metrics=["accuracy"])
 
-    tags = {"dataset": cfg.dataset.name, "model": cfg.model.name, "augmentation": cfg.augmentation.name,
-            "seed": cfg.seed, "experiment": cfg.experiment_name, "config_hash": tracking.config_hash(cfg),
+    tags = {"dataset": cfg.dataset.name, "model": cfg.model.name, "augmentation": policy.name,
+            "policy": cfg.augmentation.name, "seed": cfg.seed, "experiment": cfg.experiment_name, "config_hash": key,
             "policy_fingerprint": policy.fingerprint, "device": backend.device_description(),
             "keras_backend": keras.backend.backend()}
 
     # 4. Train and record; the run is closed FAILED if anything below raises.
-    with tracking.run(cfg, run_name(cfg), tags) as tracker, tracking.scratch_dir() as scratch:
+    with tracking.run(cfg, name, tags) as tracker, tracking.scratch_dir() as scratch:
         scratch = Path(scratch)
         tracker.log_params(tracking.flatten(cfg))
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
@@ -80,14 +89,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
         history.to_csv(scratch / "history.csv", index=False)
         tracker.log_file(scratch / "history.csv")
-        tracker.log_figure(plots.learning_curves(history, best_epoch=best["epoch"], title=run_name(cfg)),
+        tracker.log_figure(plots.learning_curves(history, best_epoch=best["epoch"], title=name),
                            "learning_curves.png")
         if cfg.tracking.log_model:
             model.save(scratch / "model.keras")
             tracker.log_file(scratch / "model.keras")
-        log.info("%s: test accuracy %.3f, gap (loss) at best epoch %s: %.3f", run_name(cfg), final["test/accuracy"],
+        log.info("%s: test accuracy %.3f, gap (loss) at best epoch %s: %.3f", name, final["test/accuracy"],
                  best["epoch"], final["best/gap_loss"] if final["best/gap_loss"] is not None else float("nan"))
-    return {"run_id": tracker.run_id, **final}
+    return {"run_id": tracker.run_id, "skipped": False, **final}
 
 
 def make_batches(cfg: DictConfig, splits: datasets.Splits, policy: augment.Policy) -> dict[str, Batches]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import tempfile
 import time
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ RUNS = ROOT / "runs"
 # MLflow 3's UI opens other experiments in its GenAI view (traces), where runs are not listed.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
+PARENT_RUN_ENV = "ABLATION_PARENT_RUN_ID"
 
 
 def store(tracking) -> tuple[str, str | None]:
@@ -71,11 +73,39 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
     return out
 
 
-def config_hash(cfg: DictConfig) -> str:
-    """Identity of what was trained: the resolved config without where it is tracked."""
+# Settings that change how a combination is run or recorded, not what is trained.
+NOT_IDENTITY = ("tracking", "force", "design")
+
+
+def config_hash(cfg: DictConfig, policy_fingerprint: str) -> str:
+    """The combination's key: its resolved config without where it is tracked or how it is run, with the
+    augmentation reduced to the policy's name and fingerprint (so `none` is one combination however it was
+    reached). Re-running a sweep skips keys that already finished."""
     data = OmegaConf.to_container(cfg, resolve=True)
-    data.pop("tracking", None)
+    for key in NOT_IDENTITY:
+        data.pop(key, None)
+    for key in ("verbose", "workers", "use_multiprocessing", "max_queue_size"):
+        data.get("trainer", {}).pop(key, None)
+    data["augmentation"] = {"fingerprint": policy_fingerprint}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finished_run(cfg: DictConfig, key: str):
+    """The latest FINISHED run of this combination, or None. Runs left RUNNING by a crash are marked KILLED,
+    so that only what actually finished counts."""
+    mlflow_client = client(cfg.tracking)
+    exp = mlflow_client.get_experiment_by_name(cfg.experiment_name)
+    if exp is None:
+        return None
+    found = None
+    for previous in mlflow_client.search_runs([exp.experiment_id], f"tags.config_hash = '{key}'",
+                                              order_by=["attributes.start_time DESC"]):
+        if previous.info.status == "RUNNING":
+            mlflow_client.set_tag(previous.info.run_id, "error", "left RUNNING (the process died); marked KILLED")
+            mlflow_client.set_terminated(previous.info.run_id, "KILLED")
+        elif previous.info.status == "FINISHED" and found is None:
+            found = previous
+    return found
 
 
 class Tracker:
@@ -167,7 +197,11 @@ def run(cfg: DictConfig, run_name: str, tags: dict):
     """Open the MLflow run of one combination; its final status is what actually happened."""
     mlflow_client = client(cfg.tracking)
     exp_id = experiment_id(mlflow_client, cfg.tracking, cfg.experiment_name)
-    mlflow_run = mlflow_client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
+    tags = {k: str(v) for k, v in tags.items()}
+    if os.environ.get(PARENT_RUN_ENV):
+        # A job of a sweep: nested under the sweep's parent run (opened by ablation.sweep's Hydra callback).
+        tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
+    mlflow_run = mlflow_client.create_run(exp_id, run_name=run_name, tags=tags)
     tracker = Tracker(mlflow_client, mlflow_run.info.run_id)
     status = "FAILED"
     try:
@@ -196,3 +230,53 @@ def load_runs(tracking, experiment_name: str):
     uri, _ = store(tracking)
     mlflow.set_tracking_uri(uri)
     return mlflow.search_runs(experiment_names=[experiment_name], max_results=50000)
+
+
+def open_parent(cfg: DictConfig, params: dict) -> str:
+    """The parent run of a sweep: its jobs' runs are nested under it (tag mlflow.parentRunId)."""
+    mlflow_client = client(cfg.tracking)
+    exp_id = experiment_id(mlflow_client, cfg.tracking, cfg.experiment_name)
+    name = f"sweep/{cfg.experiment_name}/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    parent = mlflow_client.create_run(exp_id, run_name=name, tags={"sweep": "parent", "experiment": cfg.experiment_name})
+    Tracker(mlflow_client, parent.info.run_id).log_params(params)
+    return parent.info.run_id
+
+
+def count_children(cfg: DictConfig, parent_run_id: str) -> int:
+    """How many runs this sweep trained (whatever their status)."""
+    mlflow_client = client(cfg.tracking)
+    parent = mlflow_client.get_run(parent_run_id)
+    return len(mlflow_client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                                         max_results=50000))
+
+
+def log_to_run(cfg: DictConfig, run_id: str, metrics: dict | None = None, params: dict | None = None,
+               folder: Path | None = None) -> None:
+    tracker = Tracker(client(cfg.tracking), run_id)
+    if metrics:
+        tracker.log_metrics(metrics)
+    if params:
+        tracker.log_params(params)
+    if folder is not None:
+        tracker.client.log_artifacts(run_id, str(folder), artifact_path=Path(folder).name)
+
+
+def close_parent(cfg: DictConfig, run_id: str, status: str, reason: str | None = None) -> None:
+    mlflow_client = client(cfg.tracking)
+    if reason:
+        mlflow_client.set_tag(run_id, "error", reason[:5000])
+    mlflow_client.set_terminated(run_id, status)
+
+
+def experiment_of(tracking, run_id: str) -> str:
+    mlflow_client = client(tracking)
+    return mlflow_client.get_experiment(mlflow_client.get_run(run_id).info.experiment_id).name
+
+
+def download(tracking, run_id: str, artifact: str, folder: Path) -> Path | None:
+    """One artifact of a run into folder; None when the run has no such artifact."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(client(tracking).download_artifacts(run_id, artifact, str(folder)))
+    except Exception:
+        return None

@@ -1,0 +1,75 @@
+"""Hydra's basic sweeper, plus what an ablation sweep needs: the design expansion (leave_one_out, add_one_in),
+every job's config validated before the first one trains, and failing jobs recorded instead of stopping the
+sweep (the callback in ablation.sweep lists them and exits non-zero at the end)."""
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobStatus
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from omegaconf import OmegaConf
+
+
+@dataclass
+class AblationSweeperConf:
+    _target_: str = "hydra_plugins.ablation_sweeper.ablation_sweeper.AblationSweeper"
+    max_batch_size: Optional[int] = None
+    params: Optional[Dict[str, str]] = None
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="ablation", node=AblationSweeperConf, provider="ablation")
+
+
+class AblationSweeper(BasicSweeper):
+    def sweep(self, arguments: List[str]) -> Any:
+        from ablation import config as ablation_config, sweep
+
+        params = self._parse_config()
+        params.extend(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        grid = [job for batch in BasicSweeper.split_arguments(parser.parse_overrides(params), None) for job in batch]
+        try:
+            jobs = sweep.expand(grid, self.config)
+            os.environ[sweep.SIZE_ENV] = str(len(jobs))
+            self._validate(jobs, ablation_config)
+            size = self.max_batch_size or len(jobs)
+            self.overrides = [jobs[i:i + size] for i in range(0, len(jobs), size)]
+            sweep_dir = Path(self.config.hydra.sweep.dir)
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+            returns = []
+            first = 0
+            while not self.is_done():
+                batch = self.get_job_batch()
+                results = self.launcher.launch(batch, initial_job_idx=first)
+                for job, result in zip(batch, results):
+                    if result.status == JobStatus.FAILED:
+                        error = result._return_value
+                        sweep.failures.append((list(job), f"{type(error).__name__}: {error}".splitlines()[0]))
+                first += len(batch)
+                returns.append(results)
+            return returns
+        except BaseException as exc:
+            sweep.finish(self.config, interrupted=exc)
+            raise
+
+    def _validate(self, jobs: List[List[str]], ablation_config) -> None:
+        """Compose and check every job before any trains: a bad combination stops the sweep up front."""
+        bad = []
+        for job in jobs:
+            cfg = self.hydra_context.config_loader.load_sweep_config(master_config=self.config, sweep_overrides=list(job))
+            cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])  # as the job will see it
+            try:
+                ablation_config.validate(cfg)
+            except Exception as exc:
+                if not ablation_config.user_error(exc):
+                    raise
+                bad.append(f"error: [{' '.join(job)}] {exc}")
+        if bad:
+            print("\n".join(bad), file=sys.stderr)
+            raise SystemExit(2)

@@ -6,12 +6,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 5000
 ARGS   ?=
+EXP    ?= digits_ablation
 
 export NO_ALBUMENTATIONS_UPDATE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run sweep ui test clean
+.PHONY: help install run sweep report ui test clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,9 +28,11 @@ install: $(STAMP) ## Create .venv and install ablation with its dependencies (id
 run: $(STAMP) ## One run with the defaults; pass overrides as ARGS="augmentation=rotate trainer.epochs=5"
 	$(PY) -m ablation $(ARGS)
 
-sweep: $(STAMP) ## Train every policy on digits with small_cnn over 2 seeds, then print the comparison table
-	$(PY) -m ablation -m 'augmentation=glob(*)' seed=0,1 experiment_name=digits_sweep $(ARGS)
-	$(PY) -m ablation.report experiment_name=digits_sweep
+sweep: $(STAMP) ## Run an experiment's sweep and its report (EXP=digits_ablation: every policy, 3 seeds)
+	$(PY) -m ablation -m experiment=$(EXP) $(ARGS)
+
+report: $(STAMP) ## Rebuild an experiment's report from what MLflow holds (EXP=digits_ablation)
+	$(PY) -m ablation.report experiment_name=$(EXP) $(ARGS)
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:$(PORT) over the local store
 	$(PY) -m ablation.ui --port $(PORT)

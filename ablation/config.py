@@ -62,6 +62,9 @@ def validate(cfg: DictConfig) -> None:
 
     models.check(cfg.model)
     datasets.check(cfg.dataset)
+    size, channels = cfg.dataset.get("image_size"), cfg.dataset.get("channels")
+    if size and channels:  # known before loading for every source but npz with stored sizes
+        models.check_input(cfg.model, (size, size, channels))
     augment.build(cfg.augmentation)
 
 

@@ -130,7 +130,8 @@ def check_input(cfg, input_shape) -> None:
     """Checks that need the data's shape (known after loading, still before any run is opened)."""
     if cfg.name == "mobilenet_v2":
         if min(input_shape[:2]) < 32:
-            raise ConfigError(f"model: mobilenet_v2 needs images of at least 32 px, got {input_shape[0]} (set dataset.image_size)")
+            raise ConfigError(f"dataset.image_size: model mobilenet_v2 needs images of at least 32 px, got "
+                              f"{min(input_shape[:2])}")
         if cfg.get("weights") == "imagenet":
             path = imagenet_weights_file(input_shape, cfg.get("alpha", 1.0))
             if not path.exists():

@@ -6,7 +6,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ablation import tracking
+from ablation import augment, tracking
 from ablation.run import run
 from conftest import ROOT
 
@@ -37,7 +37,8 @@ def test_run_is_named_tagged_and_finished(finished):
     assert mlrun.info.run_name == "rotate/small_cnn/s1"
     tags = mlrun.data.tags
     assert {tags[k] for k in ("dataset", "model", "augmentation", "seed")} == {"digits", "small_cnn", "rotate", "1"}
-    assert tags["config_hash"] == tracking.config_hash(cfg)
+    assert tags["config_hash"] == tracking.config_hash(cfg, augment.build(cfg.augmentation).fingerprint)
+    assert tags["policy_fingerprint"] == augment.build(cfg.augmentation).fingerprint
     assert tags["device"]
     assert mlrun.data.params["trainer.epochs"] == "3"
     assert mlrun.data.params["augmentation.name"] == "rotate"
@@ -95,10 +96,12 @@ def test_multirun_of_two_policies_records_two_runs(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "ablation", "-m", "augmentation=none,hflip", "trainer=smoke", "trainer.epochs=1",
          "dataset.train_size=32", "tracking.log_model=false", f"tracking.uri={uri}",
+         f"tracking.report_dir={tmp_path}/reports",
          f"hydra.sweep.dir={tmp_path}/sweep"],
         cwd=ROOT, env={**os.environ}, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(tracking_uri=uri)
-    runs = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+    runs = [r for r in client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+            if r.data.tags.get("sweep") != "parent"]
     assert sorted(r.info.run_name for r in runs) == ["hflip/small_cnn/s0", "none/small_cnn/s0"]
     assert all(r.info.status == "FINISHED" for r in runs)

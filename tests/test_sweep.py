@@ -1,0 +1,152 @@
+"""Sweeps end to end: Hydra multiruns through the ablation sweeper and callback into a temporary MLflow store."""
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from ablation import sweep
+from conftest import CONF, ROOT, options
+
+EXPERIMENTS = {"digits_ablation", "shapes_ablation", "quick", "models_ablation"}
+
+
+def _sweep(tmp_path, *overrides, name="sweep"):
+    result = subprocess.run(
+        [sys.executable, "-m", "ablation", "-m", *overrides, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+         f"tracking.report_dir={tmp_path}/reports", f"hydra.sweep.dir={tmp_path}/{name}"],
+        cwd=ROOT, env={**os.environ}, capture_output=True, text=True, timeout=600)
+    return result
+
+
+def _runs(tmp_path, experiment):
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("sweep") == "parent"]
+    children = [r for r in runs if r.data.tags.get("sweep") != "parent"]
+    return client, exp, parents, children
+
+
+def test_every_required_experiment_exists_and_names_itself():
+    assert EXPERIMENTS <= set(options("experiment"))
+    for name in options("experiment"):
+        text = (CONF / "experiment" / f"{name}.yaml").read_text()
+        assert text.startswith("# @package _global_")
+        assert OmegaConf.create(text.split("\n", 1)[1])["experiment_name"] == name
+
+
+@pytest.mark.slow
+def test_quick_sweep_nests_runs_skips_finished_and_extends(tmp_path):
+    first = _sweep(tmp_path, "experiment=quick")
+    assert first.returncode == 0, first.stderr[-3000:]
+    client, exp, parents, children = _runs(tmp_path, "quick")
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    assert parent.data.params["sweep_size"] == "4"
+    assert "experiment=quick" in parent.data.params["overrides"]
+    assert sorted(r.info.run_name for r in children) == [
+        "hflip/small_cnn/s0", "hflip/small_cnn/s1", "none/small_cnn/s0", "none/small_cnn/s1"]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    assert all(r.data.tags["experiment"] == "quick" for r in children)
+    for k in range(1, 5):
+        assert f"[{k}/4] " in first.stdout
+    # The report was built at the end of the sweep, printed, and logged to the parent run.
+    assert "verdict" in first.stdout
+    report_dir = tmp_path / "reports" / "quick"
+    assert {"summary.csv", "summary.md", "curves.png", "gaps.png", "previews.png", "report.html"} <= {
+        p.name for p in report_dir.iterdir()}
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "quick")}
+    assert "quick/summary.csv" in logged
+
+    # The same sweep again: nothing new is trained, each skip is said.
+    again = _sweep(tmp_path, "experiment=quick", name="again")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("skip ") == 4
+    assert "4 skipped" in again.stdout
+    _, _, parents, children_after = _runs(tmp_path, "quick")
+    assert len(children_after) == 4 and len(parents) == 2
+
+    # A crashed run (left RUNNING) and a failed one are run again; a new seed runs only its own jobs.
+    failed = next(r for r in children if r.info.run_name == "hflip/small_cnn/s1")
+    client.set_terminated(failed.info.run_id, "FAILED")
+    stale = client.create_run(exp.experiment_id, run_name="none/small_cnn/s2",
+                              tags={"config_hash": _key_of(tmp_path, "none", 2)})
+    extended = _sweep(tmp_path, "experiment=quick", "seed=0,1,2", name="extended")
+    assert extended.returncode == 0, extended.stderr[-3000:]
+    _, _, _, children_final = _runs(tmp_path, "quick")
+    before = {c.info.run_id for c in children_after} | {stale.info.run_id}
+    new = sorted(r.info.run_name for r in children_final if r.info.run_id not in before)
+    assert new == ["hflip/small_cnn/s1", "hflip/small_cnn/s2", "none/small_cnn/s2"]
+    assert client.get_run(stale.info.run_id).info.status == "KILLED"
+    assert "3 trained, 3 skipped" in extended.stdout
+    summary = pd.read_csv(tmp_path / "reports" / "quick" / "summary.csv")
+    assert summary.set_index("augmentation").loc["none", "n_seeds"] == 3
+
+
+def _key_of(tmp_path, augmentation, seed):
+    from hydra import compose, initialize_config_dir
+
+    from ablation import augment, tracking
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=quick", f"augmentation={augmentation}", f"seed={seed}",
+                                           f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"])
+    return tracking.config_hash(cfg, augment.build(cfg.augmentation).fingerprint)
+
+
+@pytest.mark.slow
+def test_leave_one_out_sweep_runs_the_variants_derived_from_the_policy(tmp_path):
+    result = _sweep(tmp_path, "augmentation=flowers", "design=leave_one_out", "trainer=smoke", "trainer.epochs=1",
+                    "dataset.train_size=32", "tracking.log_model=false", "experiment_name=loo")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, _, _, children = _runs(tmp_path, "loo")
+    names = sorted(r.data.tags["augmentation"] for r in children)
+    assert names == sorted(["none", "flowers", "flowers-Rotate", "flowers-RandomBrightnessContrast",
+                            "flowers-HorizontalFlip"])
+    prints = {r.data.tags["augmentation"]: r.data.tags["policy_fingerprint"] for r in children}
+    assert len(set(prints.values())) == 5
+    one = next(r for r in children if r.data.tags["augmentation"] == "flowers-Rotate")
+    policy = client.download_artifacts(one.info.run_id, "policy.json", str(tmp_path))
+    assert "Rotate" not in open(policy).read() and "HorizontalFlip" in open(policy).read()
+
+
+def test_designs_expand_from_the_policy_file():
+    defaults = OmegaConf.create({"design": "grid", "augmentation": {"name": "none"}})
+    grid = [["augmentation=albu_mixed", "seed=0"], ["augmentation=albu_mixed", "seed=1"]]
+    assert sweep.expand(grid, defaults) == grid
+    loo = sweep.expand([[*job, "design=leave_one_out"] for job in grid], defaults)
+    seed0 = [job for job in loo if "seed=0" in job]
+    assert seed0[0] == ["seed=0", "augmentation=none"]
+    assert seed0[1] == ["seed=0", "augmentation=albu_mixed"]
+    assert [job[-1] for job in seed0[2:]] == [f"++augmentation.variant='-{u}'" for u in
+                                             ["HorizontalFlip", "VerticalFlip", "Rotate", "RandomBrightnessContrast", "CLAHE"]]
+    assert len(loo) == 2 * 7
+    add = sweep.expand([["augmentation=idg_classic", "design=add_one_in"]], defaults)
+    assert add[0] == ["augmentation=none"]
+    assert [job[-1] for job in add[1:]] == [f"++augmentation.variant='+{u}'" for u in [
+        "rotation_range", "zoom_range", "width_shift_range", "height_shift_range", "horizontal_flip"]]
+    # The baseline is shared: two policies' leave-one-out designs run `none` once.
+    both = sweep.expand([["augmentation=flowers", "design=leave_one_out"],
+                         ["augmentation=albu_mixed", "design=leave_one_out"]], defaults)
+    assert sum(job == ["augmentation=none"] for job in both) == 1
+
+
+def test_bad_design_names_the_key():
+    from ablation.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^design: expected one of grid\|leave_one_out\|add_one_in"):
+        sweep.expand([["design=loo"]], OmegaConf.create({"augmentation": {"name": "none"}}))
+
+
+def test_a_bad_combination_stops_the_sweep_before_any_training(tmp_path):
+    result = _sweep(tmp_path, "augmentation=none,hflip", "model=small_cnn,mobilenet_v2", "dataset.image_size=16",
+                    "trainer=smoke")
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and all("model=mobilenet_v2" in e for e in errors), result.stderr[-2000:]
+    assert "Launching" not in result.stdout + result.stderr

@@ -108,8 +108,8 @@ def gaps(summary, baseline: str = "none") -> Figure:
               for a, v in zip(table["augmentation"], table["verdict"])]
     ax.errorbar(table["gap_loss_mean"], range(len(table)), xerr=half, fmt="none", ecolor="black", capsize=3, lw=1)
     ax.scatter(table["gap_loss_mean"], range(len(table)), c=colors, zorder=3)
-    for value in table.loc[table["augmentation"] == baseline, "gap_loss_mean"]:
-        ax.axvline(value, color="tab:gray", linestyle="--", linewidth=1, label="none (baseline)")
+    for i, value in enumerate(table.loc[table["augmentation"] == baseline, "gap_loss_mean"]):
+        ax.axvline(value, color="tab:gray", linestyle="--", linewidth=1, label="none (baseline)" if i == 0 else None)
     ax.set_yticks(range(len(table)), labels, fontsize=8)
     ax.set_xlabel("best-epoch gap: val loss - clean train loss (lower = less overfitting)")
     ax.grid(axis="x", alpha=0.3)
@@ -139,7 +139,7 @@ def heatmap(summary, baseline: str = "none") -> Figure:
     """Delta gap (policy - none, paired by seed) for each dataset x model and policy; blue = gap reduced."""
     table = summary[summary["augmentation"] != baseline].assign(cell=lambda t: t["dataset"] + "/" + t["model"])
     grid = table.pivot_table(index="cell", columns="augmentation", values="delta_gap_loss")
-    fig = Figure(figsize=(1.0 + 0.6 * max(grid.shape[1], 1), 1.5 + 0.5 * max(grid.shape[0], 1)), layout="constrained")
+    fig = Figure(figsize=(4.0 + 0.7 * max(grid.shape[1], 1), 2.0 + 0.5 * max(grid.shape[0], 1)), layout="constrained")
     ax = fig.subplots()
     limit = np.nanmax(np.abs(grid.to_numpy())) if grid.size and np.isfinite(grid.to_numpy()).any() else 1.0
     image = ax.imshow(grid.to_numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
@@ -147,7 +147,8 @@ def heatmap(summary, baseline: str = "none") -> Figure:
     ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=8)
     for (i, j), value in np.ndenumerate(grid.to_numpy()):
         if np.isfinite(value):
-            ax.text(j, i, f"{value:+.2f}", ha="center", va="center", fontsize=7)
+            ax.text(j, i, f"{value:+.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if abs(value) > limit / 2 else "black")
     fig.colorbar(image, ax=ax, label="delta gap (loss) vs none")
-    fig.suptitle("change in overfitting gap vs none (blue: reduced)")
+    fig.suptitle("delta gap vs none (blue: reduced)")
     return fig

@@ -1,0 +1,115 @@
+"""The gap report on a constructed case: synthetic runs logged to a real MLflow store where the answer is known."""
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from ablation import report, tracking
+
+# Per-seed best-epoch gap offsets from `none`: the verdict each policy must get.
+EFFECTS = {
+    "good": ([-0.30, -0.31, -0.29, -0.30, -0.32], "reduces gap"),
+    "bad": ([0.20, 0.22, 0.19, 0.21, 0.20], "widens gap"),
+    "noisy": ([0.30, -0.30, 0.25, -0.28, 0.02], "no clear effect"),
+}
+SEEDS = range(5)
+
+
+def _log(client, exp_id, dataset, model, augmentation, seed, gap, acc, status="FINISHED"):
+    run = client.create_run(exp_id, run_name=f"{augmentation}/{model}/s{seed}", tags={
+        "dataset": dataset, "model": model, "augmentation": augmentation, "seed": str(seed),
+        "config_hash": f"{dataset}-{model}-{augmentation}-{seed}"})
+    rid = run.info.run_id
+    metrics = [Metric("best/gap_loss", gap, 0, 0), Metric("best/gap_accuracy", gap / 10, 0, 0),
+               Metric("test/accuracy", acc, 0, 0), Metric("test/loss", 1 - acc, 0, 0)]
+    for epoch in (1, 2, 3):
+        metrics += [Metric("train_clean/loss", 1.0 / epoch, 0, epoch), Metric("val/loss", 1.0 / epoch + gap, 0, epoch)]
+    client.log_batch(rid, metrics=metrics)
+    fig = Figure(figsize=(2, 1))
+    fig.subplots().imshow(np.full((4, 8), seed))
+    client.log_figure(rid, fig, "augmentation_preview.png")
+    if status == "FAILED":
+        client.set_tag(rid, "error", "RuntimeError: loss is NaN")
+    client.set_terminated(rid, status)
+    return rid
+
+
+@pytest.fixture
+def synthetic(make_cfg, tmp_path):
+    cfg = make_cfg("experiment_name=synthetic", f"tracking.report_dir={tmp_path}/reports")
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    exp_id = tracking.experiment_id(client, cfg.tracking, "synthetic")
+    rng = np.random.default_rng(0)
+    for model in ("small_cnn", "resnet"):
+        for seed in SEEDS:
+            base = 0.8 + rng.normal(0, 0.2)  # seed noise far larger than the effects' own spread
+            _log(client, exp_id, "digits", model, "none", seed, base, 0.9)
+            for name, (offsets, _) in EFFECTS.items():
+                _log(client, exp_id, "digits", model, name, seed, base + offsets[seed], 0.9 + offsets[seed] / 10)
+    _log(client, exp_id, "digits", "small_cnn", "crashy", 0, 0.0, 0.0, status="FAILED")
+    return cfg
+
+
+def test_summary_columns_verdicts_and_order(synthetic):
+    out = report.build(synthetic)
+    table = pd.read_csv(out / "summary.csv")
+    assert list(table.columns[:len(report.COLUMNS)]) == report.COLUMNS
+    assert len(table) == 8  # 2 models x (none + 3 policies); the failed one is listed apart
+    for model in ("small_cnn", "resnet"):
+        rows = table[table["model"] == model].set_index("augmentation")
+        for name, (offsets, expected) in EFFECTS.items():
+            assert rows.loc[name, "verdict"] == expected, (model, name)
+            assert rows.loc[name, "delta_gap_loss"] == pytest.approx(np.mean(offsets))
+            assert rows.loc[name, "delta_gap_loss_ci_low"] < np.mean(offsets) < rows.loc[name, "delta_gap_loss_ci_high"]
+            assert rows.loc[name, "delta_test_accuracy"] == pytest.approx(np.mean(offsets) / 10)
+            assert rows.loc[name, "n_seeds"] == 5
+        assert rows.loc["none", "delta_gap_loss"] == 0
+    assert table["delta_gap_loss"].is_monotonic_increasing
+    assert set(table["verdict"]) <= set(report.VERDICTS)
+
+
+def test_unpaired_means_would_hide_the_effect(synthetic):
+    """The seed noise (sd 0.2) swamps a 0.3 effect in unpaired stds; pairing by seed is what finds it."""
+    table = pd.read_csv(report.build(synthetic) / "summary.csv").set_index(["model", "augmentation"])
+    good = table.loc[("small_cnn", "good")]
+    assert good["gap_loss_std"] > 0.05
+    assert good["delta_gap_loss_ci_high"] < 0
+
+
+def test_files_figures_and_failed_combinations(synthetic, tmp_path):
+    out = report.build(synthetic)
+    assert out == tmp_path / "reports" / "synthetic"
+    for name in ("summary.md", "curves.png", "gaps.png", "previews.png", "heatmap.png", "report.html"):
+        assert (out / name).stat().st_size > 0, name
+    page = (out / "report.html").read_text()
+    for image in ("curves.png", "gaps.png", "previews.png", "heatmap.png"):
+        assert f"src='{image}'" in page
+    assert "reduces gap" in page and "crashy" in page
+    md = (out / "summary.md").read_text()
+    assert "## Failed combinations" in md and "loss is NaN" in md
+    assert pd.read_csv(out / "failed.csv")["run"].tolist() == ["crashy/small_cnn/s0"]
+
+
+def test_report_command_prints_the_table(synthetic, capsys):
+    report.main(synthetic)
+    printed = capsys.readouterr().out
+    assert "verdict" in printed and "reduces gap" in printed and "report.html" in printed
+
+
+def test_report_by_parent_run_id_finds_its_experiment(synthetic):
+    client = MlflowClient(tracking_uri=synthetic.tracking.uri)
+    parent = tracking.open_parent(synthetic, {"overrides": "x"})
+    other = synthetic.copy()
+    other.experiment_name = "elsewhere"
+    out = report.main(other, parent)
+    assert out.name == "synthetic"
+    assert client.get_run(parent).data.tags["sweep"] == "parent"
+
+
+def test_empty_experiment_is_a_clear_error(make_cfg, capsys):
+    with pytest.raises(SystemExit) as info:
+        report.main(make_cfg("experiment_name=nothing_here"))
+    assert info.value.code == 2
+    assert "experiment_name: no finished runs in MLflow experiment 'nothing_here'" in capsys.readouterr().err

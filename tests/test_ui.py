@@ -1,0 +1,89 @@
+"""The MLflow UI over a store filled by a real sweep, opened in headless Chromium: the experiment and its runs
+appear in the rendered runs table."""
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import ROOT
+
+
+def _browser_or_skip():
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        subprocess.run(["bash", str(ROOT / "scripts" / "install-browser.sh")], capture_output=True, timeout=900)
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("no browser: chromium and chromium-driver could not be installed (scripts/install-browser.sh)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ui_lists_the_sweeps_runs_in_a_real_browser(tmp_path):
+    _browser_or_skip()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    sweep = subprocess.run([sys.executable, "-m", "ablation", "-m", "experiment=quick", "seed=0", f"tracking.uri={uri}",
+                            f"tracking.report_dir={tmp_path}/reports", f"hydra.sweep.dir={tmp_path}/sweep"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "ablation.ui", "--port", str(port), f"tracking.uri={uri}"],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    driver = None
+    try:
+        address = None
+        deadline = time.time() + 120
+        while time.time() < deadline and address is None:
+            line = server.stdout.readline()
+            match = re.search(r"quick: (http://127\.0\.0\.1:\d+/#/experiments/\d+/runs\?workflowType=machine_learning)", line)
+            address = match.group(1) if match else None
+            assert server.poll() is None, "the UI command exited"
+        assert address, "the UI command printed no address for the experiment"
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        options = webdriver.ChromeOptions()
+        options.binary_location = shutil.which("chromium")
+        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1600,1000"):
+            options.add_argument(flag)
+        driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+        driver.get(address)
+        wanted = ["none/small_cnn/s0", "hflip/small_cnn/s0"]
+        deadline = time.time() + 90
+        # The jobs are nested under the sweep's parent run: expand its row (the button in its name cell).
+        expander = "//a[contains(., 'sweep/quick')]/ancestor::div[contains(@class, 'ag-cell-wrapper')]//button"
+        while time.time() < deadline and not driver.find_elements(By.XPATH, expander):
+            time.sleep(1)
+        driver.find_element(By.XPATH, expander).click()
+        while time.time() < deadline and not all(name in driver.page_source for name in wanted):
+            time.sleep(1)
+        driver.save_screenshot(str(tmp_path / "mlflow_ui.png"))
+        page = driver.page_source
+        assert "quick" in page
+        for name in wanted:
+            assert name in page, f"{name} not in the rendered runs table (screenshot: {tmp_path / 'mlflow_ui.png'})"
+    finally:
+        if driver is not None:
+            driver.quit()
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)

@@ -29,7 +29,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 ROOT_KEY = "augmentation"
-TOP_LEVEL_KEYS = ("name", "transforms", "idg", "variant")
+TOP_LEVEL_KEYS = ("name", "transforms", "idg", "variant", "where")
+PLACES = ("host", "device")
 # ImageDataGenerator arguments that shape the fill of others rather than being an augmentation of their own.
 IDG_SETTINGS = ("fill_mode", "cval")
 IDG_KEYS = ("rotation_range", "width_shift_range", "height_shift_range", "shear_range", "zoom_range",
@@ -521,6 +522,8 @@ def build(cfg, image_shape: tuple[int, ...] | None = None) -> Policy:
     name = cfg.get("name")
     if not isinstance(name, str) or not name:
         raise _fail(f"{ROOT_KEY}.name", f"expected the policy's name (its file name), got {name!r}")
+    if cfg.get("where", "host") not in PLACES:
+        raise _fail(f"{ROOT_KEY}.where", f"expected one of {'|'.join(PLACES)}, got {cfg.get('where')!r}")
     if cfg.get("variant"):
         cfg, name = _apply_variant(cfg, name, cfg["variant"])
 

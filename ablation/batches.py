@@ -3,6 +3,7 @@ and every image is augmented afresh; validation, test and clean-train batches ar
 from __future__ import annotations
 
 import math
+import time
 
 import keras
 import numpy as np
@@ -36,6 +37,9 @@ class Batches(keras.utils.PyDataset):
             raise ValueError("steps beyond one pass over the data are only meaningful for shuffled training batches")
         self.epoch = 0
         self._order = self._epoch_order(0)
+        # When each batch of the current epoch was ready (perf_counter): the fit loop's input wait is measured
+        # against it (tracking.EpochLogger).
+        self.ready_at: dict[int, float] = {}
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
         n = len(self.x)
@@ -62,7 +66,9 @@ class Batches(keras.utils.PyDataset):
         if self.policy is not None:
             x = self.policy.augment_batch(x, np.random.default_rng([self.seed, self.epoch, index]))
         # Rescale after augmentation: albumentations works on uint8 (its float path expects [0, 1]).
-        return x.astype(np.float32) * np.float32(1 / 255), self.y[idx]
+        batch = x.astype(np.float32) * np.float32(1 / 255), self.y[idx]
+        self.ready_at[index] = time.perf_counter()
+        return batch
 
     def on_epoch_end(self) -> None:
         if self.shuffle:

@@ -68,7 +68,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
                              "data/n_test": len(splits.test.y), "data/num_classes": splits.num_classes,
                              "time/data_load_s": data_load_s})
 
-        epochs = tracker.callback(batches["train_clean"], images_per_epoch=batches["train"].images_per_epoch)
+        epochs = tracker.callback(batches["train"], batches["train_clean"])
         best_weights = scratch / "best.weights.h5"
         callbacks = [epochs] + _callbacks(t, best_weights)
         fit_started = time.perf_counter()

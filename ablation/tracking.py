@@ -86,7 +86,7 @@ def config_hash(cfg: DictConfig, policy_fingerprint: str) -> str:
         data.pop(key, None)
     for key in ("verbose", "workers", "use_multiprocessing", "max_queue_size"):
         data.get("trainer", {}).pop(key, None)
-    data["augmentation"] = {"fingerprint": policy_fingerprint}
+    data["augmentation"] = {"fingerprint": policy_fingerprint, "where": data["augmentation"].get("where", "host")}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -114,6 +114,7 @@ class Tracker:
     def __init__(self, mlflow_client, run_id: str):
         self.client = mlflow_client
         self.run_id = run_id
+        self._pending = []  # asynchronous metric writes, waited for by flush()
 
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
@@ -122,14 +123,23 @@ class Tracker:
         for i in range(0, len(items), MAX_PARAMS_PER_CALL):
             self.client.log_batch(self.run_id, params=items[i:i + MAX_PARAMS_PER_CALL])
 
-    def log_metrics(self, metrics: dict, step: int = 0) -> None:
-        """All metrics of one step in a single request; non-finite values are skipped, not stored as NaN."""
+    def log_metrics(self, metrics: dict, step: int = 0, wait: bool = True) -> None:
+        """All metrics of one step in a single request; non-finite values are skipped, not stored as NaN.
+        wait=False queues the request (MLflow's asynchronous logging) so training does not wait for the store;
+        flush() waits for every queued request and raises if one failed."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and math.isfinite(v)]
         if batch:
-            self.client.log_batch(self.run_id, metrics=batch)
+            operation = self.client.log_batch(self.run_id, metrics=batch, synchronous=wait)
+            if not wait and operation is not None:
+                self._pending.append(operation)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for operation in pending:
+            operation.wait()
 
     def set_tags(self, tags: dict) -> None:
         from mlflow.entities import RunTag
@@ -145,24 +155,36 @@ class Tracker:
     def log_figure(self, figure, name: str) -> None:
         self.client.log_figure(self.run_id, figure, name)
 
-    def callback(self, clean_train, images_per_epoch: int) -> "EpochLogger":
-        return EpochLogger(self, clean_train, images_per_epoch)
+    def callback(self, train, clean_train) -> "EpochLogger":
+        return EpochLogger(self, train, clean_train)
 
 
 class EpochLogger(keras.callbacks.Callback):
     """Per epoch (step = epoch number, from 1): Keras' training metrics on augmented batches, a clean
-    evaluation of a fixed un-augmented training subset in inference mode, validation, the gaps, timings."""
+    evaluation of a fixed un-augmented training subset in inference mode, validation, the gaps, timings, and
+    the share of the training time the fit loop spent waiting for its next batch."""
 
-    def __init__(self, tracker: Tracker, clean_train, images_per_epoch: int):
+    def __init__(self, tracker: Tracker, train, clean_train):
         super().__init__()
         self.tracker = tracker
+        self.train = train
         self.clean_train = clean_train
-        self.images_per_epoch = images_per_epoch
         self.rows: list[dict] = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
         self._train_end = None
+        self._waited = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._batch_begin = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        # The step pulled batch `batch` right after on_train_batch_begin; if the batch was finished later than
+        # that, the loop waited for it (Batches records when each batch was ready).
+        ready = self.train.ready_at.get(batch)
+        if ready is not None:
+            self._waited += max(0.0, ready - self._batch_begin)
 
     def on_test_begin(self, logs=None):
         # fit's validation pass; the training part of the epoch is over.
@@ -170,6 +192,7 @@ class EpochLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         end = time.perf_counter()
+        train_s = (self._train_end or end) - self._start
         logs = logs or {}
         clean = self.model.evaluate(self.clean_train, verbose=0, return_dict=True)
         row = {
@@ -182,14 +205,16 @@ class EpochLogger(keras.callbacks.Callback):
             "val/accuracy": logs.get("val_accuracy"),
             "train/learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
             "time/epoch_s": end - self._start,
-            "throughput/images_per_s": self.images_per_epoch / ((self._train_end or end) - self._start),
+            "throughput/images_per_s": self.train.images_per_epoch / train_s,
+            "perf/input_wait_fraction": min(self._waited / train_s, 1.0),
         }
         if row["val/accuracy"] is not None and row["train_clean/accuracy"] is not None:
             row["gap/accuracy"] = row["train_clean/accuracy"] - row["val/accuracy"]
         if row["val/loss"] is not None and row["train_clean/loss"] is not None:
             row["gap/loss"] = row["val/loss"] - row["train_clean/loss"]
         self.rows.append(row)
-        self.tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+        # Queued, not waited for: the next epoch starts while the store writes (flushed when the run ends).
+        self.tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1, wait=False)
 
 
 @contextmanager
@@ -215,7 +240,14 @@ def run(cfg: DictConfig, run_name: str, tags: dict):
         mlflow_client.set_tag(tracker.run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
         raise
     finally:
-        mlflow_client.set_terminated(tracker.run_id, status)
+        try:
+            tracker.flush()
+        except Exception as exc:  # a lost metric must not pass for a finished run
+            status = "FAILED"
+            mlflow_client.set_tag(tracker.run_id, "error", f"metrics not recorded: {type(exc).__name__}: {exc}"[:5000])
+            raise
+        finally:
+            mlflow_client.set_terminated(tracker.run_id, status)
 
 
 def scratch_dir():

@@ -11,7 +11,7 @@ from ablation.run import run
 from conftest import ROOT
 
 PER_EPOCH = ["train/loss", "train/accuracy", "train_clean/loss", "train_clean/accuracy", "val/loss", "val/accuracy",
-             "gap/loss", "gap/accuracy", "time/epoch_s", "throughput/images_per_s"]
+             "gap/loss", "gap/accuracy", "time/epoch_s", "throughput/images_per_s", "perf/input_wait_fraction"]
 FINAL = ["test/loss", "test/accuracy", "best_epoch", "best/gap_accuracy", "best/gap_loss"]
 ARTIFACTS = {"config.yaml", "policy.json", "history.csv", "learning_curves.png", "augmentation_preview.png",
              "model.keras"}

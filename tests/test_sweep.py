@@ -150,3 +150,22 @@ def test_a_bad_combination_stops_the_sweep_before_any_training(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 2 and all("model=mobilenet_v2" in e for e in errors), result.stderr[-2000:]
     assert "Launching" not in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_a_failing_combination_does_not_stop_the_others(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (60, 12, 12, 1), dtype=np.uint8)
+    y = np.arange(60) % 3
+    np.savez(tmp_path / "good.npz", x_train=x, y_train=y)
+    np.savez(tmp_path / "bad.npz", x_train=x.astype(np.int32), y_train=y)  # passes the config check, fails to load
+    result = _sweep(tmp_path, "dataset=npz", f"dataset.path={tmp_path}/bad.npz,{tmp_path}/good.npz", "trainer=smoke",
+                    "trainer.epochs=1", "tracking.log_model=false", "experiment_name=faults")
+    assert result.returncode == 1
+    assert "1 combination(s) failed" in result.stderr
+    assert f"dataset.path={tmp_path}/bad.npz" in result.stderr and "x_train" in result.stderr
+    _, _, parents, children = _runs(tmp_path, "faults")
+    assert [r.info.status for r in children] == ["FINISHED"]
+    assert parents[0].info.status == "FAILED" and "bad.npz" in parents[0].data.tags["error"]

@@ -72,7 +72,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
         best_weights = scratch / "best.weights.h5"
         callbacks = [epochs] + _callbacks(t, best_weights)
         fit_started = time.perf_counter()
-        model.fit(batches["train"], validation_data=batches["val"], epochs=t.epochs, callbacks=callbacks, verbose=t.verbose)
+        # shuffle=False: Batches reshuffles every epoch from the seed; Keras would otherwise also permute the batch
+        # order with Python's global random state.
+        model.fit(batches["train"], validation_data=batches["val"], epochs=t.epochs, callbacks=callbacks,
+                  verbose=t.verbose, shuffle=False)
         fit_s = time.perf_counter() - fit_started
 
         history = pd.DataFrame(epochs.rows)

@@ -180,8 +180,9 @@ class EpochLogger(keras.callbacks.Callback):
         self._batch_begin = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        # The step pulled batch `batch` right after on_train_batch_begin; if the batch was finished later than
-        # that, the loop waited for it (Batches records when each batch was ready).
+        # The step pulled batch `batch` right after on_train_batch_begin (fit runs with shuffle=False, so step i
+        # is batch i); if the batch was finished later than that, the loop waited for it (Batches records when
+        # each batch was ready).
         ready = self.train.ready_at.get(batch)
         if ready is not None:
             self._waited += max(0.0, ready - self._batch_begin)

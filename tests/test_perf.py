@@ -1,0 +1,48 @@
+"""The per-epoch input-wait measurement: a pipeline that cannot keep up shows as waiting, a ready one does not."""
+import time
+
+import keras
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ablation import models, tracking
+from ablation.batches import Batches
+
+
+class SlowPolicy:
+    """A policy whose augmentation takes 60 ms per batch: far slower than this tiny model's step."""
+
+    name = "slow"
+    is_identity = False
+
+    def augment_batch(self, images, rng):
+        time.sleep(0.06)
+        return images
+
+
+def _fit(make_cfg, policy):
+    cfg = make_cfg()
+    x = np.random.default_rng(0).integers(0, 256, (64, 16, 16, 1), dtype=np.uint8)
+    y = np.arange(64) % 2
+    train = Batches(x, y, 16, policy=policy, shuffle=True)
+    model = models.build_small_cnn((16, 16, 1), 2, filters=(4,), dense=8)
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    with tracking.run(cfg, "perf", {}) as tracker:
+        logger = tracker.callback(train, Batches(x, y, 16))
+        model.fit(train, validation_data=Batches(x, y, 16), epochs=3, callbacks=[logger], verbose=0,
+                  shuffle=False)
+    return cfg, tracker.run_id, [row["perf/input_wait_fraction"] for row in logger.rows]
+
+
+def test_a_starved_loop_waits_most_of_the_epoch(make_cfg):
+    cfg, run_id, fractions = _fit(make_cfg, SlowPolicy())
+    assert all(0.5 < f <= 1.0 for f in fractions[1:]), fractions
+    # Logged asynchronously during the epochs, all flushed before the run closed.
+    history = MlflowClient(tracking_uri=cfg.tracking.uri).get_metric_history(run_id, "perf/input_wait_fraction")
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2, 3]
+
+
+def test_a_fed_loop_barely_waits(make_cfg):
+    _, _, fractions = _fit(make_cfg, None)
+    assert all(0.0 <= f < 0.5 for f in fractions[1:]), fractions

@@ -117,9 +117,19 @@ def make_batches(cfg: DictConfig, splits: datasets.Splits, policy: augment.Polic
     }
 
 
+class FailOnNonFiniteLoss(keras.callbacks.Callback):
+    """Keras' TerminateOnNaN stops training quietly, which would record a diverged run as FINISHED; raising
+    instead closes the run FAILED with the reason (and a sweep goes on to the next combination)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss} in epoch {epoch + 1}; lower trainer.learning_rate")
+
+
 def _callbacks(t: DictConfig, best_weights: Path) -> list[keras.callbacks.Callback]:
     mode = "min" if t.monitor.endswith("loss") else "max"
-    out: list[keras.callbacks.Callback] = []
+    out: list[keras.callbacks.Callback] = [FailOnNonFiniteLoss()]
     if t.checkpoint.enabled:
         out.append(keras.callbacks.ModelCheckpoint(str(best_weights), monitor=t.monitor, mode=mode,
                                                    save_best_only=True, save_weights_only=True))

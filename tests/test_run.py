@@ -105,3 +105,37 @@ def test_multirun_of_two_policies_records_two_runs(tmp_path):
             if r.data.tags.get("sweep") != "parent"]
     assert sorted(r.info.run_name for r in runs) == ["hflip/small_cnn/s0", "none/small_cnn/s0"]
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_a_diverging_run_is_failed_not_finished(make_cfg):
+    cfg = make_cfg("trainer.optimizer=sgd", "trainer.learning_rate=1e12", "dataset.train_size=48", "trainer.epochs=3")
+    with pytest.raises(FloatingPointError, match="training loss became nan"):
+        run(cfg)
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    (failed,) = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+    assert failed.info.status == "FAILED"
+    assert "training loss became nan" in failed.data.tags["error"]
+
+
+def test_sigterm_during_a_run_marks_it_killed(tmp_path):
+    import signal
+    import time
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.Popen([sys.executable, "-m", "ablation", "trainer.epochs=200", "dataset.train_size=64",
+                             "trainer.verbose=0", f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/out"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(tracking_uri=uri)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        exp = client.get_experiment_by_name("digits") if (tmp_path / "mlflow.db").exists() else None
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        if runs and client.get_metric_history(runs[0].info.run_id, "val/loss"):
+            break  # training is under way
+        time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    (killed,) = client.search_runs([exp.experiment_id])
+    assert killed.info.status == "KILLED"

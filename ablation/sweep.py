@@ -104,7 +104,13 @@ class SweepCallback(Callback):
         overrides = list(config.hydra.overrides.task)
         params = {"overrides": " ".join(overrides) or "(none)", "sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
                   "design": config.get("design", "grid")}
-        os.environ[tracking.PARENT_RUN_ENV] = tracking.open_parent(config, params)
+        from ablation.config import ConfigError
+
+        try:
+            os.environ[tracking.PARENT_RUN_ENV] = tracking.open_parent(config, params)
+        except ConfigError as exc:  # e.g. the tracking server does not answer: nothing may train
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         finish(config)

@@ -34,12 +34,29 @@ def store(tracking) -> tuple[str, str | None]:
     return uri, artifacts
 
 
+_reachable: set[str] = set()
+
+
 def client(tracking):
+    """An MlflowClient for the store; a server that does not answer is a one-line error, at once (MLflow's own
+    client would retry for minutes first)."""
     from mlflow.tracking import MlflowClient
 
     uri, _ = store(tracking)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    elif uri.startswith(("http://", "https://")) and uri not in _reachable:
+        import urllib.request
+
+        from ablation.config import ConfigError
+
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10).close()
+        except OSError as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ConfigError(f"tracking.uri: cannot reach the MLflow server at {uri} ({reason}); start it or point "
+                              "tracking.uri elsewhere") from None
+        _reachable.add(uri)
     return MlflowClient(tracking_uri=uri)
 
 

@@ -56,3 +56,19 @@ def test_cli_unknown_group_option_names_the_group(tmp_path):
     result = _cli("augmentation=rotat", f"hydra.run.dir={tmp_path}/out")
     assert result.returncode != 0
     assert "augmentation/rotat" in result.stderr
+
+
+def test_unreachable_tracking_server_is_one_line_before_training(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    for args in ([], ["-m", "augmentation=none,hflip"]):
+        result = _cli(*args, f"tracking.uri=http://127.0.0.1:{port}", f"hydra.run.dir={tmp_path}/out",
+                      f"hydra.sweep.dir={tmp_path}/sweep")
+        assert result.returncode == 2, result.stderr[-2000:]
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and errors[0].startswith(f"error: tracking.uri: cannot reach the MLflow server at "
+                                                          f"http://127.0.0.1:{port}"), result.stderr[-2000:]
+        assert "Epoch" not in result.stdout

@@ -65,6 +65,10 @@ def validate(cfg: DictConfig) -> None:
     size, channels = cfg.dataset.get("image_size"), cfg.dataset.get("channels")
     if size and channels:  # known before loading for every source but npz with stored sizes
         models.check_input(cfg.model, (size, size, channels))
+        if cfg.augmentation.get("where") == "device":  # a transform without a Keras layer is named now
+            from ablation import device
+
+            device.layers_for(cfg.augmentation, (size, size, channels), cfg.seed)
     augment.build(cfg.augmentation)
 
 

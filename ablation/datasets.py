@@ -3,6 +3,9 @@
 `load(cfg)` dispatches on `cfg.name` to `load_<name>(**rest)`; `check(cfg)` vets every key without reading
 images, so a bad config fails before anything slow happens. No Keras, no MLflow: the arrays are plain numpy,
 so a test or a notebook can use them directly.
+
+Decoded splits are cached (`cache: true`, the default) under runs/cache/<name>-<key>/ as .npy files and come back
+as read-only memory maps, so the jobs of a sweep decode a dataset once between them; see `cache_key`.
 """
 from __future__ import annotations
 
@@ -10,15 +13,21 @@ import colorsys
 import hashlib
 import inspect
 import json
+import logging
 import math
 import os
+import shutil
+import tempfile
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import cv2
 import numpy as np
+import PIL
+import sklearn
 from PIL import Image, ImageOps
 from sklearn.model_selection import train_test_split
 
@@ -28,10 +37,15 @@ SHAPES = ("circle", "square", "triangle", "star", "cross")
 SHAPE_AXES = ("shift", "rotate", "scale", "hue")
 # Folder layout: split name -> accepted folder names ("valid" is what Roboflow exports).
 SPLIT_FOLDERS = {"train": ("train",), "val": ("validation", "val", "valid"), "test": ("test",)}
-# Below this many images decoding takes a second or two, not worth a file in the cache.
+SPLIT_NAMES = ("train", "val", "test")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CACHE_MIN_IMAGES = 1000
+CACHE_ENV = "ABLATION_CACHE_DIR"
+# Images decoded per round of the thread pool: bounds the pending tasks for folders far larger than memory.
+DECODE_CHUNK = 512
 MISSING = "???"  # OmegaConf's mark for a mandatory value nobody set
+
+
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -70,27 +84,59 @@ class Splits:
 # ---------------------------------------------------------------------------------------------- entry points
 
 def load(cfg) -> Splits:
-    """cfg: the `dataset` node (DictConfig or dict). Checks it, then calls load_<cfg.name>(**the other keys)."""
-    args = _arguments(cfg)
-    name = args.pop("name")
-    return LOADERS[name](**args)
+    """cfg: the `dataset` node (DictConfig or dict). Checks it, then calls load_<cfg.name>(**the other keys),
+    or, with `cache: true` (the default), reads its earlier result from `cache_path(cfg)` (writing it first if
+    absent): arrays memory-mapped read-only, so index them (`x[idx]` copies) rather than write into them."""
+    name, args, cached = _settings(cfg)
+    if not cached:
+        return LOADERS[name](**args)
+    listing = _source_listing(name, args)
+    target = _cache_root() / f"{name}-{_key(name, args, listing)}"
+    splits = _open_cache(target)
+    if splits is None:
+        splits = _fill_cache(name, args, listing, target)
+    return splits
 
 
 def check(cfg) -> None:
     """Raise DataError for the first bad key, reading no image data (paths are only tested for existence)."""
-    _arguments(cfg)
+    _settings(cfg)
 
 
-def _arguments(cfg) -> dict:
-    """The loader's keyword arguments: its defaults overlaid with cfg, every value vetted."""
+def cache_key(cfg) -> str:
+    """16 hex digits naming what load(cfg) returns: the loader's settings (path resolved), the source's listing
+    (folder: every image's relative path, size and mtime_ns; npz: the file's size and mtime_ns), this module's
+    source and the decoding libraries' versions. Any change gives a new key, so a stale cache is never read.
+    Lists the folder but reads no image."""
+    name, args, _ = _settings(cfg)
+    return _key(name, args, _source_listing(name, args))
+
+
+def cache_path(cfg) -> Path:
+    """The folder load(cfg) reads from or writes to with `cache: true` (it may not exist yet)."""
+    return _cache_root() / f"{_settings(cfg)[0]}-{cache_key(cfg)}"
+
+
+def _settings(cfg) -> tuple[str, dict, bool]:
+    """(name, the loader's keyword arguments, whether to use the cache)."""
     given = _as_dict(cfg)
+    cached = given.pop("cache", True)
+    if not isinstance(cached, bool):
+        raise _fail("cache", f"expected true or false, got {cached!r}")
+    args = _arguments(given)
+    return args.pop("name"), args, cached
+
+
+def _arguments(given: dict) -> dict:
+    """The loader's keyword arguments: its defaults overlaid with the config, every value vetted."""
     name = given.get("name")
     if name not in LOADERS:
         raise _fail("name", f"unknown dataset {name!r} (choose {', '.join(LOADERS)})")
-    params = inspect.signature(LOADERS[name]).parameters
+    # Keyword-only parameters take runtime values (where to decode to), never config keys.
+    params = {k: p for k, p in inspect.signature(LOADERS[name]).parameters.items() if p.kind is not p.KEYWORD_ONLY}
     for key in given:
         if key != "name" and key not in params:
-            raise _fail(key, f"not a setting of dataset {name} (settings: {', '.join(params)})")
+            raise _fail(key, f"not a setting of dataset {name} (settings: {', '.join([*params, 'cache'])})")
     args = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
     args.update(given)
     CHECKS[name](args)
@@ -222,13 +268,32 @@ def _rotation(theta: float) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- folder
 
 def load_folder(path: str, image_size: int = 64, channels: int = 3, validation_split: float = 0.2,
-                test_split: float = 0.2, train_size: int | None = None, split_seed: int = 0,
-                cache_dir: str | None = "runs/cache") -> Splits:
+                test_split: float = 0.2, train_size: int | None = None, split_seed: int = 0, *,
+                allocate=None) -> Splits:
     """Keras' directory layout: DIR/<class>/* split here, or DIR/{train, validation|val|valid, test}/<class>/*.
 
     Class names are the sorted class folder names; splits the folder lacks are taken from train by the
     fractions. Images are resized to image_size x image_size (aspect ratio not kept, as Keras does).
+    allocate(split, shape) -> the uint8 array that split's images are decoded into (default np.empty); load()
+    passes memory-mapped files, so a folder larger than memory never has to fit in it.
     """
+    files, y, owner, present, class_names = _folder_index(path)
+    # The file list is split first, so only the images a split keeps are decoded, straight into its array.
+    indices = _fill_splits(y, {split: np.flatnonzero(owner == split) for split in present},
+                           validation_split, test_split, split_seed)
+    indices = _subsample(y, *indices, train_size, split_seed)
+    allocate = allocate or (lambda split, shape: np.empty(shape, np.uint8))
+    parts = []
+    for split, idx in zip(SPLIT_NAMES, indices):
+        x = allocate(split, (len(idx), image_size, image_size, channels))
+        _decode_into(x, [files[i] for i in idx], image_size, channels)
+        parts.append(Split(x, y[idx]))
+    return Splits(*parts, class_names=class_names)
+
+
+def _folder_index(path) -> tuple[list[Path], np.ndarray, np.ndarray, list[str], list[str]]:
+    """(image files, their labels, the split each came from, the splits the folder has, class names), checking
+    the layout; reads no image."""
     root = Path(path).expanduser()
     layout = _folder_layout(root)
     if "train" not in layout:
@@ -251,12 +316,7 @@ def load_folder(path: str, image_size: int = 64, channels: int = 3, validation_s
             files += paths
             labels += [class_names.index(name)] * len(paths)
             owner += [split] * len(paths)
-    x = _decode_all(files, image_size, channels, cache_dir)
-    y, owner = np.asarray(labels, np.int64), np.asarray(owner)
-
-    indices = _fill_splits(y, {split: np.flatnonzero(owner == split) for split in found},
-                           validation_split, test_split, split_seed)
-    return _splits(x, y, class_names, *indices, train_size, split_seed)
+    return files, np.asarray(labels, np.int64), np.asarray(owner), list(found), class_names
 
 
 def _folder_layout(root: Path) -> dict[str, Path]:
@@ -292,26 +352,16 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
-def _decode_all(files: list[Path], size: int, channels: int, cache_dir: str | None) -> np.ndarray:
-    cached = None
-    if cache_dir is not None and len(files) >= CACHE_MIN_IMAGES:
-        # Any added, removed, rewritten or touched file gives a new key, so a stale cache is never read.
-        listing = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-        key = hashlib.sha1(json.dumps([size, channels, listing]).encode()).hexdigest()[:16]
-        # Relative to the project root, like every other output under runs/, whatever the working directory.
-        cached = PROJECT_ROOT / Path(cache_dir).expanduser() / f"folder-{key}.npy"
-        if cached.is_file():
-            return np.load(cached)
+def _decode_into(out: np.ndarray, files: list[Path], size: int, channels: int) -> None:
     mode = "L" if channels == 1 else "RGB"
+
+    def decode(i):
+        out[i] = _read_image(files[i], size, mode)
+
     # PIL releases the GIL while decoding, so threads use every core.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        x = np.stack(list(pool.map(lambda f: _read_image(f, size, mode), files)))
-    if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(partial, x)
-        os.replace(partial, cached)  # atomic: runs launched in parallel never read half a file
-    return x
+        for start in range(0, len(files), DECODE_CHUNK):
+            list(pool.map(decode, range(start, min(start + DECODE_CHUNK, len(files)))))  # list(): raise errors
 
 
 def _read_image(file: Path, size: int, mode: str) -> np.ndarray:
@@ -499,13 +549,137 @@ def _fill_splits(y, pools: dict[str, np.ndarray], val_fraction, test_fraction, s
     return pool, taken["val"], taken["test"]
 
 
-def _splits(x, y, class_names, train, val, test, train_size, seed) -> Splits:
+def _subsample(y, train, val, test, train_size, seed):
     if train_size is not None and train_size < len(train):
         # Fewer training images make overfitting, and what augmentation does about it, visible.
         _, kept = _take(y[train], train_size, seed)
         train = train[kept]
+    return train, val, test
+
+
+def _splits(x, y, class_names, train, val, test, train_size, seed) -> Splits:
     part = lambda idx: Split(x[idx], y[idx].astype(np.int64))  # noqa: E731
+    train, val, test = _subsample(y, train, val, test, train_size, seed)
     return Splits(part(train), part(val), part(test), list(class_names))
+
+
+# ---------------------------------------------------------------------------------------------- cache
+
+def _cache_root() -> Path:
+    # Read at every call, so a test's monkeypatched environment takes effect without reloading the module.
+    configured = os.environ.get(CACHE_ENV)
+    return Path(configured).expanduser() if configured else PROJECT_ROOT / "runs" / "cache"
+
+
+def _source_listing(name: str, args: dict):
+    """What the key must see of the files a loader reads; stat() only, no image is opened."""
+    if name == "folder":
+        root = Path(args["path"]).expanduser()
+        files = _folder_index(root)[0]
+        return [(f.relative_to(root).as_posix(), *_stamp(f)) for f in files]
+    if name == "npz":
+        return _stamp(Path(args["path"]).expanduser())
+    return None  # generated in code: the settings and the code fingerprint say everything
+
+
+def _stamp(file: Path) -> tuple[int, int]:
+    stat = file.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+@cache
+def _code_fingerprint() -> str:
+    # The decoded pixels depend on this module and on how these libraries decode, resize and split; a change in
+    # any of them must not serve arrays made by the old one.
+    versions = [np.__version__, cv2.__version__, PIL.__version__, sklearn.__version__]
+    return hashlib.sha256(Path(__file__).read_bytes() + json.dumps(versions).encode()).hexdigest()
+
+
+def _canonical(args: dict) -> dict:
+    settings = dict(args)
+    if "path" in settings:  # the same files whatever the working directory or spelling
+        settings["path"] = str(Path(settings["path"]).expanduser().resolve())
+    return settings
+
+
+def _key(name: str, args: dict, listing) -> str:
+    identity = {"name": name, "settings": _canonical(args), "source": listing, "code": _code_fingerprint()}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _open_cache(folder: Path) -> Splits | None:
+    """The cached splits, images memory-mapped read-only; None when absent or unreadable."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        parts = [Split(np.load(folder / f"{split}_x.npy", mmap_mode="r"), np.load(folder / f"{split}_y.npy"))
+                 for split in SPLIT_NAMES]
+        return Splits(*parts, class_names=list(meta["class_names"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _fill_cache(name: str, args: dict, listing, target: Path) -> Splits:
+    """Build the cache in a private sibling folder and rename it into place: readers only ever see a complete
+    folder, and parallel jobs that raced to build it each publish a whole copy or none."""
+    if target.exists():
+        splits = _open_cache(target)
+        if splits is not None:
+            return splits  # a parallel job published it a moment ago
+        _discard(target, rename=True)  # unreadable (half deleted by hand, disk full): make room for a fresh copy
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    # mkdtemp's folder is private (0700); the published copy should be as readable as the cache root.
+    scratch.chmod(target.parent.stat().st_mode & 0o777)
+    try:
+        loader = LOADERS[name]
+        if "allocate" in inspect.signature(loader).parameters:
+            def allocate(split, shape):
+                return np.lib.format.open_memmap(scratch / f"{split}_x.npy", mode="w+", dtype=np.uint8, shape=shape)
+            splits = loader(**args, allocate=allocate)
+        else:
+            splits = loader(**args)
+        for split in SPLIT_NAMES:
+            part = getattr(splits, split)
+            if isinstance(part.x, np.memmap):
+                part.x.flush()
+            else:
+                np.save(scratch / f"{split}_x.npy", part.x)
+            np.save(scratch / f"{split}_y.npy", np.asarray(part.y, np.int64))
+        meta = {"name": name, "key": target.name.rsplit("-", 1)[-1], "class_names": splits.class_names,
+                "sizes": {split: len(getattr(splits, split)) for split in SPLIT_NAMES},
+                "settings": _canonical(args)}
+        (scratch / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+        del splits, part  # closes the writable maps; callers get read-only ones, opened below
+        if _source_listing(name, args) != listing:
+            # Files changed while decoding: this copy may match neither listing, so it serves this run only.
+            # Its maps outlive the folder's removal below (POSIX keeps unlinked mapped files readable).
+            log.warning("dataset.path: files changed while decoding; this copy is not cached")
+            return _open_cache(scratch)
+        try:
+            os.rename(scratch, target)
+        except OSError as exc:
+            if not target.exists():
+                raise _fail("cache", f"cannot move {scratch} to {target} ({exc})") from None
+            # Another job of the sweep published first; its copy is as good as this one, which goes.
+            log.debug("%s: another job published first; discarding this copy", target)
+        splits = _open_cache(target)
+        if splits is None:
+            raise _fail("cache", f"cannot read the cache folder {target} just written; delete it and run again")
+        return splits
+    finally:
+        if scratch.exists():
+            _discard(scratch)
+
+
+def _discard(folder: Path, rename: bool = False) -> None:
+    if rename:  # out of the cache's name first, so no reader sees it half deleted
+        aside = folder.with_name(f".{folder.name}.{os.getpid()}.{os.urandom(4).hex()}.stale")
+        try:
+            os.rename(folder, aside)
+        except OSError:
+            return  # someone else moved it already
+        folder = aside
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -596,9 +770,6 @@ def _check_shapes(args):
 def _check_folder(args):
     _path(args, "folder", "/data/flowers")
     _common(args, ("validation_split", "test_split"))
-    cache_dir = args.get("cache_dir")
-    if cache_dir is not None and not (isinstance(cache_dir, str) and cache_dir):
-        raise _fail("cache_dir", f"expected a folder path or null, got {cache_dir!r}")
 
 
 def _check_npz(args):

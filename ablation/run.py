@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from ablation import augment, backend, config, datasets, models, plots, sweep, tracking
+from ablation import augment, backend, config, datasets, device, models, plots, sweep, tracking
 from ablation.batches import Batches
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
     data_load_s = time.perf_counter() - started
     models.check_input(cfg.model, splits.input_shape)
     policy = augment.build(cfg.augmentation, image_shape=splits.input_shape)
-    batches = make_batches(cfg, splits, policy)
+    # where=device: the same policy as Keras preprocessing layers inside the model (on the GPU when there is
+    # one); the input pipeline then only batches and rescales.
+    on_device = cfg.augmentation.where == "device"
+    augmentation_layers = device.layers_for(cfg.augmentation, splits.input_shape, cfg.seed) if on_device else None
+    batches = make_batches(cfg, splits, None if on_device else policy)
 
     # 3. Model, compiled from the trainer settings.
-    model = models.build(cfg.model, splits.input_shape, splits.num_classes)
+    model = device.wrap(models.build(cfg.model, splits.input_shape, splits.num_classes), augmentation_layers)
     optimizer = keras.optimizers.get(t.optimizer)
     optimizer.learning_rate = t.learning_rate
     model.compile(optimizer=optimizer, loss=models.loss_for(splits.num_classes), metrics=["accuracy"])

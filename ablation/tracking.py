@@ -103,6 +103,7 @@ def config_hash(cfg: DictConfig, policy_fingerprint: str) -> str:
         data.pop(key, None)
     for key in ("verbose", "workers", "use_multiprocessing", "max_queue_size"):
         data.get("trainer", {}).pop(key, None)
+    data.get("dataset", {}).pop("cache", None)
     data["augmentation"] = {"fingerprint": policy_fingerprint, "where": data["augmentation"].get("where", "host")}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -34,3 +34,9 @@ def make_cfg(tracking_overrides):
             return compose("config", overrides=["trainer=smoke", *tracking_overrides, *overrides])
 
     return _make
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Decoded datasets go to a temporary cache, never into the repository's runs/cache."""
+    monkeypatch.setenv("ABLATION_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))

@@ -9,6 +9,14 @@ from ablation import datasets
 from ablation.datasets import DataError
 from conftest import options
 
+
+@pytest.fixture(autouse=True)
+def cache_in_tmp(tmp_path, monkeypatch):
+    """Every load here goes through the cache (the default), kept out of the repository."""
+    monkeypatch.setenv("ABLATION_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 # ------------------------------------------------------------------------------------------ small real datasets
 
 
@@ -116,6 +124,7 @@ def test_load_accepts_a_plain_dict():
     (["dataset.train_size=0"], "train_size", ">= 1"),
     (["seed=-2"], "split_seed", ">= 0"),
     (["+dataset.colour=1"], "colour", "not a setting"),
+    (["dataset.cache=maybe"], "cache", "expected true or false, got 'maybe'"),
     (["dataset=folder"], "path", "required, e.g. dataset.path=/data/flowers"),
     (["dataset=folder", "dataset.path=/no/such/dir"], "path", "folder /no/such/dir does not exist"),
     (["dataset=folder", "dataset.path=/no/such/dir", "dataset.image_size=4"], "path", "does not exist"),
@@ -137,9 +146,14 @@ def test_check_names_the_bad_key(make_cfg, overrides, key, words):
     assert message.startswith(f"dataset.{key}: ") and words in message and "\n" not in message
 
 
-def test_check_reads_no_images(make_cfg, tmp_path):
-    write_image(tmp_path / "d" / "a" / "broken.png", 0).write_bytes(b"not a png")
-    datasets.check(make_cfg("dataset=folder", f"dataset.path={tmp_path / 'd'}").dataset)  # no error until load
+def test_check_reads_no_images(make_cfg, tmp_path, cache_in_tmp):
+    class_folder(tmp_path / "d")
+    write_image(tmp_path / "d" / "cat" / "broken.png", 0).write_bytes(b"not a png")
+    cfg = make_cfg("dataset=folder", f"dataset.path={tmp_path / 'd'}").dataset
+    datasets.check(cfg)  # no error until load
+    assert datasets.cache_key(cfg) and not cache_in_tmp.exists()  # the key only lists the files
+    with pytest.raises(DataError, match="broken.png: cannot decode"):
+        datasets.load(cfg)
 
 
 # ------------------------------------------------------------------------------------------ digits
@@ -325,22 +339,6 @@ def test_folder_undecodable_file_is_named(make_cfg, tmp_path):
         datasets.load(make_cfg("dataset=folder", f"dataset.path={tmp_path / 'd'}").dataset)
     message = str(err.value)
     assert message.startswith(f"dataset.path: {bad}: cannot decode image (") and "\n" not in message
-
-
-def test_folder_cache_is_reused_until_a_file_changes(make_cfg, tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "CACHE_MIN_IMAGES", 1)
-    class_folder(tmp_path / "d", per_class=4)
-    cfg = make_cfg("dataset=folder", f"dataset.path={tmp_path / 'd'}", f"dataset.cache_dir={tmp_path / 'cache'}")
-    first = datasets.load(cfg.dataset)
-    cached = list((tmp_path / "cache").glob("*.npy"))
-    assert len(cached) == 1
-    np.testing.assert_array_equal(datasets.load(cfg.dataset).train.x, first.train.x)
-    np.save(cached[0], np.full_like(np.load(cached[0]), 7))  # proves the next load reads the cache, not the files
-    assert (datasets.load(cfg.dataset).train.x == 7).all()
-    write_image(tmp_path / "d" / "cat" / "0.png", 99, size=(5, 5))  # rewritten: a new key, fresh decoding
-    changed = datasets.load(cfg.dataset)
-    assert 99 in ids(changed.train) + ids(changed.val) + ids(changed.test)
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
 
 
 # ------------------------------------------------------------------------------------------ npz

@@ -139,3 +139,23 @@ def test_sigterm_during_a_run_marks_it_killed(tmp_path):
     assert "interrupted" in err
     (killed,) = client.search_runs([exp.experiment_id])
     assert killed.info.status == "KILLED"
+
+
+def test_device_side_augmentation_trains_with_the_layers_in_the_model(make_cfg):
+    cfg = make_cfg("augmentation=idg_classic", "augmentation.where=device", "dataset.train_size=48")
+    metrics = run(cfg)
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    mlrun = client.get_run(metrics["run_id"])
+    assert mlrun.info.status == "FINISHED"
+    assert mlrun.data.params["augmentation.where"] == "device"
+    host = run(make_cfg("augmentation=idg_classic", "dataset.train_size=48"))
+    assert host["run_id"] != metrics["run_id"]  # host and device are different combinations, not a skip
+    assert not host["skipped"]
+
+
+def test_a_transform_without_a_layer_is_named_before_any_run(make_cfg, tmp_path):
+    from ablation.augment import PolicyError
+
+    with pytest.raises(PolicyError, match=r"^augmentation\.transforms\[\d\]: albumentations\.CLAHE"):
+        run(make_cfg("augmentation=clahe", "augmentation.where=device"))
+    assert not (tmp_path / "mlflow.db").exists()

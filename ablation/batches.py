@@ -1,5 +1,7 @@
 """Batches: the generator that feeds keras fit. Training batches are reshuffled every epoch from the seed
-and every image is augmented afresh; validation, test and clean-train batches are only rescaled."""
+and every image is augmented afresh; validation, test and clean-train batches are passed through untouched.
+Batches stay uint8: the model rescales to [0, 1] in its first layer (models.build), so the host never writes
+float32 and the tensors copied into the graph are four times smaller."""
 from __future__ import annotations
 
 import math
@@ -10,7 +12,7 @@ import numpy as np
 
 
 class Batches(keras.utils.PyDataset):
-    """(x, y) batches of float32 images in [0, 1] from uint8 arrays.
+    """(x, y) batches of uint8 images from uint8 arrays (read-only memory maps included).
 
     policy: an augment.Policy applied to training batches (None for evaluation data).
     shuffle: reshuffle every epoch; the order and the augmentation of batch i in epoch e depend only on
@@ -65,10 +67,8 @@ class Batches(keras.utils.PyDataset):
         x = self.x[idx]
         if self.policy is not None:
             x = self.policy.augment_batch(x, np.random.default_rng([self.seed, self.epoch, index]))
-        # Rescale after augmentation: albumentations works on uint8 (its float path expects [0, 1]).
-        batch = x.astype(np.float32) * np.float32(1 / 255), self.y[idx]
         self.ready_at[index] = time.perf_counter()
-        return batch
+        return x, self.y[idx]
 
     def on_epoch_end(self) -> None:
         if self.shuffle:

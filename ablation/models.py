@@ -1,7 +1,8 @@
 """Model factories: build_<name>(input_shape, num_classes, **hp) -> keras.Model, on the Keras 3 API only.
 
-Every model takes float inputs in [0, 1] (the batches rescale uint8 images) and ends in the head that the
-class count asks for: one sigmoid unit for two classes, a softmax otherwise.
+A factory's backbone takes float inputs in [0, 1] and ends in the head that the class count asks for: one
+sigmoid unit for two classes, a softmax otherwise. build() puts it behind the uint8 input the batches deliver:
+images (uint8) -> rescale to [0, 1] -> device-side augmentation, if any -> backbone.
 """
 from __future__ import annotations
 
@@ -139,7 +140,13 @@ def check_input(cfg, input_shape) -> None:
                                   "(no download at run time) or set model.weights=null")
 
 
-def build(cfg, input_shape, num_classes: int) -> keras.Model:
+def build(cfg, input_shape, num_classes: int, augmentation: keras.Sequential | None = None) -> keras.Model:
+    """The trainable model for uint8 images of input_shape; `augmentation` (device.layers_for) runs in training
+    only, between the rescale and the backbone."""
+    from ablation import device
+
     check(cfg)
     check_input(cfg, input_shape)
-    return _factory(cfg.name)(tuple(input_shape), num_classes, **_hyperparameters(cfg))
+    backbone = device.wrap(_factory(cfg.name)(tuple(input_shape), num_classes, **_hyperparameters(cfg)), augmentation)
+    inputs = keras.Input(shape=tuple(input_shape), dtype="uint8", name="images")
+    return keras.Model(inputs, backbone(layers.Rescaling(1 / 255, name="rescale")(inputs)), name=backbone.name)

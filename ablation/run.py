@@ -51,7 +51,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     batches = make_batches(cfg, splits, None if on_device else policy)
 
     # 3. Model, compiled from the trainer settings.
-    model = device.wrap(models.build(cfg.model, splits.input_shape, splits.num_classes), augmentation_layers)
+    model = models.build(cfg.model, splits.input_shape, splits.num_classes, augmentation=augmentation_layers)
     optimizer = keras.optimizers.get(t.optimizer)
     optimizer.learning_rate = t.learning_rate
     model.compile(optimizer=optimizer, loss=models.loss_for(splits.num_classes), metrics=["accuracy"])
@@ -107,7 +107,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 
 def make_batches(cfg: DictConfig, splits: datasets.Splits, policy: augment.Policy) -> dict[str, Batches]:
-    """The policy goes to the training batches only; val, test and the clean-train subset are just rescaled."""
+    """The policy goes to the training batches only; val, test and the clean-train subset are never augmented."""
     t = cfg.trainer
     # The honest training score: a fixed subset of the training split, un-augmented, in inference mode.
     clean = np.sort(np.random.default_rng(cfg.seed).permutation(len(splits.train.y))[:t.clean_train_size])

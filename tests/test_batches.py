@@ -18,13 +18,13 @@ def _epoch(batches):
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def test_evaluation_batches_are_only_rescaled_in_order():
+def test_evaluation_batches_are_untouched_and_in_order():
     x, y = _images()
     batches = Batches(x, y, batch_size=6)
     bx, by = _epoch(batches)
     assert len(batches) == 4
-    assert bx.dtype == np.float32
-    np.testing.assert_allclose(bx, x / 255.0, rtol=1e-6)
+    assert bx.dtype == np.uint8
+    np.testing.assert_array_equal(bx, x)
     np.testing.assert_array_equal(by, y)
     np.testing.assert_array_equal(_epoch(batches)[0], bx)  # same every epoch
 
@@ -35,7 +35,7 @@ def test_training_batches_reshuffle_every_epoch_from_the_seed():
     e1, e2 = _epoch(first), _epoch(first)
     assert sorted(e1[1].tolist()) == sorted(y.tolist())  # one pass: each image once
     assert not np.array_equal(e1[1], e2[1]) or not np.array_equal(e1[0], e2[0])
-    assert not np.array_equal(e1[0], x / 255.0)
+    assert not np.array_equal(e1[0], x)
     again = Batches(x, y, batch_size=6, shuffle=True, seed=3)
     np.testing.assert_array_equal(_epoch(again)[0], e1[0])
     other = Batches(x, y, batch_size=6, shuffle=True, seed=4)
@@ -60,7 +60,7 @@ def test_training_images_are_augmented_afresh_each_epoch():
     order1, order2 = np.argsort(e1[1], kind="stable"), np.argsort(e2[1], kind="stable")
     # Same underlying images, different augmentations.
     assert not np.allclose(e1[0][order1], e2[0][order2])
-    assert not np.allclose(e1[0][order1], x[np.argsort(y, kind="stable")] / 255.0)
+    assert not np.allclose(e1[0][order1], x[np.argsort(y, kind="stable")])
 
 
 def test_run_gives_the_policy_to_training_batches_only(make_cfg):
@@ -71,12 +71,12 @@ def test_run_gives_the_policy_to_training_batches_only(make_cfg):
     assert batches["train"].policy is policy
     for name, split in (("val", splits.val), ("test", splits.test)):
         bx, by = _epoch(batches[name])
-        np.testing.assert_allclose(bx, split.x / 255.0, rtol=1e-6)
+        np.testing.assert_array_equal(bx, split.x)
         np.testing.assert_array_equal(by, split.y)
     clean_x, _ = _epoch(batches["train_clean"])
     assert len(clean_x) == min(cfg.trainer.clean_train_size, len(splits.train.y))
     train_rows = {bytes(img) for img in splits.train.x}
-    assert all(bytes(np.rint(img * 255).astype(np.uint8)) in train_rows for img in clean_x)
+    assert all(bytes(img) in train_rows for img in clean_x)
 
 
 def test_mismatched_lengths_are_refused():

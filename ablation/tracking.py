@@ -22,16 +22,46 @@ MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
 PARENT_RUN_ENV = "ABLATION_PARENT_RUN_ID"
 
 
+# Parallel jobs share one SQLite file: a writer that finds it locked waits up to this long instead of failing.
+SQLITE_BUSY_TIMEOUT_S = 60
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///").split("?")[0]) if uri.startswith("sqlite:///") else None
+
+
 def store(tracking) -> tuple[str, str | None]:
     """(tracking URI, artifact root) for a `tracking` config node; local paths resolve from the project root,
-    so Hydra's working directory does not matter."""
+    so Hydra's working directory does not matter. SQLite URIs get a busy timeout unless they set their own."""
     uri = tracking.get("uri") or f"sqlite:///{RUNS / 'mlflow.db'}"
     artifacts = tracking.get("artifact_root")
-    if artifacts is None and uri.startswith("sqlite:///"):
-        artifacts = str(Path(uri.removeprefix("sqlite:///")).parent / "artifacts")
+    path = sqlite_path(uri)
+    if path is not None:
+        if "?" not in uri:
+            uri = f"{uri}?timeout={SQLITE_BUSY_TIMEOUT_S}"
+        if artifacts is None:
+            artifacts = str(path.parent / "artifacts")
     if artifacts is not None and "://" not in str(artifacts):
         artifacts = Path(artifacts).resolve().as_uri()
     return uri, artifacts
+
+
+_prepared: set[Path] = set()
+
+
+def _prepare_sqlite(uri: str, path: Path) -> None:
+    """Create the store's schema once and switch it to write-ahead logging, so readers never block writers and
+    parallel jobs do not all run MLflow's first-time schema migration at once (a known failure). The sweep
+    callback does this in the main process before any job starts."""
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # creates or migrates the schema
+    with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S) as db:
+        db.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the database file
+    _prepared.add(path)
 
 
 _reachable: set[str] = set()
@@ -43,8 +73,10 @@ def client(tracking):
     from mlflow.tracking import MlflowClient
 
     uri, _ = store(tracking)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_path(uri)
+    if path is not None:
+        if path not in _prepared:
+            _prepare_sqlite(uri, path)
     elif uri.startswith(("http://", "https://")) and uri not in _reachable:
         import urllib.request
 

@@ -12,7 +12,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run sweep report ui test clean
+.PHONY: help install run sweep report ui bench test clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ report: $(STAMP) ## Rebuild an experiment's report from what MLflow holds (EXP=d
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:$(PORT) over the local store
 	$(PY) -m ablation.ui --port $(PORT)
+
+bench: $(STAMP) ## Input-pipeline benchmark side by side (QUICK=1: 32 and 128 px, under two minutes) -> runs/bench/pipeline.md
+	$(PY) benchmarks/pipeline.py $(if $(QUICK),--quick)
 
 test: $(STAMP) ## Run the whole test suite
 	$(PY) -m pytest -q $(ARGS); rc=$$?; \

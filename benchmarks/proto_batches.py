@@ -3,7 +3,7 @@ would buy before making it. Nothing in the package imports this file.
 
 - OnePassBatches: Batches with the rescale done in one pass (np.multiply(..., dtype=float32)) instead of
   astype(float32) then * 1/255 (two passes over the batch and two float32 allocations).
-- Uint8Batches: Batches that yield the augmented uint8 batch as is; the model rescales (keras.layers.Rescaling as
+- Uint8Batches (now ablation.batches.Batches itself): the augmented uint8 batch as is; the model rescales (keras.layers.Rescaling as
   its first layer), so the host never writes float32 and tf.data copies a 4x smaller tensor into the graph.
 - BatchAffinePolicy: the ImageDataGenerator vocabulary (KerasAffine + flips) applied batch-wise: the warp
   matrices of the whole batch sampled and composed with numpy at once, cv2.warpAffine per image straight into
@@ -24,28 +24,15 @@ SCALE = np.float32(1 / 255)
 
 
 class OnePassBatches(Batches):
+    """The float32 batches the package once yielded, rescaled on the host in one pass (kept to measure the cost)."""
+
     def __getitem__(self, index: int):
-        if index >= self.steps:
-            raise IndexError(index)
-        idx = self._order[index * self.batch_size:(index + 1) * self.batch_size]
-        x = self.x[idx]
-        if self.policy is not None:
-            x = self.policy.augment_batch(x, np.random.default_rng([self.seed, self.epoch, index]))
-        batch = np.multiply(x, SCALE, dtype=np.float32), self.y[idx]
-        self.ready_at[index] = time.perf_counter()
-        return batch
+        x, y = super().__getitem__(index)
+        return np.multiply(x, SCALE, dtype=np.float32), y
 
 
-class Uint8Batches(Batches):
-    def __getitem__(self, index: int):
-        if index >= self.steps:
-            raise IndexError(index)
-        idx = self._order[index * self.batch_size:(index + 1) * self.batch_size]
-        x = self.x[idx]
-        if self.policy is not None:
-            x = self.policy.augment_batch(x, np.random.default_rng([self.seed, self.epoch, index]))
-        self.ready_at[index] = time.perf_counter()
-        return x, self.y[idx]
+# Batches itself now yields uint8 and leaves the rescale to the model's first layer.
+Uint8Batches = Batches
 
 
 class BatchAffinePolicy:

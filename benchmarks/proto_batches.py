@@ -12,7 +12,6 @@ would buy before making it. Nothing in the package imports this file.
 """
 from __future__ import annotations
 
-import time
 
 import cv2
 import numpy as np

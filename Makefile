@@ -34,7 +34,7 @@ sweep: $(STAMP) ## Run an experiment's sweep and its report (EXP=digits_ablation
 report: $(STAMP) ## Rebuild an experiment's report from what MLflow holds (EXP=digits_ablation)
 	$(PY) -m ablation.report experiment_name=$(EXP) $(ARGS)
 
-ui: $(STAMP) ## MLflow UI on 127.0.0.1:$(PORT) over the local store
+ui: $(STAMP) ## MLflow UI on 127.0.0.1 over the local store (PORT=5000); prints the runs-table address per experiment
 	$(PY) -m ablation.ui --port $(PORT)
 
 bench: $(STAMP) ## Input-pipeline benchmark side by side (QUICK=1: 32 and 128 px, under two minutes) -> runs/bench/pipeline.md

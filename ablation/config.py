@@ -32,8 +32,9 @@ def _choice(cfg: DictConfig, key: str, allowed) -> None:
         raise ConfigError(f"{key}: expected one of {'|'.join(map(str, allowed))}, got {value!r}")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError (or the dataset/policy modules' own one-line errors) for the first bad setting."""
+def validate(cfg: DictConfig):
+    """Raise ConfigError (or the dataset/policy modules' own one-line errors) for the first bad setting.
+    Returns the augmentation policy it built on the way (augment.Policy), so the caller need not build it again."""
     from ablation import augment, datasets, models
 
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -69,7 +70,7 @@ def validate(cfg: DictConfig) -> None:
             from ablation import device
 
             device.layers_for(cfg.augmentation, (size, size, channels), cfg.seed)
-    augment.build(cfg.augmentation)
+    return augment.build(cfg.augmentation)
 
 
 def _optimizer(name) -> None:

@@ -26,8 +26,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Train one combination and record it; returns the final metrics. A combination that already finished
     in this experiment is skipped (its recorded metrics are returned) unless `force=true`."""
     # 1. Every config mistake surfaces here, before data is read or a run is opened.
-    config.validate(cfg)
-    policy = augment.build(cfg.augmentation)
+    policy = config.validate(cfg)
     name = run_name(cfg, policy)
     key = tracking.config_hash(cfg, policy.fingerprint)
     sweep.progress(name)
@@ -43,6 +42,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     splits = datasets.load(cfg.dataset)
     data_load_s = time.perf_counter() - started
     models.check_input(cfg.model, splits.input_shape)
+    # Once more with the data's shape: a crop larger than the image, a policy that changes the shape.
     policy = augment.build(cfg.augmentation, image_shape=splits.input_shape)
     # where=device: the same policy as Keras preprocessing layers inside the model (on the GPU when there is
     # one); the input pipeline then only batches and rescales.

@@ -191,11 +191,6 @@ class Tracker:
         for operation in pending:
             operation.wait()
 
-    def set_tags(self, tags: dict) -> None:
-        from mlflow.entities import RunTag
-
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-
     def log_file(self, path: Path, folder: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path=folder)
 

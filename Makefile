@@ -7,12 +7,13 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 5000
 ARGS   ?=
 EXP    ?= digits_ablation
+JOBS   ?=
 
 export NO_ALBUMENTATIONS_UPDATE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run sweep report ui bench test clean
+.PHONY: help install run sweep report ui predict server server-stop bench test clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,7 +21,7 @@ help: ## List the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,cluster]'
+	$(PY) -m pip install --quiet -e '.[dev,cluster,server]'
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install ablation with its dependencies (idempotent)
@@ -28,14 +29,23 @@ install: $(STAMP) ## Create .venv and install ablation with its dependencies (id
 run: $(STAMP) ## One run with the defaults; pass overrides as ARGS="augmentation=rotate trainer.epochs=5"
 	$(PY) -m ablation $(ARGS)
 
-sweep: $(STAMP) ## Run an experiment's sweep and its report (EXP=digits_ablation: every policy, 3 seeds)
-	$(PY) -m ablation -m experiment=$(EXP) $(ARGS)
+sweep: $(STAMP) ## Run an experiment's sweep and its report (EXP=digits_ablation: every policy, 3 seeds; JOBS=2: 2 jobs at a time)
+	$(PY) -m ablation -m experiment=$(EXP) $(if $(JOBS),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS)) $(ARGS)
 
 report: $(STAMP) ## Rebuild an experiment's report from what MLflow holds (EXP=digits_ablation)
 	$(PY) -m ablation.report experiment_name=$(EXP) $(ARGS)
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1 over the local store (PORT=5000); prints the runs-table address per experiment
-	$(PY) -m ablation.ui --port $(PORT)
+	$(PY) -m ablation.ui --port $(PORT) $(ARGS)
+
+predict: $(STAMP) ## A logged model's predictions for a folder of images: ARGS="run_id=ID data=FOLDER [out=FILE.csv]"
+	$(PY) -m ablation.predict $(ARGS)
+
+server: $(STAMP) ## MLflow tracking server on 127.0.0.1:5001 over PostgreSQL, kept in runs/server (tracking=server uses it)
+	PY=$(PY) bash scripts/server.sh start $(ARGS)
+
+server-stop: ## Stop the tracking server and its PostgreSQL (nothing running is fine)
+	bash scripts/server.sh stop
 
 bench: $(STAMP) ## Input-pipeline benchmark side by side (QUICK=1: 32 and 128 px, under two minutes) -> runs/bench/pipeline.md
 	$(PY) benchmarks/pipeline.py $(if $(QUICK),--quick)
@@ -45,6 +55,7 @@ test: $(STAMP) ## Run the whole test suite
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 clean: ## Remove outputs under runs/ (the MLflow store included) and caches; keeps .venv
+	bash scripts/server.sh stop
 	find runs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	rm -rf .pytest_cache

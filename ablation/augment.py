@@ -14,6 +14,7 @@ import os
 import random
 import re
 import threading
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 ROOT_KEY = "augmentation"
-TOP_LEVEL_KEYS = ("name", "transforms", "idg", "variant", "where")
+# mode, copies, save_format, save_prefix: how the policy is applied (online per batch, or offline as a written
+# training set, ablation/expand.py); checked by ablation.config, not part of the policy itself.
+TOP_LEVEL_KEYS = ("name", "transforms", "idg", "variant", "where", "mode", "copies", "save_format", "save_prefix")
 PLACES = ("host", "device")
 # ImageDataGenerator arguments that shape the fill of others rather than being an augmentation of their own.
 IDG_SETTINGS = ("fill_mode", "cval")
@@ -47,6 +50,21 @@ RGB_ONLY = frozenset({"RandomSnow", "RandomRain", "RandomFog", "RandomSunFlare",
                       "ChromaticAberration", "PlanckianJitter", "HEStain"})
 # Stands in for the image size while validating a policy before any image is seen.
 PLACEHOLDER_SIZE = (64, 64)
+# Where a policy's `_target_` may point: albumentations' transforms and this module's Keras-compatible ones.
+# Nothing else can be named, so a policy file cannot reach other code (os.system, keras.layers.Lambda, ...).
+TARGET_PREFIXES = ("albumentations.", "ablation.augment.")
+# albumentations classes that pass the subclass test but are no augmentation: bases, and Lambda, which runs
+# Python functions a YAML file cannot hold.
+NOT_TRANSFORMS = {"BasicTransform": "a base class, not a transform", "DualTransform": "a base class, not a transform",
+                  "ImageOnlyTransform": "a base class, not a transform", "Transform3D": "a base class, not a transform",
+                  "Lambda": "it runs Python functions, which a policy file cannot hold; write the transform as a "
+                            "class in ablation.augment"}
+# Arguments given as [low, high] that albumentations accepts reversed (and then samples from silently) or that it
+# checks itself: low <= high is required of all of them. Names follow albumentations' own (`*_range`, `*_limit`).
+INTERVAL_ARGS = ("limit", "scale", "ratio", "rotate", "translate_percent", "translate_px", "shear")
+# Arguments albumentations accepts at any sign although only positive values mean anything (a zero scale
+# collapses the image to a point, a negative one mirrors it).
+POSITIVE_ARGS = {"Affine": ("scale",)}
 
 
 class PolicyError(ValueError):
@@ -148,8 +166,9 @@ class KerasAffine(A.DualTransform):
         return {"matrix": keras_affine_matrix(theta, tx, ty, shear, zx, zy, height, width)}
 
     def apply(self, img: np.ndarray, matrix: np.ndarray, interpolation: int = cv2.INTER_LINEAR,
-              **params: Any) -> np.ndarray:
+              cval: float | None = None, **params: Any) -> np.ndarray:
         height, width = img.shape[:2]
+        cval = self.cval if cval is None else cval
         constant = self.fill_mode == "constant"
         # Keras (scipy's 'constant') gives cval to every pixel whose source lies outside the image and never blends
         # cval into the edge pixels, as OpenCV's BORDER_CONSTANT does; so: warp with the edge repeated, then fill.
@@ -162,11 +181,13 @@ class KerasAffine(A.DualTransform):
             src_y = matrix[1, 0] * x + matrix[1, 1] * y + matrix[1, 2]
             eps = 1e-4
             outside = (src_x < -eps) | (src_x > width - 1 + eps) | (src_y < -eps) | (src_y > height - 1 + eps)
-            out[outside] = np.rint(np.clip(self.cval, *_dtype_range(img.dtype)))
+            out[outside] = np.rint(np.clip(cval, *_dtype_range(img.dtype)))
         return out
 
     def apply_to_mask(self, mask: np.ndarray, matrix: np.ndarray, **params: Any) -> np.ndarray:
-        return self.apply(mask, matrix, interpolation=cv2.INTER_NEAREST)
+        # The same warp without blending labels; with fill_mode=constant the area brought in from outside the
+        # image is 0 in the mask (albumentations' fill_mask default), whatever cval the image gets.
+        return self.apply(mask, matrix, interpolation=cv2.INTER_NEAREST, cval=0)
 
 
 def _dtype_range(dtype) -> tuple[float, float]:
@@ -264,8 +285,12 @@ def _resolve_target(target, path: str) -> type:
     key = f"{path}._target_"
     if not isinstance(target, str) or not target:
         raise _fail(key, f"expected a class name such as 'albumentations.HorizontalFlip', got {target!r}")
-    if not target.startswith(("albumentations.", "ablation.")):
-        raise _fail(key, f"expected a transform from albumentations. or ablation., got {target!r}")
+    if target.startswith("keras."):
+        raise _fail(key, f"{target!r}: policies name albumentations transforms, not Keras layers; "
+                         f"{ROOT_KEY}.where=device runs the albumentations policy as Keras layers")
+    if not target.startswith(TARGET_PREFIXES):
+        raise _fail(key, f"expected a transform from {' or '.join(TARGET_PREFIXES)}, got {target!r} "
+                         f"(a policy cannot name other code)")
     module_name, _, attr = target.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), attr)
@@ -275,6 +300,10 @@ def _resolve_target(target, path: str) -> type:
                                                           else "")) from None
     if not (inspect.isclass(cls) and issubclass(cls, (BasicTransform, BaseCompose))):
         raise _fail(key, f"{target!r} is not an albumentations transform")
+    if cls.__name__ in NOT_TRANSFORMS and cls.__module__.startswith("albumentations."):
+        raise _fail(key, f"{target!r} cannot be used: {NOT_TRANSFORMS[cls.__name__]}")
+    if target.startswith("ablation.") and cls.__module__ != __name__:
+        raise _fail(key, f"{target!r} is not a transform defined in {__name__}")
     if issubclass(cls, BaseCompose) and cls.__name__ not in NESTABLE:
         raise _fail(key, f"{target!r} cannot be nested; use one of {', '.join(NESTABLE)} (the policy itself is "
                          f"the Compose)")
@@ -300,11 +329,21 @@ def _parse_transform(item, path: str) -> _Node:
                 raise _fail(path, f"{label}: unexpected argument {name!r}"
                                   + (f" (did you mean {close[0]!r}?)" if close else ""))
 
+    for name, value in args.items():
+        if name != "transforms":
+            _check_argument(cls, label, f"{path}.{name}", name, value)
+    if cls.__name__ == "CoarseDropout":
+        _check_hole_units(cls, label, path, args)
+
     children = None
     if issubclass(cls, BaseCompose):
         if not args.get("transforms"):
             raise _fail(f"{path}.transforms", f"{label} needs a non-empty list of transforms")
         children = _parse_transforms(args.pop("transforms"), f"{path}.transforms")
+        if cls.__name__ == "OneOf" and not sum(_probability_of(child) for child in children):
+            # albumentations would divide by the sum of the weights (ZeroDivisionError).
+            raise _fail(f"{path}.transforms", f"{label}: every transform has p: 0, so none can be chosen; give one "
+                                              f"a p above 0 or remove the {cls.__name__}")
         n = args.get("n", 1)
         if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n):
             raise _fail(f"{path}.n", f"expected how many transforms to apply, an integer >= 1, got {n!r}")
@@ -318,6 +357,87 @@ def _parse_transform(item, path: str) -> _Node:
             else:
                 raise _fail(path, f"{label}: missing required argument {name!r}")
     return _Node(cls, args, path, label, children, auto_size)
+
+
+def _check_argument(cls: type, label: str, key: str, name: str, value) -> None:
+    """What albumentations' own validation lets through: true/false or a quoted number where a number belongs
+    (pydantic reads true as 1 and "0.5" as 0.5), reversed intervals, and signs that mean nothing."""
+    for kind, what in ((bool, "true/false"), (str, "a string")):
+        if _contains(value, kind) and not _takes(cls, name, kind):
+            raise _fail(key, f"{label}: expected a number, not {what}, got {_plain(value)!r}")
+    if name.endswith(("_range", "_limit")) or name in INTERVAL_ARGS:
+        for pair in _pairs(value):
+            if pair[0] > pair[1]:
+                raise _fail(key, f"{label}: expected an interval [low, high] with low <= high, got {_plain(value)!r}")
+    if name in POSITIVE_ARGS.get(cls.__name__, ()):
+        numbers = [v for pair in _pairs(value) for v in pair] + ([value] if _is_number(value) else [])
+        if isinstance(value, dict):
+            numbers += [v for v in value.values() if _is_number(v)]
+        if any(v <= 0 for v in numbers):
+            raise _fail(key, f"{label}: expected values > 0, got {_plain(value)!r}")
+
+
+def _check_hole_units(cls: type, label: str, path: str, args: dict) -> None:
+    # albumentations 2.0 reads both hole ranges in pixels when hole_height_range's upper bound is >= 1 and as
+    # fractions of the image otherwise: a width in the other unit makes holes wider than the image (a crash in the
+    # middle of an epoch) or zero pixels wide (no effect).
+    height, width = (args.get(name, inspect.signature(cls).parameters[name].default)
+                     for name in ("hole_height_range", "hole_width_range"))
+    if not (_pairs(height) and _pairs(width)):
+        return  # not pairs of numbers: albumentations' own validation names them
+    pixels = height[1] >= 1
+    if (width[1] < 1) if pixels else (width[1] > 1):
+        unit, other = ("pixels", "fractions") if pixels else ("fractions of the image size", "pixels")
+        raise _fail(f"{path}.hole_width_range", f"{label}: in {unit}, as hole_height_range {_plain(height)!r} is, "
+                                                f"got {_plain(width)!r} ({other}?)")
+
+
+def _contains(value, kind: type) -> bool:
+    """Whether value, or any item of it (lists, mapping values), is a `kind`."""
+    if isinstance(value, kind):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_contains(v, kind) for v in value)
+    if isinstance(value, dict):
+        return any(_contains(v, kind) for v in value.values())
+    return False
+
+
+def _takes(cls: type, name: str, kind: type) -> bool:
+    """Whether the transform's argument accepts a `kind` (bool or str) as such, by its pydantic schema's
+    annotation (a Literal of strings counts as str), else by the type of the signature's default."""
+    schema = getattr(cls, "InitSchema", None)
+    field = schema.model_fields.get(name) if schema is not None else None
+    if field is None or field.annotation is None:
+        param = inspect.signature(cls).parameters.get(name)
+        return param is None or param.default in (param.empty, None) or isinstance(param.default, kind)
+
+    def mentions(annotation) -> bool:
+        if annotation is kind or isinstance(annotation, kind):  # the type itself, or a Literal's value
+            return True
+        args = typing.get_args(annotation)
+        if typing.get_origin(annotation) is dict:  # {x: ..., y: ...}: the keys are not the values given
+            args = args[1:]
+        return any(mentions(a) for a in args)
+
+    return mentions(field.annotation)
+
+
+def _pairs(value) -> list[tuple[float, float]]:
+    """The [low, high] pairs in an argument: itself, or the values of an {x: ..., y: ...} mapping."""
+    if isinstance(value, dict):
+        return [pair for v in value.values() for pair in _pairs(v)]
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(map(_is_number, value)):
+        return [(value[0], value[1])]
+    return []
+
+
+def _probability_of(node: _Node) -> float:
+    """A parsed transform's p, its class's default where the config leaves it out (OneOf weighs by it)."""
+    if "p" in node.args:
+        return float(node.args["p"])
+    default = inspect.signature(node.cls).parameters.get("p")
+    return float(default.default) if default is not None and _is_number(default.default) else 1.0
 
 
 def _error_message(node: _Node, exc: Exception) -> str:
@@ -351,7 +471,7 @@ def _instantiate(node: _Node, size: tuple[int, int]):
         args["strict"] = True
     try:
         return node.cls(**args)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, ArithmeticError) as exc:
         raise PolicyError(_error_message(node, exc)) from exc
 
 
@@ -389,6 +509,8 @@ def _idg_nodes(idg, path: str) -> list[_Node]:
     # Validated even when every range is zero, so a bad fill_mode is reported regardless.
     if not _instantiate(affine, PLACEHOLDER_SIZE).is_identity:
         nodes.append(affine)
+    if "channel_shift_range" in idg:  # checked even when it adds nothing, so `false` or a string is reported
+        _checked(path, _check_number, "channel_shift_range", idg["channel_shift_range"], 0)
     if idg.get("channel_shift_range"):
         nodes.append(node(KerasChannelShift, {"channel_shift_range": idg["channel_shift_range"]}))
     for key, cls in (("horizontal_flip", A.HorizontalFlip), ("vertical_flip", A.VerticalFlip)):
@@ -441,14 +563,20 @@ class Policy:
             raise ValueError(f"expected one HxWxC image, got shape {image.shape}")
         return self.augment_batch(image[None], rng)[0]
 
-    def augment_batch(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def augment_batch(self, images: np.ndarray, rng: np.random.Generator, masks: np.ndarray | None = None):
+        """images (B, H, W, C) uint8 -> augmented images; with masks (B, H, W), (images, masks): each mask goes
+        through the same spatial transforms as its image (albumentations' mask target, nearest-neighbour), and
+        photometric ones leave it alone."""
         if self.is_identity:
-            return images
+            return images if masks is None else (images, masks)
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
         images = np.asarray(images)
         if images.ndim != 4 or images.dtype != np.uint8:
             raise ValueError(f"expected a uint8 batch of shape (B, H, W, C), got {images.dtype} {images.shape}")
+        if masks is not None and np.shape(masks) != images.shape[:3]:
+            raise ValueError(f"expected one (H, W) mask per image, {images.shape[:3]}, got {np.shape(masks)}")
+        out_masks = None if masks is None else np.empty_like(masks)
         compose = self._compose(images.shape[1:3])
         # One seed per batch: re-seeding albumentations per image costs more than the small transforms themselves.
         seed = int(rng.integers(2**63))
@@ -458,7 +586,8 @@ class Policy:
         for i, image in enumerate(images):
             if gray_via_rgb:
                 image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-            result = compose(image=image)["image"]
+            data = compose(image=image) if masks is None else compose(image=image, mask=masks[i])
+            result = data["image"]
             if gray_via_rgb:
                 result = cv2.cvtColor(result, cv2.COLOR_RGB2GRAY)
             if result.shape[:2] != out.shape[1:3] or result.size != out[i].size:
@@ -466,7 +595,30 @@ class Policy:
                                   f"{result.shape}; policies must keep the image shape (leave `size` out so it "
                                   f"follows the image)")
             out[i] = result.reshape(out.shape[1:])
-        return out
+            if out_masks is not None:
+                out_masks[i] = data["mask"].reshape(out_masks.shape[1:])
+        return out if masks is None else (out, out_masks)
+
+    def split(self) -> tuple[Policy, Policy]:
+        """(spatial, photometric): the policy's transforms that move pixels (albumentations' DualTransform, which
+        also transform masks) and those that change their values only (ImageOnlyTransform), each in the policy's
+        order. Image-to-image tasks apply the spatial part to the input, its target and its mask alike and the
+        photometric part to the input only (ablation/tasks.py). A nested container (OneOf, ...) belongs to the
+        part all its transforms belong to; one that mixes both raises PolicyError naming its key."""
+        cached = self.__dict__.get("_split")
+        if cached is None:
+            parts: dict[str, list[_Node]] = {"spatial": [], "photometric": []}
+            for node in self._nodes:
+                kinds = {_kind(n.cls) for n in node.walk() if n.children is None}
+                if len(kinds) > 1:
+                    raise _fail(node.path, f"{node.label} mixes spatial and photometric transforms, which an "
+                                           "image-to-image task applies apart (spatial ones to the target and mask "
+                                           "too); split it into two containers")
+                parts[kinds.pop() if kinds else "photometric"].append(node)
+            cached = self._split = tuple(
+                Policy(f"{self.name}[{part}]", nodes, _make_compose(nodes, PLACEHOLDER_SIZE))
+                for part, nodes in parts.items())
+        return cached
 
     def _compose(self, size: tuple[int, int]) -> A.Compose:
         # albumentations transforms keep per-call state (params, generators): one Compose per thread, so keras'
@@ -497,6 +649,11 @@ class Policy:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._local = threading.local()
+
+
+def _kind(cls: type) -> str:
+    """spatial (albumentations' DualTransform: also applied to masks) or photometric (ImageOnlyTransform)."""
+    return "spatial" if issubclass(cls, A.DualTransform) else "photometric"
 
 
 def _blank_auto_sizes(data: dict, node: _Node) -> None:
@@ -532,10 +689,38 @@ def build(cfg, image_shape: tuple[int, ...] | None = None) -> Policy:
         nodes += _idg_nodes(cfg["idg"], f"{ROOT_KEY}.idg")
     nodes += _parse_transforms(cfg.get("transforms"), f"{ROOT_KEY}.transforms")
     size = tuple(image_shape[:2]) if image_shape is not None else PLACEHOLDER_SIZE
-    policy = Policy(name, nodes, _make_compose(nodes, size))
+    template = _make_compose(nodes, size)
+    for node, transform in zip(nodes, template.transforms):
+        try:  # the run records the policy as albumentations' JSON, so it must serialize
+            A.to_dict(transform)
+        except (NotImplementedError, ValueError, TypeError) as exc:
+            raise _fail(node.path, f"{node.label}: cannot be recorded ({' '.join(str(exc).split())})") from None
+    policy = Policy(name, nodes, template)
     if image_shape is not None and not policy.is_identity:
-        policy.augment_batch(np.zeros((1, *image_shape), np.uint8), np.random.default_rng(0))
+        _try(policy, nodes, tuple(image_shape))
     return policy
+
+
+def _try(policy: Policy, nodes: list[_Node], image_shape: tuple[int, ...]) -> None:
+    """Apply the policy once to a blank image of the data's shape, so a transform that fails on such images does
+    so now, named by its key, rather than in the middle of an epoch."""
+    blank = np.zeros((1, *image_shape), np.uint8)
+    try:
+        policy.augment_batch(blank, np.random.default_rng(0))
+        return
+    except PolicyError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure here is the policy's, reported as a config error
+        problem = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    culprit = ROOT_KEY
+    for node in nodes:  # blame the first transform that fails on its own
+        try:
+            Policy(policy.name, [node], _make_compose([node], image_shape[:2])).augment_batch(
+                blank, np.random.default_rng(0))
+        except Exception:  # noqa: BLE001
+            culprit = f"{node.path}: {node.label}"
+            break
+    raise PolicyError(f"{culprit}: fails on a {'x'.join(map(str, image_shape))} image ({problem})")
 
 
 # --------------------------------------------------------------------------------------------------------------

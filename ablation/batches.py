@@ -10,6 +10,8 @@ import time
 import keras
 import numpy as np
 
+from ablation import tasks
+
 
 class Batches(keras.utils.PyDataset):
     """(x, y) batches of uint8 images from uint8 arrays (read-only memory maps included).
@@ -18,11 +20,16 @@ class Batches(keras.utils.PyDataset):
     shuffle: reshuffle every epoch; the order and the augmentation of batch i in epoch e depend only on
              (seed, e, i), so a run is reproducible whatever the worker threads do.
     steps: batches per epoch; more than ceil(n / batch_size) draws extra augmented samples (shuffle only).
+    pad_to: a batch whose length is not a multiple of this (the last, short one) is padded by repeating its
+            first images with sample weight 0, so it splits evenly across devices (data-parallel training on
+            JAX); the padding counts in no loss or metric. With pad_to > 1 every batch carries sample weights.
+    task: what y is (ablation/tasks.py): the labels (classify, the default) or target images in [0, 1] made
+          from the batch's images (reconstruct, inpaint; an inpaint input is masked).
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, *, policy=None, shuffle: bool = False,
                  seed: int = 0, steps: int | None = None, workers: int = 1, use_multiprocessing: bool = False,
-                 max_queue_size: int = 10):
+                 max_queue_size: int = 10, pad_to: int = 1, task: tasks.Classify | None = None):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         if len(x) != len(y):
             raise ValueError(f"images and labels differ in length: {len(x)} vs {len(y)}")
@@ -37,6 +44,8 @@ class Batches(keras.utils.PyDataset):
         self.extra_steps = steps is not None
         if steps and not shuffle and steps * batch_size > len(x):
             raise ValueError("steps beyond one pass over the data are only meaningful for shuffled training batches")
+        self.pad_to = pad_to
+        self.task = task or tasks.CLASSIFY
         self.epoch = 0
         self._order = self._epoch_order(0)
         # When each batch of the current epoch was ready (perf_counter): the fit loop's input wait is measured
@@ -64,13 +73,34 @@ class Batches(keras.utils.PyDataset):
         if index >= self.steps:
             raise IndexError(f"batch {index} out of range ({self.steps} per epoch)")
         idx = self._order[index * self.batch_size:(index + 1) * self.batch_size]
-        x = self.x[idx]
-        if self.policy is not None:
-            x = self.policy.augment_batch(x, np.random.default_rng([self.seed, self.epoch, index]))
+        # Training batches draw their augmentation (and an inpaint task its masks) from (seed, epoch, batch);
+        # evaluation batches draw nothing.
+        training = self.policy is not None or self.shuffle
+        rng = np.random.default_rng([self.seed, self.epoch, index]) if training else None
+        x, y = self.task.batch(self.x[idx], self.y[idx], idx, self.policy, rng)
+        if self.pad_to > 1:
+            x, y, weights = _pad(x, y, self.pad_to)
+            self.ready_at[index] = time.perf_counter()
+            return x, y, weights
         self.ready_at[index] = time.perf_counter()
-        return x, self.y[idx]
+        return x, y
+
+    def start_at(self, epoch: int) -> None:
+        """Continue from epoch `epoch` (a resumed run), with that epoch's order and augmentation."""
+        self.epoch = epoch
+        self._order = self._epoch_order(epoch)
 
     def on_epoch_end(self) -> None:
         if self.shuffle:
             self.epoch += 1
             self._order = self._epoch_order(self.epoch)
+
+
+def _pad(x: np.ndarray, y: np.ndarray, multiple: int):
+    weights = np.ones(len(y), dtype="float32")
+    short = -len(y) % multiple
+    if short:
+        fill = np.arange(short) % len(y)
+        x, y = np.concatenate([x, x[fill]]), np.concatenate([y, y[fill]])
+        weights = np.concatenate([weights, np.zeros(short, dtype="float32")])
+    return x, y, weights

@@ -35,7 +35,7 @@ def _choice(cfg: DictConfig, key: str, allowed) -> None:
 def validate(cfg: DictConfig):
     """Raise ConfigError (or the dataset/policy modules' own one-line errors) for the first bad setting.
     Returns the augmentation policy it built on the way (augment.Policy), so the caller need not build it again."""
-    from ablation import augment, datasets, models
+    from ablation import augment, backend, datasets, models, normalize, tasks
 
     missing = sorted(OmegaConf.missing_keys(cfg))
     # dataset.path is reported by the dataset check with an example of how to set it.
@@ -55,14 +55,21 @@ def validate(cfg: DictConfig):
     _choice(cfg, "trainer.verbose", (0, 1, 2))
     _choice(cfg, "trainer.monitor", MONITORS)
     _optimizer(cfg.trainer.optimizer)
+    if not isinstance(cfg.trainer.get("resume"), bool):
+        raise ConfigError(f"trainer.resume: expected true or false, got {cfg.trainer.get('resume')!r}")
+    backend.check_settings(cfg.trainer)
+    if cfg.trainer.devices != 1:
+        backend.devices_for(cfg.trainer)  # more devices than visible: said now, before any data is read
     for name in ("early_stopping", "reduce_lr"):
         _number(cfg, f"trainer.{name}.patience", minimum=0, integer=True)
     _number(cfg, "trainer.reduce_lr.factor", minimum=0, strict=True)
     if cfg.trainer.reduce_lr.factor >= 1:
         raise ConfigError(f"trainer.reduce_lr.factor: expected a number in (0, 1), got {cfg.trainer.reduce_lr.factor!r}")
 
+    _augmentation_mode(cfg)
     models.check(cfg.model)
     datasets.check(cfg.dataset)
+    normalize.check(cfg.dataset)
     size, channels = cfg.dataset.get("image_size"), cfg.dataset.get("channels")
     if size and channels:  # known before loading for every source but npz with stored sizes
         models.check_input(cfg.model, (size, size, channels))
@@ -70,7 +77,30 @@ def validate(cfg: DictConfig):
             from ablation import device
 
             device.layers_for(cfg.augmentation, (size, size, channels), cfg.seed)
-    return augment.build(cfg.augmentation)
+    # With the image shape known, the policy is also tried once on a blank image of it: a transform that fails
+    # on such images is named now, not in the middle of an epoch.
+    policy = augment.build(cfg.augmentation, image_shape=(size, size, channels) if size and channels else None)
+    tasks.check(cfg, policy)  # what task=reconstruct|inpaint asks of the model, trainer and policy
+    return policy
+
+
+def _augmentation_mode(cfg: DictConfig) -> None:
+    """augmentation.mode (online|offline) and the settings of the offline expansion (ablation/expand.py)."""
+    import re
+
+    from ablation import expand
+
+    _choice(cfg, "augmentation.mode", expand.MODES)
+    _number(cfg, "augmentation.copies", minimum=1, integer=True)
+    _choice(cfg, "augmentation.save_format", expand.FORMATS)
+    aug = cfg.augmentation
+    prefix = aug.get("save_prefix")
+    if not isinstance(prefix, str) or not re.fullmatch(expand.PREFIX_PATTERN, prefix):
+        raise ConfigError(f"augmentation.save_prefix: expected the start of a file name (letters, digits, _ . -, "
+                          f"starting with a letter or digit), got {prefix!r}")
+    if aug.mode == "offline" and aug.get("where", "host") == "device":
+        raise ConfigError("augmentation.mode: offline writes the augmented images ahead of training on the host; "
+                          "augmentation.where=device augments inside the model while training; use one of the two")
 
 
 def _optimizer(name) -> None:
@@ -86,5 +116,6 @@ def user_error(exc: BaseException) -> bool:
     """True for mistakes in the config or the data, which the user fixes from the one-line message."""
     from ablation.augment import PolicyError
     from ablation.datasets import DataError
+    from ablation.tracking import StoreUnavailable
 
-    return isinstance(exc, (ConfigError, PolicyError, DataError))
+    return isinstance(exc, (ConfigError, PolicyError, DataError, StoreUnavailable))

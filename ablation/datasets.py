@@ -43,6 +43,8 @@ CACHE_ENV = "ABLATION_CACHE_DIR"
 # Images decoded per round of the thread pool: bounds the pending tasks for folders far larger than memory.
 DECODE_CHUNK = 512
 MISSING = "???"  # OmegaConf's mark for a mandatory value nobody set
+# folder datasets: an unreadable image stops the load (error) or is left out, counted and listed (skip).
+BAD_IMAGE_CHOICES = ("error", "skip")
 
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,9 @@ class Splits:
     train: Split
     val: Split
     test: Split
-    class_names: list[str]
+    class_names: list[str]  # index -> name, fixed by the training split
+    # (file, reason) for each unreadable image left out with on_bad_image=skip (folder datasets).
+    skipped: tuple[tuple[str, str], ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -123,6 +127,9 @@ def _settings(cfg) -> tuple[str, dict, bool]:
     cached = given.pop("cache", True)
     if not isinstance(cached, bool):
         raise _fail("cache", f"expected true or false, got {cached!r}")
+    # How the model normalises its input (ablation/normalize.py, validated there): not a loader setting, and the
+    # arrays and their cache key are the same whatever it is.
+    given.pop("normalize", None)
     args = _arguments(given)
     return args.pop("name"), args, cached
 
@@ -268,12 +275,15 @@ def _rotation(theta: float) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- folder
 
 def load_folder(path: str, image_size: int = 64, channels: int = 3, validation_split: float = 0.2,
-                test_split: float = 0.2, train_size: int | None = None, split_seed: int = 0, *,
-                allocate=None) -> Splits:
+                test_split: float = 0.2, train_size: int | None = None, split_seed: int = 0,
+                on_bad_image: str = "error", *, allocate=None) -> Splits:
     """Keras' directory layout: DIR/<class>/* split here, or DIR/{train, validation|val|valid, test}/<class>/*.
 
-    Class names are the sorted class folder names; splits the folder lacks are taken from train by the
-    fractions. Images are resized to image_size x image_size (aspect ratio not kept, as Keras does).
+    Class names are the sorted class folder names of train (the label mapping); splits the folder lacks are taken
+    from train by the fractions. Images are resized to image_size x image_size (aspect ratio not kept, as Keras
+    does). Files without an image extension and hidden files (.DS_Store, macOS' ._ copies) are not read.
+    Every kept image is decoded here, so a broken file stops the load (on_bad_image="error") or is left out and
+    listed in Splits.skipped (on_bad_image="skip"); training never meets one.
     allocate(split, shape) -> the uint8 array that split's images are decoded into (default np.empty); load()
     passes memory-mapped files, so a folder larger than memory never has to fit in it.
     """
@@ -283,12 +293,37 @@ def load_folder(path: str, image_size: int = 64, channels: int = 3, validation_s
                            validation_split, test_split, split_seed)
     indices = _subsample(y, *indices, train_size, split_seed)
     allocate = allocate or (lambda split, shape: np.empty(shape, np.uint8))
-    parts = []
+    root = Path(path).expanduser()
+    parts, skipped = [], []
     for split, idx in zip(SPLIT_NAMES, indices):
         x = allocate(split, (len(idx), image_size, image_size, channels))
-        _decode_into(x, [files[i] for i in idx], image_size, channels)
+        bad = _decode_into(x, [files[i] for i in idx], image_size, channels, stop=on_bad_image == "error")
+        if bad:
+            skipped += [(_listed(root, files[idx[i]]), reason) for i, reason in bad]
+            keep = np.setdiff1d(np.arange(len(idx)), [i for i, _ in bad])
+            for new, old in enumerate(keep):  # rows move forward in place: no second copy of the split
+                if new != old:
+                    x[new] = x[old]
+            x, idx = x[:len(keep)], idx[keep]
         parts.append(Split(x, y[idx]))
-    return Splits(*parts, class_names=class_names)
+    if skipped:
+        _check_skips(parts[0], class_names, y[indices[0]], skipped)
+        log.warning("dataset.path: skipped %d unreadable image(s) (dataset.on_bad_image=skip), first: %s (%s)",
+                    len(skipped), *skipped[0])
+    return Splits(*parts, class_names=class_names, skipped=tuple(skipped))
+
+
+def _listed(root: Path, file: Path) -> str:
+    """The path a skip list names: absolute with the folder resolved, as the cache key resolves it."""
+    return (root.resolve() / file.relative_to(root)).as_posix()
+
+
+def _check_skips(train: Split, class_names: list[str], labels_before: np.ndarray, skipped) -> None:
+    """A class whose every training image was skipped would silently never be learnt: an error instead."""
+    emptied = np.setdiff1d(np.unique(labels_before), np.unique(train.y))
+    if len(emptied):
+        raise _fail("path", f"class {class_names[emptied[0]]!r} has no readable training images left after skipping "
+                            f"{len(skipped)} unreadable file(s) (first: {skipped[0][0]}: {skipped[0][1]})")
 
 
 def _folder_index(path) -> tuple[list[Path], np.ndarray, np.ndarray, list[str], list[str]]:
@@ -301,6 +336,12 @@ def _folder_index(path) -> tuple[list[Path], np.ndarray, np.ndarray, list[str], 
     found = {split: _class_files(folder) for split, folder in layout.items()}
     if not found["train"]:
         raise _fail("path", f"{layout['train']} has no class folders with images ({' '.join(IMAGE_EXTENSIONS)})")
+    for split, folder in layout.items():
+        for sub in _subfolders(folder):
+            if sub.name not in found[split]:
+                # Left out, it would silently shift every later class's label index.
+                raise _fail("path", f"{sub}: empty class folder (no {' '.join(IMAGE_EXTENSIONS)} files); add images "
+                                    f"or remove the folder")
     class_names = sorted(found["train"])
     if len(class_names) < 2:
         raise _fail("path", f"{layout['train']} has only one class folder ({class_names[0]}); "
@@ -331,17 +372,21 @@ def _folder_layout(root: Path) -> dict[str, Path]:
         if present:
             layout[split] = present[0]
     known = {p.name for p in layout.values()}
-    for other in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in known and not p.name.startswith(".")):
+    for other in (p for p in _subfolders(root) if p.name not in known):
         if _class_files(other) or _images_in(other):
             # Silently ignoring it would hide a misspelt split (e.g. "validaton") and shrink the data.
             raise _fail("path", f"{other}: unexpected folder beside train/ (expected validation/ or val/, and test/)")
     return layout
 
 
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def _class_files(folder: Path) -> dict[str, list[Path]]:
     """Class folder name -> its image files, recursive and sorted as Keras does; folders without images left out."""
     classes = {}
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for sub in _subfolders(folder):
         files = _images_in(sub)
         if files:
             classes[sub.name] = files
@@ -349,32 +394,86 @@ def _class_files(folder: Path) -> dict[str, list[Path]]:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    """Image files under folder. Other files (notes, .DS_Store) are not data; hidden ones (macOS' ._x.jpg
+    resource forks, .ipynb_checkpoints/) are copies or metadata, not images of the class."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-def _decode_into(out: np.ndarray, files: list[Path], size: int, channels: int) -> None:
+class BadImage(Exception):
+    """An image file that cannot be decoded; the message is the reason, e.g. "truncated JPEG"."""
+
+
+def _decode_into(out: np.ndarray, files: list[Path], size: int, channels: int, stop: bool = True) -> list:
+    """Decode files[i] into out[i]. stop: raise DataError at the first unreadable file (in file order); otherwise
+    return [(i, reason)] for the unreadable ones, whose rows are left unwritten."""
     mode = "L" if channels == 1 else "RGB"
 
     def decode(i):
-        out[i] = _read_image(files[i], size, mode)
+        try:
+            out[i] = _read_image(files[i], size, mode)
+        except BadImage as exc:
+            return i, str(exc)
+        return None
 
+    bad = []
     # PIL releases the GIL while decoding, so threads use every core.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for start in range(0, len(files), DECODE_CHUNK):
-            list(pool.map(decode, range(start, min(start + DECODE_CHUNK, len(files)))))  # list(): raise errors
+            for result in pool.map(decode, range(start, min(start + DECODE_CHUNK, len(files)))):
+                if result is not None and stop:
+                    raise _fail("path", f"{files[result[0]]}: cannot decode image ({result[1]}); fix or remove the "
+                                        f"file, or set dataset.on_bad_image=skip to leave such files out")
+                if result is not None:
+                    bad.append(result)
+    return bad
+
+
+# What a file's first bytes say it is, for naming the problem when PIL cannot even open it.
+MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP"))
 
 
 def _read_image(file: Path, size: int, mode: str) -> np.ndarray:
+    """One image as uint8 (size, size, 1 or 3). Raises BadImage with a short reason.
+
+    Conversions: grayscale is repeated into R, G and B; colour becomes gray by ITU-R 601 luma; alpha is dropped
+    (the stored colour is kept, as Keras' load_img does); CMYK becomes RGB as (1 - C)(1 - K) per channel (no ICC
+    profile); 16-bit images are scaled to 8 bits (value / 257), not clipped."""
+    try:
+        with open(file, "rb") as stream:
+            head = stream.read(8)
+    except OSError as exc:
+        raise BadImage(f"cannot read the file: {exc.strerror or exc}") from None
+    if not head:
+        raise BadImage("empty file (0 bytes)")
+    kind = next((name for magic, name in MAGIC if head.startswith(magic)), None)
     try:
         with Image.open(file) as image:
+            kind = image.format or kind
             image.draft(mode, (size, size))  # JPEG decodes at 1/2..1/8 scale when that is still big enough
-            image = ImageOps.exif_transpose(image).convert(mode)
+            image = _to_8bit(ImageOps.exif_transpose(image)).convert(mode)
             if image.size != (size, size):
                 image = image.resize((size, size), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise _fail("path", f"{file}: cannot decode image ({exc or type(exc).__name__})") from None
+    except Image.UnidentifiedImageError:
+        raise BadImage(f"truncated {kind}" if kind else "not an image (no JPEG, PNG or BMP data)") from None
+    except Image.DecompressionBombError as exc:
+        raise BadImage(f"too large: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        if "truncated" in detail.lower():
+            raise BadImage(f"truncated {kind or 'image'}") from None
+        raise BadImage(f"broken {kind or 'image'}: {detail}") from None
     return array[..., None] if array.ndim == 2 else array
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    # PIL's own I;16 -> L conversion clips everything above 255 to white; scale the 16-bit range instead. PNG
+    # stores 16-bit gray as I;16 (or I in older Pillow); 16-bit colour PNGs already arrive as 8-bit RGB(A).
+    if image.mode.startswith("I;16") or image.mode == "I":
+        wide = np.asarray(image).astype(np.float64)
+        return Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))
+    return image
 
 
 # ---------------------------------------------------------------------------------------------- npz
@@ -421,8 +520,11 @@ def load_npz(path: str, image_size: int | None = None, channels: int | None = No
     num_classes = max(max(int(labels[s].max(initial=-1)) + 1, widths[s]) for s in labels)
     if names is not None:
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in names.ravel()]
-        if num_classes > len(names):
-            raise _fail("path", f"{file}: labels go up to {num_classes - 1} but class_names has {len(names)} names")
+        for split in labels:
+            top = max(int(labels[split].max(initial=-1)), widths[split] - 1)
+            if top >= len(names):
+                raise _fail("path", f"{file}: y_{split}: labels go up to {top} but class_names has {len(names)} "
+                                    f"names (labels must be 0..{len(names) - 1})")
     class_names = names if names is not None else [str(i) for i in range(num_classes)]
 
     # One pool of every image, so the index-based split helpers serve every layout.
@@ -462,20 +564,27 @@ def _npz_images(file: Path, data, name: str) -> np.ndarray:
 def _npz_labels(file: Path, data, name: str, count: int) -> tuple[np.ndarray, int]:
     """(int64 labels, one-hot width or 0)."""
     y = _npz_array(file, data, name)
+    numeric = np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)
+    if y.ndim not in (1, 2) or not (numeric or (y.ndim == 2 and y.dtype == np.bool_)):
+        raise _fail("path", f"{file}: {name}: expected integer labels (N,) or one-hot (N, K), got {y.dtype} {y.shape}")
+    if np.issubdtype(y.dtype, np.floating) and not np.isfinite(y).all():
+        where = np.argwhere(~np.isfinite(y))[0]
+        raise _fail("path", f"{file}: {name}: labels must be finite, found {y[tuple(where)]} at row {where[0]}")
     width = 0
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     elif y.ndim == 2:
         width = y.shape[1]
+        blank = np.flatnonzero(y.max(axis=1, initial=0) <= 0)
+        if len(blank):  # argmax would quietly call such a row class 0
+            raise _fail("path", f"{file}: {name}: one-hot row {blank[0]} has no positive entry")
         y = y.argmax(axis=1)
-    if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
-        raise _fail("path", f"{file}: {name}: expected integer labels (N,) or one-hot (N, K), got {y.dtype} {y.shape}")
     if np.issubdtype(y.dtype, np.floating) and not np.all(y == np.round(y)):
         raise _fail("path", f"{file}: {name}: labels must be whole numbers")
     if len(y) != count:
         raise _fail("path", f"{file}: {name} has {len(y)} labels for {count} images")
     if len(y) and y.min() < 0:
-        raise _fail("path", f"{file}: {name}: labels must be >= 0, found {y.min()}")
+        raise _fail("path", f"{file}: {name}: labels must be >= 0, found {y.min()} at row {int(y.argmin())}")
     return y.astype(np.int64), width
 
 
@@ -579,6 +688,8 @@ def _source_listing(name: str, args: dict):
         return [(f.relative_to(root).as_posix(), *_stamp(f)) for f in files]
     if name == "npz":
         return _stamp(Path(args["path"]).expanduser())
+    if name in sources.LISTINGS:  # csv: the table and every image it names; keras_datasets: the cached files
+        return sources.LISTINGS[name](args)
     return None  # generated in code: the settings and the code fingerprint say everything
 
 
@@ -592,7 +703,8 @@ def _code_fingerprint() -> str:
     # The decoded pixels depend on this module and on how these libraries decode, resize and split; a change in
     # any of them must not serve arrays made by the old one.
     versions = [np.__version__, cv2.__version__, PIL.__version__, sklearn.__version__]
-    return hashlib.sha256(Path(__file__).read_bytes() + json.dumps(versions).encode()).hexdigest()
+    code = Path(__file__).read_bytes() + Path(sources.__file__).read_bytes()
+    return hashlib.sha256(code + json.dumps(versions).encode()).hexdigest()
 
 
 def _canonical(args: dict) -> dict:
@@ -611,9 +723,11 @@ def _open_cache(folder: Path) -> Splits | None:
     """The cached splits, images memory-mapped read-only; None when absent or unreadable."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
-        parts = [Split(np.load(folder / f"{split}_x.npy", mmap_mode="r"), np.load(folder / f"{split}_y.npy"))
+        parts = [Split(np.load(folder / f"{split}_x.npy", mmap_mode="r", allow_pickle=False),
+                       np.load(folder / f"{split}_y.npy", allow_pickle=False))
                  for split in SPLIT_NAMES]
-        return Splits(*parts, class_names=list(meta["class_names"]))
+        skipped = tuple((str(file), str(reason)) for file, reason in meta.get("skipped", ()))
+        return Splits(*parts, class_names=list(meta["class_names"]), skipped=skipped)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -640,14 +754,11 @@ def _fill_cache(name: str, args: dict, listing, target: Path) -> Splits:
             splits = loader(**args)
         for split in SPLIT_NAMES:
             part = getattr(splits, split)
-            if isinstance(part.x, np.memmap):
-                part.x.flush()
-            else:
-                np.save(scratch / f"{split}_x.npy", part.x)
+            _store(scratch / f"{split}_x.npy", part.x)
             np.save(scratch / f"{split}_y.npy", np.asarray(part.y, np.int64))
         meta = {"name": name, "key": target.name.rsplit("-", 1)[-1], "class_names": splits.class_names,
                 "sizes": {split: len(getattr(splits, split)) for split in SPLIT_NAMES},
-                "settings": _canonical(args)}
+                "settings": _canonical(args), "skipped": [list(entry) for entry in splits.skipped]}
         (scratch / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
         del splits, part  # closes the writable maps; callers get read-only ones, opened below
         if _source_listing(name, args) != listing:
@@ -669,6 +780,26 @@ def _fill_cache(name: str, args: dict, listing, target: Path) -> Splits:
     finally:
         if scratch.exists():
             _discard(scratch)
+
+
+def _store(file: Path, x: np.ndarray) -> None:
+    """Write a split's images to file, which may already hold them: the loader decoded into its memory map."""
+    if not file.exists():
+        np.save(file, x)
+        return
+    if isinstance(x, np.memmap):
+        x.flush()
+        if np.load(file, mmap_mode="r", allow_pickle=False).shape == x.shape:
+            return
+    # The map holds more rows than are kept (skipped images): copy the kept ones, a chunk at a time, into a file of
+    # the right shape, so a folder larger than memory still never has to fit in it.
+    part = file.with_name(f"{file.name}.part")
+    out = np.lib.format.open_memmap(part, mode="w+", dtype=x.dtype, shape=x.shape)
+    for start in range(0, len(x), DECODE_CHUNK):
+        out[start:start + DECODE_CHUNK] = x[start:start + DECODE_CHUNK]
+    out.flush()
+    del out
+    os.replace(part, file)
 
 
 def _discard(folder: Path, rename: bool = False) -> None:
@@ -770,6 +901,8 @@ def _check_shapes(args):
 def _check_folder(args):
     _path(args, "folder", "/data/flowers")
     _common(args, ("validation_split", "test_split"))
+    if args.get("on_bad_image") not in BAD_IMAGE_CHOICES:
+        raise _fail("on_bad_image", f"expected one of {'|'.join(BAD_IMAGE_CHOICES)}, got {args.get('on_bad_image')!r}")
 
 
 def _check_npz(args):
@@ -777,5 +910,10 @@ def _check_npz(args):
     _common(args, ("validation_split", "test_split"), size_optional=True, channels_optional=True)
 
 
-LOADERS = {"digits": load_digits, "shapes": load_shapes, "folder": load_folder, "npz": load_npz}
-CHECKS = {"digits": _check_digits, "shapes": _check_shapes, "folder": _check_folder, "npz": _check_npz}
+# More sources, built on the helpers above (imported here, at the end, because they import those helpers).
+from ablation import sources  # noqa: E402
+
+LOADERS = {"digits": load_digits, "shapes": load_shapes, "folder": load_folder, "npz": load_npz,
+           "csv": sources.load_csv, "keras_datasets": sources.load_keras_datasets}
+CHECKS = {"digits": _check_digits, "shapes": _check_shapes, "folder": _check_folder, "npz": _check_npz,
+          "csv": sources.check_csv, "keras_datasets": sources.check_keras_datasets}

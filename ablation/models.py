@@ -2,7 +2,8 @@
 
 A factory's backbone takes float inputs in [0, 1] and ends in the head that the class count asks for: one
 sigmoid unit for two classes, a softmax otherwise. build() puts it behind the uint8 input the batches deliver:
-images (uint8) -> rescale to [0, 1] -> device-side augmentation, if any -> backbone.
+images (uint8) -> rescale to [0, 1] -> device-side augmentation, if any -> input normalisation
+(dataset.normalize, ablation/normalize.py), if any -> backbone.
 """
 from __future__ import annotations
 
@@ -17,10 +18,22 @@ from omegaconf import DictConfig, OmegaConf
 from ablation.config import ConfigError
 
 
-def _head(x, num_classes: int):
+def _head_layer(num_classes: int, name: str = "head") -> layers.Dense:
+    """The classifier head; float32 even under mixed precision (trainer.mixed_precision), so the softmax and the
+    loss are computed at full precision."""
     if num_classes == 2:
-        return layers.Dense(1, activation="sigmoid", name="head")(x)
-    return layers.Dense(num_classes, activation="softmax", name="head")(x)
+        return layers.Dense(1, activation="sigmoid", dtype="float32", name=name)
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name=name)
+
+
+def _head(x, num_classes: int):
+    return _head_layer(num_classes)(x)
+
+
+def _image_head(x, channels: int):
+    """The image-to-image head (tasks reconstruct, inpaint): one sigmoid value per pixel and channel, in [0, 1]
+    like the rescaled input, the targets and the PNGs ablation.predict writes; float32 as the classifier head."""
+    return layers.Conv2D(channels, 3, padding="same", activation="sigmoid", dtype="float32", name="head")(x)
 
 
 def loss_for(num_classes: int) -> str:
@@ -49,7 +62,7 @@ def build_lambda_cnn(input_shape, num_classes, filters=(32, 64), dense=256, drop
     stack += [layers.Flatten(), layers.Dense(dense, activation="relu")]
     if dropout:
         stack.append(layers.Dropout(dropout))
-    stack.append(layers.Dense(1, activation="sigmoid") if num_classes == 2 else layers.Dense(num_classes, activation="softmax"))
+    stack.append(_head_layer(num_classes, name=None))
     return keras.Sequential(stack, name="lambda_cnn")
 
 
@@ -103,8 +116,30 @@ def build_mobilenet_v2(input_shape, num_classes, weights=None, alpha=1.0, traina
     return keras.Model(inputs, _head(x, num_classes), name="mobilenet_v2")
 
 
+def build_conv_autoencoder(input_shape, num_classes, filters=(16, 32, 64), task="reconstruct") -> keras.Model:
+    """A small convolutional encoder-decoder: stride-2 convolutions halve the image once per entry of `filters`,
+    transposed stride-2 convolutions double it back, and the head outputs an image with the input's channels
+    (tasks reconstruct and inpaint). With task=classify the encoder alone feeds a classifier head instead."""
+    inputs = keras.Input(shape=input_shape)
+    x = inputs
+    for f in filters:
+        x = layers.Conv2D(f, 3, strides=2, padding="same", activation="relu")(x)
+    if task == "classify":
+        return keras.Model(inputs, _head(layers.GlobalAveragePooling2D()(x), num_classes), name="conv_autoencoder")
+    for f in reversed(filters):
+        x = layers.Conv2DTranspose(f, 3, strides=2, padding="same", activation="relu")(x)
+    return keras.Model(inputs, _image_head(x, input_shape[-1]), name="conv_autoencoder")
+
+
 def _factory(name: str):
     return globals().get(f"build_{name}")
+
+
+def image_to_image(name: str) -> bool:
+    """Whether model `name` can output images: its factory takes the `task` (set from the config's `task`, not
+    a hyperparameter of the model file)."""
+    factory = _factory(name)
+    return factory is not None and "task" in inspect.signature(factory).parameters
 
 
 def _hyperparameters(cfg) -> dict:
@@ -121,7 +156,7 @@ def check(cfg) -> None:
     if cfg.name == "mobilenet_v2":
         if hp.get("weights") not in (None, "imagenet"):
             raise ConfigError(f"model.weights: expected null or imagenet, got {hp.get('weights')!r}")
-    accepted = set(inspect.signature(_factory(cfg.name)).parameters) - {"input_shape", "num_classes"}
+    accepted = set(inspect.signature(_factory(cfg.name)).parameters) - {"input_shape", "num_classes", "task"}
     unknown = sorted(set(hp) - accepted)
     if unknown:
         raise ConfigError(f"model.{unknown[0]}: not an argument of build_{cfg.name} (expected one of {', '.join(sorted(accepted))})")
@@ -138,15 +173,38 @@ def check_input(cfg, input_shape) -> None:
             if not path.exists():
                 raise ConfigError(f"model.weights: ImageNet weights not found at {path}; place the file there "
                                   "(no download at run time) or set model.weights=null")
+    if cfg.name == "conv_autoencoder":
+        halvings = len(cfg.get("filters", inspect.signature(build_conv_autoencoder).parameters["filters"].default))
+        step = 2 ** halvings
+        if input_shape[0] % step or input_shape[1] % step:
+            raise ConfigError(f"dataset.image_size: model conv_autoencoder halves the image {halvings} times "
+                              f"(model.filters), so its size must be a multiple of {step}, got "
+                              f"{input_shape[0]}x{input_shape[1]}")
 
 
-def build(cfg, input_shape, num_classes: int, augmentation: keras.Sequential | None = None) -> keras.Model:
+def build(cfg, input_shape, num_classes: int, augmentation: keras.Sequential | None = None,
+          normalization: keras.layers.Layer | None = None, task: str = "classify") -> keras.Model:
     """The trainable model for uint8 images of input_shape; `augmentation` (device.layers_for) runs in training
-    only, between the rescale and the backbone."""
+    only, between the rescale and the backbone; `normalization` (normalize.Normalization.layer) right in front
+    of the backbone: images -> rescale -> [augmentation] -> [normalization] -> backbone. `task` (ablation/tasks.py)
+    picks the head of a model that has more than one: classes, or an image for reconstruct and inpaint."""
     from ablation import device
 
     check(cfg)
     check_input(cfg, input_shape)
-    backbone = device.wrap(_factory(cfg.name)(tuple(input_shape), num_classes, **_hyperparameters(cfg)), augmentation)
+    hp = _hyperparameters(cfg)
+    if image_to_image(cfg.name):
+        hp["task"] = task
+    elif task != "classify":
+        raise ConfigError(f"model.name: {cfg.name} outputs class probabilities; task {task} needs an image-to-image "
+                          "model (model=conv_autoencoder)")
+    backbone = _factory(cfg.name)(tuple(input_shape), num_classes, **hp)
+    if normalization is not None:
+        # After the augmentation, as ImageDataGenerator standardises after its random transforms: host
+        # augmentation has already happened on the uint8 images, and device augmentation's photometric layers
+        # (brightness, channel shift, fill values) are defined on [0, 1] images, not on standardised ones.
+        features = keras.Input(shape=tuple(input_shape), name="features")
+        backbone = keras.Model(features, backbone(normalization(features)), name=backbone.name)
+    backbone = device.wrap(backbone, augmentation)
     inputs = keras.Input(shape=tuple(input_shape), dtype="uint8", name="images")
     return keras.Model(inputs, backbone(layers.Rescaling(1 / 255, name="rescale")(inputs)), name=backbone.name)

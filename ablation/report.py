@@ -19,7 +19,11 @@ KEYS = ["dataset", "model", "augmentation"]
 BASELINE = "none"
 COLUMNS = [*KEYS, "n_seeds", "test_accuracy_mean", "test_accuracy_std", "gap_accuracy_mean", "gap_accuracy_std",
            "gap_loss_mean", "gap_loss_std", "delta_gap_loss", "delta_gap_loss_ci_low", "delta_gap_loss_ci_high",
-           "delta_test_accuracy", "verdict"]
+           "delta_test_accuracy", "verdict", "mode", "time_total_s_mean", "time_expand_s_mean",
+           "expanded_bytes_mean", "task", "test_psnr_mean", "test_psnr_std", "test_mae_mean", "delta_test_psnr"]
+# Runs recorded without a task tag are classifiers (ablation/tasks.py). Image tasks have no accuracy: their
+# accuracy columns stay empty and the test score is psnr (and mae); the gap and its verdict are the loss's for all.
+DEFAULT_TASK = "classify"
 VERDICTS = ("reduces gap", "no clear effect", "widens gap")
 CURVE_METRICS = ("train_clean/loss", "val/loss")
 
@@ -58,26 +62,42 @@ def verdict(low: float, high: float) -> str:
 
 
 def summary(finished: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, model, augmentation). Deltas are against `none` of the same dataset and model,
-    paired by seed (same seed = same split and initialisation); the interval is a 95% t interval over the pairs."""
+    """One row per (dataset, model, augmentation, task). Deltas are against `none` of the same dataset, model and
+    task, paired by seed (same seed = same split and initialisation); the interval is a 95% t interval over the
+    pairs."""
     if finished.empty:
         return pd.DataFrame(columns=COLUMNS)
-    table = finished.assign(seed=finished["seed"].astype(int), test_accuracy=finished["metrics.test/accuracy"],
-                            gap_accuracy=finished["metrics.best/gap_accuracy"], gap_loss=finished["metrics.best/gap_loss"])
+    def column(name, default=math.nan):
+        return finished[name] if name in finished else pd.Series(default, index=finished.index)
+
+    table = finished.assign(seed=finished["seed"].astype(int), test_accuracy=column("metrics.test/accuracy"),
+                            gap_accuracy=column("metrics.best/gap_accuracy"), gap_loss=finished["metrics.best/gap_loss"],
+                            task=column("tags.task", DEFAULT_TASK).fillna(DEFAULT_TASK),
+                            test_psnr=column("metrics.test/psnr"), test_mae=column("metrics.test/mae"),
+                            # augmentation.mode: offline runs are named <policy>@offline, so they are rows of
+                            # their own; wall time and the disk their expansion takes sit beside the gap.
+                            mode=column("tags.augmentation_mode", "online").fillna("online"),
+                            time_total_s=column("metrics.time/total_s"), time_expand_s=column("metrics.time/expand_s"),
+                            expanded_bytes=column("metrics.data/expanded_bytes"))
     rows = []
-    for (dataset, model, augmentation), group in table.groupby(KEYS):
-        row = {"dataset": dataset, "model": model, "augmentation": augmentation, "n_seeds": group["seed"].nunique()}
-        for metric in ("test_accuracy", "gap_accuracy", "gap_loss"):
-            row[f"{metric}_mean"] = group[metric].mean()
-            row[f"{metric}_std"] = group[metric].std(ddof=1) if len(group) > 1 else math.nan
-        base = table[(table["dataset"] == dataset) & (table["model"] == model) & (table["augmentation"] == BASELINE)]
+    for (dataset, model, augmentation, task), group in table.groupby([*KEYS, "task"]):
+        row = {"dataset": dataset, "model": model, "augmentation": augmentation, "task": task,
+               "n_seeds": group["seed"].nunique(), "mode": "/".join(sorted(set(group["mode"])))}
+        for metric in ("test_accuracy", "gap_accuracy", "gap_loss", "test_psnr"):
+            row[f"{metric}_mean"] = group[metric].astype(float).mean()
+            row[f"{metric}_std"] = group[metric].astype(float).std(ddof=1) if len(group) > 1 else math.nan
+        for metric in ("time_total_s", "time_expand_s", "expanded_bytes", "test_mae"):
+            row[f"{metric}_mean"] = group[metric].astype(float).mean()
+        base = table[(table["dataset"] == dataset) & (table["model"] == model) & (table["task"] == task)
+                     & (table["augmentation"] == BASELINE)]
         paired = group.merge(base, on="seed", suffixes=("", "_base"))
         d_gap = (paired["gap_loss"] - paired["gap_loss_base"]).to_numpy(float)
-        d_acc = (paired["test_accuracy"] - paired["test_accuracy_base"]).to_numpy(float)
         low, high = _t_interval(d_gap) if augmentation != BASELINE else (0.0, 0.0)
         row.update(delta_gap_loss=d_gap.mean() if len(d_gap) else math.nan, delta_gap_loss_ci_low=low,
-                   delta_gap_loss_ci_high=high, delta_test_accuracy=d_acc.mean() if len(d_acc) else math.nan,
-                   verdict=verdict(low, high))
+                   delta_gap_loss_ci_high=high, verdict=verdict(low, high))
+        for metric in ("test_accuracy", "test_psnr"):  # NaN where the task has no such metric
+            d = (paired[metric].astype(float) - paired[f"{metric}_base"].astype(float)).to_numpy(float)
+            row[f"delta_{metric}"] = d.mean() if len(d) else math.nan
         rows.append(row)
     out = pd.DataFrame(rows, columns=COLUMNS)
     return out.sort_values(["delta_gap_loss", "gap_loss_mean"], na_position="last").reset_index(drop=True)
@@ -156,7 +176,11 @@ def _html(name: str, table: pd.DataFrame, failed: pd.DataFrame, images: list[str
              f"<style>{style}</style></head><body><h1>{html.escape(name)}: overfitting gap by augmentation</h1>",
              "<p>gap = validation loss &minus; clean training loss at the best epoch. delta = policy &minus; "
              "<code>none</code>, paired by seed, with a 95% interval; a policy <b>reduces the gap</b> when the whole "
-             "interval is below zero.</p>", table.to_html(index=False, float_format="{:.4f}".format, na_rep="")]
+             "interval is below zero. <code>&lt;policy&gt;@offline</code>: trained on a written expansion (augmentation.mode="
+             "offline); time_total_s is the run's wall time, expanded_bytes the disk its expansion takes. Image "
+             "tasks (task reconstruct or inpaint) have no accuracy: their gap is that of their MSE loss and their "
+             "test score psnr (dB, higher is better) and mae.</p>",
+             table.to_html(index=False, float_format="{:.4f}".format, na_rep="")]
     if not failed.empty:
         parts += ["<h2>Failed combinations</h2>", failed.to_html(index=False)]
     parts += [f"<h2>{file[:-4]}</h2><img src='{file}' alt='{file}'>" for file in images]
@@ -165,8 +189,17 @@ def _html(name: str, table: pd.DataFrame, failed: pd.DataFrame, images: list[str
 
 def show(table: pd.DataFrame, name: str) -> None:
     """The summary on the terminal: the columns a person compares first."""
-    cols = ["dataset", "model", "augmentation", "n_seeds", "test_accuracy_mean", "gap_loss_mean", "delta_gap_loss",
-            "delta_gap_loss_ci_low", "delta_gap_loss_ci_high", "delta_test_accuracy", "verdict"]
+    # The test score of the tasks present: accuracy (classify), psnr (reconstruct, inpaint), or both.
+    scores = [m for m in ("accuracy", "psnr") if table.get(f"test_{m}_mean", pd.Series(dtype=float)).notna().any()]
+    scores = scores or ["accuracy"]
+    cols = ["dataset", "model", "augmentation", "n_seeds", *[f"test_{m}_mean" for m in scores], "gap_loss_mean",
+            "delta_gap_loss", "delta_gap_loss_ci_low", "delta_gap_loss_ci_high", *[f"delta_test_{m}" for m in scores],
+            "verdict"]
+    if table.get("task", pd.Series(dtype=str)).nunique() > 1:
+        cols.insert(3, "task")
+    if (table.get("mode", pd.Series(dtype=str)) == "offline").any():  # online vs offline: their cost too
+        table = table.assign(expanded_mb=table["expanded_bytes_mean"] / 1e6)
+        cols += ["mode", "time_total_s_mean", "expanded_mb"]
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4f}".format):
         print(f"\n{name}: best-epoch gap (val loss - clean train loss), mean over seeds; delta vs none paired by seed")
         print(table[cols].to_string(index=False))

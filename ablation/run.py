@@ -12,14 +12,16 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from ablation import augment, backend, config, datasets, device, models, plots, sweep, tracking
+from ablation import (augment, backend, config, datasets, device, expand, models, normalize, plots, sweep, tasks,
+                      tracking)
+from ablation.backup import Backup
 from ablation.batches import Batches
 
 log = logging.getLogger(__name__)
 
 
 def run_name(cfg: DictConfig, policy: augment.Policy) -> str:
-    return f"{policy.name}/{cfg.model.name}/s{cfg.seed}"
+    return f"{expand.label(cfg, policy.name)}/{cfg.model.name}/s{cfg.seed}"
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -42,39 +44,97 @@ def run(cfg: DictConfig) -> dict[str, float]:
     splits = datasets.load(cfg.dataset)
     data_load_s = time.perf_counter() - started
     models.check_input(cfg.model, splits.input_shape)
+    # dataset.normalize: a layer in the model, so val, test and a saved model apply the same transform; featurewise
+    # statistics come from the dataset's training split only (also when training reads an offline expansion, so
+    # every policy is compared under the same normalisation) and are cached with the dataset.
+    normalization = normalize.prepare(cfg.dataset, splits)
     # Once more with the data's shape: a crop larger than the image, a policy that changes the shape.
     policy = augment.build(cfg.augmentation, image_shape=splits.input_shape)
     # where=device: the same policy as Keras preprocessing layers inside the model (on the GPU when there is
     # one); the input pipeline then only batches and rescales.
     on_device = cfg.augmentation.where == "device"
     augmentation_layers = device.layers_for(cfg.augmentation, splits.input_shape, cfg.seed) if on_device else None
-    batches = make_batches(cfg, splits, None if on_device else policy)
+    # mode=offline: the policy is applied once, ahead of training: the originals plus `copies` augmented versions
+    # of each are written as a folder dataset (ablation/expand.py; reused while its inputs are unchanged) and
+    # training reads those fixed images with no augmentation of its own. Evaluation data stays the dataset's.
+    expansion = expand.prepare(cfg, splits, policy) if expand.offline(cfg) else None
 
-    # 3. Model, compiled from the trainer settings.
-    model = models.build(cfg.model, splits.input_shape, splits.num_classes, augmentation=augmentation_layers)
-    optimizer = keras.optimizers.get(t.optimizer)
-    optimizer.learning_rate = t.learning_rate
-    model.compile(optimizer=optimizer, loss=models.loss_for(splits.num_classes), metrics=["accuracy"])
+    # 3. Model, compiled from the trainer settings, under the precision policy and, with trainer.devices > 1,
+    # the data-parallel distribution (backend.training_scope) it trains in.
+    # The task (ablation/tasks.py) decides what the batches' targets are, the model's head, its loss and metrics:
+    # classes (classify), or images in [0, 1] (reconstruct: the input itself; inpaint: the unmasked image).
+    task = tasks.build(cfg)
+    backup = Backup(key) if t.resume else None
+    with backend.training_scope(t) as replicas:
+        batches = make_batches(cfg, splits, None if on_device or expansion else policy,
+                               pad_to=backend.batch_multiple(replicas), train=expansion.train if expansion else None,
+                               task=task)
+        model = models.build(cfg.model, splits.input_shape, splits.num_classes, augmentation=augmentation_layers,
+                             normalization=normalization.layer(), task=task.name)
+        optimizer = keras.optimizers.get(t.optimizer)
+        optimizer.learning_rate = t.learning_rate
+        model.compile(optimizer=optimizer, loss=task.loss(splits.num_classes), metrics=task.metrics(),
+                      jit_compile=t.jit_compile)
+        train_policy = batches["train"].policy
+        tags = {"devices": replicas, "task": task.name, "augmentation": expand.label(cfg, policy.name),
+                "augmentation_mode": cfg.augmentation.mode,
+                "train_batches_policy": train_policy.name if train_policy else "none"}
+        if expansion:
+            tags["expanded_dir"] = str(expansion.folder)
+        final = _train_and_record(cfg, name, policy, key, splits, batches, model, backup, data_load_s, started,
+                                  tags=tags, metrics=expansion.metrics if expansion else None,
+                                  normalization=normalization)
+    return final
 
+
+def _train_and_record(cfg, name, policy, key, splits, batches, model, backup, data_load_s, started, tags,
+                      metrics=None, normalization: normalize.Normalization | None = None) -> dict:
+    t = cfg.trainer
     tags = {"dataset": cfg.dataset.name, "model": cfg.model.name, "augmentation": policy.name,
             "policy": cfg.augmentation.name, "seed": cfg.seed, "experiment": cfg.experiment_name, "config_hash": key,
             "policy_fingerprint": policy.fingerprint, "device": backend.device_description(),
-            "keras_backend": keras.backend.backend()}
+            "keras_backend": keras.backend.backend(), **tags}
+    # trainer.resume: a backup left by a killed run of this combination continues from its last completed epoch.
+    earlier = backup.history() if backup else []
+    if earlier:
+        tags.update(resumed_from=backup.previous_run(), resumed_at_epoch=len(earlier))
 
     # 4. Train and record; the run is closed FAILED if anything below raises.
     with tracking.run(cfg, name, tags) as tracker, tracking.scratch_dir() as scratch:
         scratch = Path(scratch)
         tracker.log_params(tracking.flatten(cfg))
+        if normalization is not None:  # the statistics the model's normalisation layer applies
+            tracker.log_params(normalization.params())
+            tracker.log_text(json.dumps(normalization.to_dict(), indent=1), "normalization.json")
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         tracker.log_text(json.dumps(policy.to_dict(), indent=2), "policy.json")
         tracker.log_figure(plots.preview_grid(splits.train.x[0], policy, n=8, seed=cfg.seed), "augmentation_preview.png")
         tracker.log_metrics({"data/n_train": len(splits.train.y), "data/n_val": len(splits.val.y),
                              "data/n_test": len(splits.test.y), "data/num_classes": splits.num_classes,
-                             "time/data_load_s": data_load_s})
+                             "data/skipped_images": len(splits.skipped), "time/data_load_s": data_load_s,
+                             **(metrics or {})})
+        # The label mapping the model's outputs follow, fixed by the training split.
+        tracker.log_text(json.dumps({"class_names": splits.class_names,
+                                     "class_indices": {n: i for i, n in enumerate(splits.class_names)}}, indent=1),
+                         "labels.json")
+        if splits.skipped:  # dataset.on_bad_image=skip: which files were left out, and why
+            pd.DataFrame(splits.skipped, columns=["file", "reason"]).to_csv(scratch / "skipped_images.csv", index=False)
+            tracker.log_file(scratch / "skipped_images.csv")
 
         epochs = tracker.callback(batches["train"], batches["train_clean"])
         best_weights = scratch / "best.weights.h5"
-        callbacks = [epochs] + _callbacks(t, best_weights)
+        if backup:
+            backup.start(tracker.run_id)
+            best_weights = backup.best_weights
+            # The epochs trained before the kill, repeated in this run at their own steps, so its curves are whole
+            # and no step is logged twice; training picks up at the next epoch with that epoch's shuffle.
+            epochs.rows.extend(earlier)
+            for row in earlier:
+                tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"], wait=False)
+            batches["train"].start_at(len(earlier))
+        callbacks = [epochs] + _callbacks(t, best_weights, earlier)
+        if backup:
+            callbacks += backup.callbacks(epochs.rows)
         fit_started = time.perf_counter()
         # shuffle=False: Batches reshuffles every epoch from the seed; Keras would otherwise also permute the batch
         # order with Python's global random state.
@@ -87,11 +147,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if best_weights.exists():
             model.load_weights(best_weights)
         scores = model.evaluate(batches["test"], verbose=0, return_dict=True)
-        final = {"test/loss": scores["loss"], "test/accuracy": scores["accuracy"], "best_epoch": best["epoch"],
-                 "best/gap_accuracy": best.get("gap/accuracy"), "best/gap_loss": best.get("gap/loss"),
-                 "best/val_loss": best.get("val/loss"), "best/val_accuracy": best.get("val/accuracy"),
-                 "best/train_clean_accuracy": best.get("train_clean/accuracy"), "time/fit_s": fit_s,
-                 "time/total_s": time.perf_counter() - started}
+        # The loss and the task's metrics (accuracy; or mae and psnr): test/*, and best/* at the best epoch.
+        gaps = [m for m in ("accuracy", "loss") if m in scores]
+        final = {**{f"test/{m}": v for m, v in scores.items()}, "best_epoch": best["epoch"],
+                 **{f"best/gap_{m}": best.get(f"gap/{m}") for m in gaps},
+                 **{f"best/val_{m}": best.get(f"val/{m}") for m in scores},
+                 **{f"best/train_clean_{m}": best.get(f"train_clean/{m}") for m in scores if m != "loss"},
+                 "time/fit_s": fit_s, "time/total_s": time.perf_counter() - started}
         tracker.log_metrics(final)
 
         history.to_csv(scratch / "history.csv", index=False)
@@ -101,23 +163,31 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if cfg.tracking.log_model:
             model.save(scratch / "model.keras")
             tracker.log_file(scratch / "model.keras")
-        log.info("%s: test accuracy %.3f, gap (loss) at best epoch %s: %.3f", name, final["test/accuracy"],
+        headline = tasks.KINDS[cfg.get("task", "classify")].headline
+        log.info("%s: test %s %.3f, gap (loss) at best epoch %s: %.3f", name, headline, final[f"test/{headline}"],
                  best["epoch"], final["best/gap_loss"] if final["best/gap_loss"] is not None else float("nan"))
+    if backup:
+        backup.clear()
     return {"run_id": tracker.run_id, "skipped": False, **final}
 
 
-def make_batches(cfg: DictConfig, splits: datasets.Splits, policy: augment.Policy) -> dict[str, Batches]:
-    """The policy goes to the training batches only; val, test and the clean-train subset are never augmented."""
+def make_batches(cfg: DictConfig, splits: datasets.Splits, policy: augment.Policy, pad_to: int = 1,
+                 train: datasets.Split | None = None, task: tasks.Classify | None = None) -> dict[str, Batches]:
+    """The policy goes to the training batches only; val, test and the clean-train subset are never augmented.
+    train: what fit trains on when not splits.train (an offline expansion); the clean subset is from splits.train.
+    task: what the batches' targets are (tasks.build(cfg) when not given)."""
     t = cfg.trainer
+    train = splits.train if train is None else train
+    shared = {"pad_to": pad_to, "task": task or tasks.build(cfg)}
     # The honest training score: a fixed subset of the training split, un-augmented, in inference mode.
     clean = np.sort(np.random.default_rng(cfg.seed).permutation(len(splits.train.y))[:t.clean_train_size])
     return {
-        "train": Batches(splits.train.x, splits.train.y, t.batch_size, policy=policy, shuffle=True, seed=cfg.seed,
+        "train": Batches(train.x, train.y, t.batch_size, policy=policy, shuffle=True, seed=cfg.seed,
                          steps=t.steps_per_epoch, workers=t.workers, use_multiprocessing=t.use_multiprocessing,
-                         max_queue_size=t.max_queue_size),
-        "val": Batches(splits.val.x, splits.val.y, t.batch_size),
-        "test": Batches(splits.test.x, splits.test.y, t.batch_size),
-        "train_clean": Batches(splits.train.x[clean], splits.train.y[clean], t.batch_size),
+                         max_queue_size=t.max_queue_size, **shared),
+        "val": Batches(splits.val.x, splits.val.y, t.batch_size, **shared),
+        "test": Batches(splits.test.x, splits.test.y, t.batch_size, **shared),
+        "train_clean": Batches(splits.train.x[clean], splits.train.y[clean], t.batch_size, **shared),
     }
 
 
@@ -131,12 +201,15 @@ class FailOnNonFiniteLoss(keras.callbacks.Callback):
             raise FloatingPointError(f"training loss became {loss} in epoch {epoch + 1}; lower trainer.learning_rate")
 
 
-def _callbacks(t: DictConfig, best_weights: Path) -> list[keras.callbacks.Callback]:
+def _callbacks(t: DictConfig, best_weights: Path, earlier: list[dict]) -> list[keras.callbacks.Callback]:
     mode = "min" if t.monitor.endswith("loss") else "max"
     out: list[keras.callbacks.Callback] = [FailOnNonFiniteLoss()]
     if t.checkpoint.enabled:
+        # A resumed run keeps the best weights so far unless a later epoch beats them.
+        best_so_far = _best_row(pd.DataFrame(earlier), t.monitor)[t.monitor.replace("val_", "val/")] if earlier else None
         out.append(keras.callbacks.ModelCheckpoint(str(best_weights), monitor=t.monitor, mode=mode,
-                                                   save_best_only=True, save_weights_only=True))
+                                                   save_best_only=True, save_weights_only=True,
+                                                   initial_value_threshold=best_so_far))
     if t.early_stopping.enabled:
         out.append(keras.callbacks.EarlyStopping(monitor=t.monitor, mode=mode, patience=t.early_stopping.patience,
                                                  restore_best_weights=True))

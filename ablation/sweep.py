@@ -3,7 +3,9 @@ callback that opens one parent MLflow run per sweep and builds the report when t
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -91,6 +93,62 @@ def progress(name: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Jobs
+
+class Job:
+    """What every launcher runs for one job of a sweep (the ablation sweeper hands it to the launcher in place of
+    the task function). It carries the sweep's environment (parent run id, progress) into the job's process
+    itself, since a worker started before the sweep set it, or on another machine, would not inherit it. With
+    fresh_process it runs the task in a new process of its own, so TensorFlow's state and the GPU memory it holds
+    end with the job: joblib's workers otherwise take job after job in the same process."""
+
+    def __init__(self, task_function, fresh_process: bool):
+        self.task_function = task_function
+        self.fresh_process = fresh_process
+        self.env: dict[str, str] = {}
+
+    def capture_env(self) -> None:
+        """Take the sweep's environment along (called in the sweep's process before jobs are launched)."""
+        from ablation import tracking
+
+        self.env = {key: os.environ[key] for key in (tracking.PARENT_RUN_ENV, START_ENV, SIZE_ENV) if key in os.environ}
+
+    def __call__(self, cfg: DictConfig):
+        os.environ.update(self.env)
+        if not self.fresh_process:
+            return self.task_function(cfg)
+        from hydra.core.singleton import Singleton
+        from joblib.externals.loky import ProcessPoolExecutor
+
+        # joblib's own process engine (loky: fork+exec, so nothing is inherited but the environment; callables
+        # travel by cloudpickle, so a task function defined in __main__ goes too). One worker for one task: the
+        # process ends with the job. The job's exception comes back as raised; a process that dies (out of
+        # memory, a signal) fails the job with BrokenProcessPool.
+        with ProcessPoolExecutor(max_workers=1) as pool:
+            return pool.submit(_run_fresh, self.task_function, cfg, Singleton.get_state()).result()
+
+
+def _run_fresh(task_function, cfg: DictConfig, singleton_state: dict):
+    """In the job's new process: Hydra's state as the launcher set it (job number, output dir), its job logging,
+    then the task."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import configure_log, setup_globals
+
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    configure_log(HydraConfig.get().job_logging, HydraConfig.get().verbose)
+    return task_function(cfg)
+
+
+def fresh_by_default(launcher: DictConfig) -> bool:
+    """Jobs get a process of their own unless told otherwise only under joblib: its (loky) workers are reused
+    for job after job. Hydra's basic launcher runs the jobs one after another in the sweep's process, and
+    submitit starts one process per job already."""
+    return str(launcher.get("_target_", "")).endswith("JoblibLauncher")
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The parent run
 
 class SweepCallback(Callback):
@@ -111,9 +169,18 @@ class SweepCallback(Callback):
         except ConfigError as exc:  # e.g. the tracking server does not answer: nothing may train
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
+        # SIGTERM (`kill`, a scheduler) stops the sweep like Ctrl-C, so the parent run is closed KILLED. A job's
+        # own process gets the same from ablation.__main__; this is for the sweep's process when the jobs run
+        # elsewhere (joblib, submitit).
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminate)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         finish(config)
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def finish(config: DictConfig, interrupted: BaseException | None = None) -> None:
@@ -128,13 +195,18 @@ def finish(config: DictConfig, interrupted: BaseException | None = None) -> None
     try:
         size = int(os.environ.get(SIZE_ENV, 0))
         trained = tracking.count_children(config, parent)
-        counts = {"sweep/jobs": size, "sweep/trained": trained, "sweep/failed": len(failures),
-                  "sweep/skipped": max(size - trained - len(failures), 0)}
+        counts = {"sweep/jobs": size, "sweep/trained": trained, "sweep/failed": len(failures)}
+        if interrupted is None:
+            counts["sweep/skipped"] = max(size - trained - len(failures), 0)
         tracking.log_to_run(config, parent, metrics=counts, params={"sweep_size": size})
-        if interrupted is None and trained + counts["sweep/skipped"] > 0:
-            tracking.log_to_run(config, parent, folder=report.main(config, parent))
-        print(f"sweep: {size} combinations: {trained} trained, {counts['sweep/skipped']} skipped (finished before), "
-              f"{len(failures)} failed", flush=True)
+        if interrupted is not None:
+            # The jobs that had not started yet are neither trained nor skipped.
+            print(f"sweep interrupted: {trained} of {size} combinations started training", flush=True)
+        else:
+            if trained + counts["sweep/skipped"] > 0:
+                tracking.log_to_run(config, parent, folder=report.main(config, parent))
+            print(f"sweep: {size} combinations: {trained} trained, {counts['sweep/skipped']} skipped (finished "
+                  f"before), {len(failures)} failed", flush=True)
     finally:
         reason = "; ".join(f"[{' '.join(job)}] {error}" for job, error in failures) or (
             f"{type(interrupted).__name__}: {interrupted}" if interrupted else None)

@@ -6,6 +6,8 @@ import hashlib
 import json
 import math
 import os
+import socket
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -89,6 +91,7 @@ def client(tracking):
             raise ConfigError(f"tracking.uri: cannot reach the MLflow server at {uri} ({reason}); start it or point "
                               "tracking.uri elsewhere") from None
         _reachable.add(uri)
+        replay_unsent(uri)  # runs that lost this server in the middle: sent now that it answers
     return MlflowClient(tracking_uri=uri)
 
 
@@ -133,10 +136,20 @@ def config_hash(cfg: DictConfig, policy_fingerprint: str) -> str:
     data = OmegaConf.to_container(cfg, resolve=True)
     for key in NOT_IDENTITY:
         data.pop(key, None)
-    for key in ("verbose", "workers", "use_multiprocessing", "max_queue_size"):
+    for key in ("verbose", "workers", "use_multiprocessing", "max_queue_size", "resume", "devices", "jit_compile"):
         data.get("trainer", {}).pop(key, None)
     data.get("dataset", {}).pop("cache", None)
-    data["augmentation"] = {"fingerprint": policy_fingerprint, "where": data["augmentation"].get("where", "host")}
+    # The task's settings count only where they apply, so classify runs keep the keys they had before tasks existed.
+    if data.get("task", "classify") != "inpaint":
+        data.pop("inpaint", None)
+    if data.get("task") == "classify":
+        data.pop("task")
+    augmentation = data["augmentation"]
+    data["augmentation"] = {"fingerprint": policy_fingerprint, "where": augmentation.get("where", "host")}
+    if augmentation.get("mode", "online") == "offline":
+        # Trained on a written expansion: its size and format are part of what is trained. Online keys stay as
+        # they were, so runs recorded before the mode existed are still recognised.
+        data["augmentation"].update({k: augmentation.get(k) for k in ("mode", "copies", "save_format")})
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -158,47 +171,120 @@ def finished_run(cfg: DictConfig, key: str):
     return found
 
 
-class Tracker:
-    """Logging into one open MLflow run."""
+class StoreUnavailable(RuntimeError):
+    """The tracking server stopped answering during a run; what the run logged is kept in a local journal."""
 
-    def __init__(self, mlflow_client, run_id: str):
+
+def unsent_root() -> Path:
+    return Path(os.environ.get("ABLATION_UNSENT_DIR", RUNS / "unsent"))
+
+
+class Tracker:
+    """Logging into one open MLflow run. When a tracking server stops answering in the middle of a run, the
+    tracker goes on writing into a local journal (runs/unsent/<run_id>/: journal.jsonl and the artifact files),
+    training continues, and the journal is sent when the server answers again (replay_unsent)."""
+
+    def __init__(self, mlflow_client, run_id: str, uri: str | None = None):
         self.client = mlflow_client
         self.run_id = run_id
-        self._pending = []  # asynchronous metric writes, waited for by flush()
+        self.uri = uri
+        self.journal: Path | None = None  # set once the store has stopped answering
+        self._pending = []  # (asynchronous write, its metrics), waited for by flush()
+
+    # -- every write goes through _send: to the store, or to the journal once the store is gone -----------------
+    def _send(self, entry: dict, call) -> None:
+        if self.journal is None:
+            try:
+                return call()
+            except Exception as exc:
+                if not _store_down(self.uri):
+                    raise
+                self._go_offline(exc)
+        self._write_journal(entry)
+
+    def _go_offline(self, exc: BaseException) -> None:
+        self.journal = unsent_root() / self.run_id
+        (self.journal / "files").mkdir(parents=True, exist_ok=True)
+        (self.journal / "store.json").write_text(json.dumps({"uri": self.uri, "run_id": self.run_id,
+                                                             "error": f"{type(exc).__name__}: {exc}"[:2000]}))
+        print(f"warning: the tracking server at {self.uri} stopped answering; run {self.run_id} goes on and keeps "
+              f"what it logs in {self.journal}", file=sys.stderr, flush=True)
+
+    def _write_journal(self, entry: dict) -> None:
+        with open(self.journal / "journal.jsonl", "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def _keep_file(self, path: Path, folder: str | None) -> dict:
+        """An artifact that cannot be sent now: copied into the journal."""
+        import shutil
+
+        target = self.journal / "files" / f"{len(list((self.journal / 'files').iterdir()))}" / Path(path).name
+        target.parent.mkdir(parents=True)
+        shutil.copyfile(path, target)
+        return {"kind": "file", "path": str(target.relative_to(self.journal)), "folder": folder}
 
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), MAX_PARAMS_PER_CALL):
-            self.client.log_batch(self.run_id, params=items[i:i + MAX_PARAMS_PER_CALL])
+            chunk = items[i:i + MAX_PARAMS_PER_CALL]
+            self._send({"kind": "params", "params": {p.key: p.value for p in chunk}},
+                       lambda: self.client.log_batch(self.run_id, params=chunk))
 
     def log_metrics(self, metrics: dict, step: int = 0, wait: bool = True) -> None:
         """All metrics of one step in a single request; non-finite values are skipped, not stored as NaN.
         wait=False queues the request (MLflow's asynchronous logging) so training does not wait for the store;
-        flush() waits for every queued request and raises if one failed."""
+        flush() waits for every queued request (and journals what the store did not take)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and math.isfinite(v)]
-        if batch:
-            operation = self.client.log_batch(self.run_id, metrics=batch, synchronous=wait)
-            if not wait and operation is not None:
-                self._pending.append(operation)
+        if not batch:
+            return
+        entry = {"kind": "metrics", "metrics": [[m.key, m.value, m.timestamp, m.step] for m in batch]}
+        if wait or self.journal is not None:
+            self._send(entry, lambda: self.client.log_batch(self.run_id, metrics=batch))
+            return
+        operation = self.client.log_batch(self.run_id, metrics=batch, synchronous=False)
+        if operation is not None:
+            self._pending.append((operation, entry))
 
     def flush(self) -> None:
         pending, self._pending = self._pending, []
-        for operation in pending:
-            operation.wait()
+        for operation, entry in pending:
+            self._send(entry, operation.wait)
+
+    def set_tag(self, key: str, value: str) -> None:
+        self._send({"kind": "tag", "key": key, "value": value}, lambda: self.client.set_tag(self.run_id, key, value))
+
+    def terminate(self, status: str) -> None:
+        self._send({"kind": "terminate", "status": status}, lambda: self.client.set_terminated(self.run_id, status))
 
     def log_file(self, path: Path, folder: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path=folder)
+        if self.journal is None:
+            try:
+                return self.client.log_artifact(self.run_id, str(path), artifact_path=folder)
+            except Exception as exc:
+                if not _store_down(self.uri):
+                    raise
+                self._go_offline(exc)
+        self._write_journal(self._keep_file(path, folder))
 
     def log_text(self, text: str, name: str) -> None:
-        self.client.log_text(self.run_id, text, name)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(name).name
+            path.write_text(text)
+            self.log_file(path, str(Path(name).parent) if Path(name).parent != Path(".") else None)
 
     def log_figure(self, figure, name: str) -> None:
-        self.client.log_figure(self.run_id, figure, name)
+        import matplotlib.pyplot as plt
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(name).name
+            figure.savefig(path, bbox_inches="tight")
+            plt.close(figure)
+            self.log_file(path, str(Path(name).parent) if Path(name).parent != Path(".") else None)
 
     def callback(self, train, clean_train) -> "EpochLogger":
         return EpochLogger(self, train, clean_train)
@@ -241,20 +327,20 @@ class EpochLogger(keras.callbacks.Callback):
         train_s = (self._train_end or end) - self._start
         logs = logs or {}
         clean = self.model.evaluate(self.clean_train, verbose=0, return_dict=True)
+        # The compiled loss and metrics, whatever the task's are (accuracy; mae and psnr), for each split.
+        names = list(clean)
         row = {
             "epoch": epoch + 1,
-            "train/loss": logs.get("loss"),
-            "train/accuracy": logs.get("accuracy"),
-            "train_clean/loss": clean.get("loss"),
-            "train_clean/accuracy": clean.get("accuracy"),
-            "val/loss": logs.get("val_loss"),
-            "val/accuracy": logs.get("val_accuracy"),
+            **{f"train/{m}": logs.get(m) for m in names},
+            **{f"train_clean/{m}": clean.get(m) for m in names},
+            **{f"val/{m}": logs.get(f"val_{m}") for m in names},
             "train/learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
             "time/epoch_s": end - self._start,
             "throughput/images_per_s": self.train.images_per_epoch / train_s,
             "perf/input_wait_fraction": min(self._waited / train_s, 1.0),
         }
-        if row["val/accuracy"] is not None and row["train_clean/accuracy"] is not None:
+        # Tasks without accuracy (reconstruct, inpaint) have the gap of their own loss only.
+        if row.get("val/accuracy") is not None and row.get("train_clean/accuracy") is not None:
             row["gap/accuracy"] = row["train_clean/accuracy"] - row["val/accuracy"]
         if row["val/loss"] is not None and row["train_clean/loss"] is not None:
             row["gap/loss"] = row["val/loss"] - row["train_clean/loss"]
@@ -273,27 +359,79 @@ def run(cfg: DictConfig, run_name: str, tags: dict):
         # A job of a sweep: nested under the sweep's parent run (opened by ablation.sweep's Hydra callback).
         tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
     mlflow_run = mlflow_client.create_run(exp_id, run_name=run_name, tags=tags)
-    tracker = Tracker(mlflow_client, mlflow_run.info.run_id)
+    tracker = Tracker(mlflow_client, mlflow_run.info.run_id, store(cfg.tracking)[0])
     status = "FAILED"
     try:
         yield tracker
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
-        mlflow_client.set_tag(tracker.run_id, "error", "interrupted")
+        tracker.set_tag("error", "interrupted")
         raise
     except BaseException as exc:
-        mlflow_client.set_tag(tracker.run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
+        tracker.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
         raise
     finally:
         try:
             tracker.flush()
         except Exception as exc:  # a lost metric must not pass for a finished run
             status = "FAILED"
-            mlflow_client.set_tag(tracker.run_id, "error", f"metrics not recorded: {type(exc).__name__}: {exc}"[:5000])
+            tracker.set_tag("error", f"metrics not recorded: {type(exc).__name__}: {exc}"[:5000])
             raise
         finally:
-            mlflow_client.set_terminated(tracker.run_id, status)
+            tracker.terminate(status)
+    if tracker.journal is not None:
+        raise StoreUnavailable(f"tracking.uri: the server at {tracker.uri} stopped answering during run "
+                               f"{tracker.run_id}; the run {status.lower()} and everything it logged is kept in "
+                               f"{tracker.journal} (sent by the next run or by `python -m ablation.tracking replay` "
+                               "once the server answers)")
+
+
+def _store_down(uri: str | None) -> bool:
+    """True when uri is a tracking server that does not answer its health check (a local store never is)."""
+    import urllib.request
+
+    if not uri or not uri.startswith(("http://", "https://")):
+        return False
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10).close()
+    except OSError:
+        return True
+    return False
+
+
+def replay_unsent(uri: str) -> list[str]:
+    """Send the journals of runs whose server stopped answering (runs/unsent/<run_id>/) to that server, in the
+    order they were written; each journal is removed once it is all sent. Returns the run ids sent."""
+    import shutil
+
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    sent = []
+    for folder in sorted(unsent_root().glob("*/store.json")):
+        folder = folder.parent
+        if json.loads((folder / "store.json").read_text())["uri"] != uri or _store_down(uri):
+            continue
+        mlflow_client, run_id = MlflowClient(tracking_uri=uri), folder.name
+        lines = (folder / "journal.jsonl").read_text().splitlines() if (folder / "journal.jsonl").exists() else []
+        for line in lines:
+            entry = json.loads(line)
+            if entry["kind"] == "metrics":
+                mlflow_client.log_batch(run_id, metrics=[Metric(*m) for m in entry["metrics"]])
+            elif entry["kind"] == "params":
+                mlflow_client.log_batch(run_id, params=[Param(k, v) for k, v in entry["params"].items()])
+            elif entry["kind"] == "tag":
+                mlflow_client.set_tag(run_id, entry["key"], entry["value"])
+            elif entry["kind"] == "file":
+                mlflow_client.log_artifact(run_id, str(folder / entry["path"]), artifact_path=entry["folder"])
+            elif entry["kind"] == "terminate":
+                mlflow_client.set_terminated(run_id, entry["status"])
+        mlflow_client.set_tag(run_id, "replayed_from_journal", "true")
+        shutil.rmtree(folder)
+        print(f"sent the journal of run {run_id} to {uri} ({len(lines)} entries)", flush=True)
+        sent.append(run_id)
+    return sent
 
 
 def scratch_dir():
@@ -315,9 +453,31 @@ def open_parent(cfg: DictConfig, params: dict) -> str:
     mlflow_client = client(cfg.tracking)
     exp_id = experiment_id(mlflow_client, cfg.tracking, cfg.experiment_name)
     name = f"sweep/{cfg.experiment_name}/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-    parent = mlflow_client.create_run(exp_id, run_name=name, tags={"sweep": "parent", "experiment": cfg.experiment_name})
+    _close_dead_parents(mlflow_client, exp_id)
+    parent = mlflow_client.create_run(exp_id, run_name=name, tags={"sweep": "parent", "experiment": cfg.experiment_name,
+                                                                    "host": socket.gethostname(), "pid": str(os.getpid())})
     Tracker(mlflow_client, parent.info.run_id).log_params(params)
     return parent.info.run_id
+
+
+def _close_dead_parents(mlflow_client, exp_id: str) -> None:
+    """A sweep whose process was killed (kill -9, a lost machine) left its parent run RUNNING; a sweep on the
+    same machine marks it KILLED when the process it names is gone."""
+    for parent in mlflow_client.search_runs([exp_id], "tags.sweep = 'parent' and attributes.status = 'RUNNING'"):
+        tags = parent.data.tags
+        if tags.get("host") == socket.gethostname() and tags.get("pid", "").isdigit() and not _alive(int(tags["pid"])):
+            mlflow_client.set_tag(parent.info.run_id, "error", "left RUNNING (the sweep's process died); marked KILLED")
+            mlflow_client.set_terminated(parent.info.run_id, "KILLED")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def count_children(cfg: DictConfig, parent_run_id: str) -> int:
@@ -358,3 +518,41 @@ def download(tracking, run_id: str, artifact: str, folder: Path) -> Path | None:
         return Path(client(tracking).download_artifacts(run_id, artifact, str(folder)))
     except Exception:
         return None
+
+
+def find_run(tracking, run_id: str):
+    """The run with this id, or None when the store holds none (a malformed id included)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client(tracking).get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m ablation.tracking replay [tracking.uri=URI]: send the journals kept while a server was away."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] != "replay":
+        print("usage: python -m ablation.tracking replay [tracking.uri=http://127.0.0.1:5001]", file=sys.stderr)
+        return 2
+    uris = [a.split("=", 1)[1] for a in args[1:] if a.startswith("tracking.uri=")]
+    pending = {json.loads(p.read_text())["uri"] for p in unsent_root().glob("*/store.json")}
+    targets = uris or sorted(pending)
+    if not targets:
+        print(f"nothing to send: {unsent_root()} holds no journal")
+        return 0
+    left = 0
+    for uri in targets:
+        if _store_down(uri):
+            print(f"the server at {uri} does not answer; its journals stay in {unsent_root()}", file=sys.stderr)
+            left += 1
+            continue
+        replay_unsent(uri)
+    return 1 if left else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

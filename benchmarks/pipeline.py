@@ -2,6 +2,7 @@
 
     python benchmarks/pipeline.py            # full: 32, 128 and 224 px (a few minutes on 2 cores)
     python benchmarks/pipeline.py --quick    # 32 and 128 px, fewer images and epochs (< 2 minutes)
+    KERAS_BACKEND=jax python benchmarks/pipeline.py --only cifar    # section 6 alone (no TensorFlow needed)
 
 Sections, each printed as a Markdown table and written together to runs/bench/pipeline.md:
 1. Augmentation throughput (images/s) of the `idg_classic` policy: ours (ablation.batches.Batches through Keras'
@@ -12,6 +13,13 @@ Sections, each printed as a Markdown table and written together to runs/bench/pi
 3. Tracking overhead: a run tracked to a persistent store (runs/bench/) vs a throwaway one. Target within 2%.
 4. Decode once: the second datasets.load of a folder dataset vs the first (decode cache). Target <= 10%.
 5. Worker defaults: workers=1 vs 2 (threads; processes in the full run) through fit, small_cnn, idg_classic.
+6. One training epoch on a CIFAR-10-sized set (synthetic: 50,000 training images of 32x32x3 uint8, 10 classes;
+   --quick 5,000) through ablation.run.run with small_cnn and idg_classic: images/s, the share of the training
+   time the fit loop waited for input, and epoch seconds, from the run's MLflow metrics, with the run's device
+   and Keras backend tags. The one section meant for GPU machines; `--only cifar` runs it alone, on any backend.
+
+Section 1 needs TensorFlow (ImageDataGenerator, tf.data, tf.function); without it that section is skipped with a
+line saying so, and the others run on whichever Keras backend KERAS_BACKEND selects.
 
 Every timing excludes warm-up (first batches, tracing, first epochs). Images come from np.random.default_rng(0).
 The machine is shared: the load average and the busiest other processes are printed with the results.
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import io
 import logging
 import math
@@ -52,7 +61,6 @@ import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
@@ -62,7 +70,20 @@ from ablation.batches import Batches  # noqa: E402
 
 logging.getLogger("mlflow").setLevel(logging.ERROR)
 logging.getLogger("alembic").setLevel(logging.ERROR)
-tf.get_logger().setLevel("ERROR")
+# Imported by main() for the sections that use it, not at import time: `--only cifar` must run where the
+# TensorFlow wheel is absent (a GPU machine on JAX), and on JAX need not load it at all.
+tf = None
+
+
+def import_tensorflow() -> bool:
+    global tf
+    try:
+        import tensorflow
+    except ImportError:
+        return False
+    tf = tensorflow
+    tf.get_logger().setLevel("ERROR")
+    return True
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -446,39 +467,101 @@ def recommend(rows: list[dict]) -> str:
     return text
 
 
+# ---------------------------------------------------------------------------------------------- 6. CIFAR-10-sized epoch
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR_METRICS = ("throughput/images_per_s", "perf/input_wait_fraction", "time/epoch_s")
+
+
+def write_cifar_like(path: Path, n_train: int, n_eval: int, size: int = 32) -> None:
+    """A stand-in for CIFAR-10 as an .npz (conf/dataset/npz.yaml): n_train training images and n_eval each for
+    validation and test, size x size RGB uint8, 10 balanced classes. Noise rather than photos: what the input
+    path costs (augmentation, batching, the copy to the device) does not depend on what the pixels show."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", n_train), ("val", n_eval), ("test", n_eval)):
+        arrays[f"x_{split}"] = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+        arrays[f"y_{split}"] = rng.permutation(np.arange(n) % len(CIFAR10_CLASSES))
+    np.savez(path, class_names=np.array(CIFAR10_CLASSES), **arrays)
+
+
+def cifar_epoch(tmp: Path, n_train: int, n_eval: int, epochs: int = 2, overrides: tuple[str, ...] = ()) -> dict:
+    """ablation.run.run of small_cnn with idg_classic on the synthetic set, tracked to a throwaway store in tmp.
+    Returns, from the run's MLflow record, per epoch the CIFAR_METRICS, and the run's device and backend tags."""
+    from ablation import run as runner
+    from ablation import tracking
+
+    npz = tmp / "cifar10-synthetic.npz"
+    write_cifar_like(npz, n_train, n_eval)
+    cfg = compose_cfg("dataset=npz", f"dataset.path={npz}", "dataset.cache=false", "model=small_cnn",
+                      f"augmentation={POLICY}", f"trainer.epochs={epochs}", f"trainer.batch_size={BATCH}",
+                      "trainer.verbose=0", "tracking.log_model=false", "force=true",
+                      f"tracking.uri=sqlite:///{tmp / 'cifar.db'}", f"experiment_name={EXPERIMENT}", *overrides)
+    started = time.perf_counter()
+    with quiet():
+        metrics = runner.run(cfg)
+    wall = time.perf_counter() - started
+    client = tracking.client(cfg.tracking)
+    record = client.get_run(metrics["run_id"]).data
+    history = {key: [m.value for m in sorted(client.get_metric_history(metrics["run_id"], key), key=lambda m: m.step)]
+               for key in CIFAR_METRICS}
+    return {"epochs": [dict(zip(CIFAR_METRICS, values)) for values in zip(*history.values())],
+            "device": record.tags.get("device"), "backend": record.tags.get("keras_backend"),
+            "n_train": int(record.metrics["data/n_train"]), "n_val": int(record.metrics["data/n_val"]),
+            "data_load_s": record.metrics["time/data_load_s"], "fit_s": metrics["time/fit_s"], "wall": wall,
+            "batch_size": cfg.trainer.batch_size, "workers": cfg.trainer.workers,
+            "clean_train_size": cfg.trainer.clean_train_size}
+
+
+def cifar_section(quick: bool) -> str:
+    n_train, n_eval = (5_000, 500) if quick else (50_000, 5_000)
+    title = (f"## 6. One training epoch on a CIFAR-10-sized set (synthetic, {n_train:,} x 32x32x3 uint8, 10 classes; "
+             f"small_cnn, {POLICY}, batches of {BATCH}, through ablation.run.run)")
+    print(f"\n{title}\n", flush=True)
+    with tempfile.TemporaryDirectory(prefix="ablation-bench-cifar-") as tmp:
+        os.environ[datasets.CACHE_ENV] = str(Path(tmp) / "cache")  # never touch runs/cache
+        c = cifar_epoch(Path(tmp), n_train, n_eval)
+    rows = [[f"{i}" + (" (warm-up: tracing and compilation; not the result)" if i == 1 else ""),
+             fmt(e["throughput/images_per_s"]), f"{e['perf/input_wait_fraction']:.1%}", f"{e['time/epoch_s']:.1f}"]
+            for i, e in enumerate(c["epochs"], start=1)]
+    table = md_table(["epoch", "training images/s (throughput/images_per_s)",
+                      "fit loop waiting for input (perf/input_wait_fraction)", "epoch s (time/epoch_s)"], rows)
+    measured = c["epochs"][-1]
+    line = (f"device: {c['device']} (run tag `device`), Keras backend {c['backend']} (tag `keras_backend`): one epoch "
+            f"of {c['n_train']:,} images trains at {fmt(measured['throughput/images_per_s'])} images/s with the fit loop "
+            f"waiting {measured['perf/input_wait_fraction']:.1%} of the training time for its next batch.")
+    notes = (f"Epoch 2 is the measurement, epoch 1 the warm-up. images/s counts the training part of the epoch only; "
+             f"epoch s also includes the validation pass ({c['n_val']:,} images) and the clean evaluation of "
+             f"{c['clean_train_size']} training images. trainer.workers={c['workers']}; data load "
+             f"{c['data_load_s']:.1f} s; the whole run {c['wall']:.0f} s (fit {c['fit_s']:.0f} s).")
+    print(f"{table}\n\n{line}\n\n{notes}", flush=True)
+    return f"{title}\n\n{table}\n\n{line}\n\n{notes}"
+
+
 # ---------------------------------------------------------------------------------------------- main
+
+def installed(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
 
 def machine() -> list[str]:
     return [f"- machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
             f"Python {platform.python_version()}",
-            f"- versions: tensorflow {tf.__version__}, keras {keras.__version__}, albumentations {A.__version__}, "
+            f"- versions: tensorflow {installed('tensorflow')}, jax {installed('jax')}, keras {keras.__version__} "
+            f"(backend {keras.backend.backend()}), albumentations {A.__version__}, "
             f"opencv {cv2.__version__} ({cv2.getNumThreads()} threads), numpy {np.__version__}"]
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="32 and 128 px, fewer images and epochs (< 2 minutes)")
-    parser.add_argument("--out", type=Path, default=OUT_DIR / "pipeline.md", help="where the report is written")
-    args = parser.parse_args(argv)
-    quick = args.quick
-    started = time.perf_counter()
-    load_start = load_average()
-    print(f"# ablation pipeline benchmark ({'quick' if quick else 'full'})\n")
-    print("\n".join(machine()))
-    print(f"- load average at start: {load_start:.2f}" + ("  (BUSY: other processes share the 2 cores; "
-                                                           "figures are noisy)" if load_start >= 1.5 else ""))
-    for line in busy_processes():
-        print(f"  - other process: {line}")
-    sections: list[str] = []
-    misses: list[str] = []
-
-    # 1. Throughput
+def throughput_section(quick: bool) -> tuple[str, list[str]]:
+    """Section 1: (its Markdown, the targets it missed)."""
     sizes = {32: 1024, 128: 256} if quick else {32: 4096, 128: 1024, 224: 512}
     repeats = 3 if quick else 5
     print("\n## 1. Augmentation throughput, images/s (idg_classic, batches of 64)\n", flush=True)
     rows, origin = throughput(sizes, repeats, fit_epochs=2 if quick else 3)
     table, missed = throughput_table(rows)
-    misses += missed
     notes = (f"Fastest of {repeats} passes per engine, timed round-robin after a warm-up pass (fit: fastest epoch "
              f"after the first); images {', '.join(f'{n} x {s} px' for s, n in sizes.items())}"
              f" RGB uint8. 'ours' in the ratios = the fit path: Batches through PyDatasetAdapter.get_tf_dataset() "
@@ -486,7 +569,24 @@ def main(argv=None) -> int:
              f" Keras layers ({origin}) and the raw albumentations loop are single-threaded references (″ = as above).")
     section = f"## 1. Augmentation throughput, images/s ({POLICY}, batches of {BATCH})\n\n{table}\n\n{notes}"
     print(table + "\n\n" + notes, flush=True)
-    sections.append(section)
+    return section, missed
+
+
+def pipeline_sections(quick: bool) -> tuple[list[str], list[str]]:
+    """Sections 1-5: (their Markdown, the targets they missed)."""
+    sections: list[str] = []
+    misses: list[str] = []
+
+    # 1. Throughput (its references are TensorFlow's: ImageDataGenerator, tf.data, tf.function)
+    if tf is None:
+        line = ("skipped: tensorflow is not importable (install it to compare with ImageDataGenerator, tf.data and "
+                "tf.function; the other sections run on any Keras backend)")
+        print(f"\n## 1. Augmentation throughput\n\n{line}", flush=True)
+        sections.append(f"## 1. Augmentation throughput ({POLICY}, batches of {BATCH})\n\n{line}")
+    else:
+        section, missed = throughput_section(quick)
+        sections.append(section)
+        misses += missed
 
     with tempfile.TemporaryDirectory(prefix="ablation-bench-") as tmp:
         tmp = Path(tmp)
@@ -560,20 +660,54 @@ def main(argv=None) -> int:
     print(f"{table}\n\nRecommendation: {advice}", flush=True)
     sections.append(f"## 5. Worker defaults (small_cnn through fit, {POLICY}, RGB, fastest of {epochs5} epochs run round-robin after a warm-up)"
                     f"\n\n{table}\n\nRecommendation: {advice}")
+    return sections, misses
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="32 and 128 px, fewer images and epochs (< 2 minutes)")
+    parser.add_argument("--only", choices=["cifar"],
+                        help="run one section alone: cifar = 6, one epoch on a CIFAR-10-sized set (any Keras backend)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where the report is written (default runs/bench/pipeline.md; with --only cifar, "
+                             "runs/bench/cifar.md)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    out = args.out or OUT_DIR / ("cifar.md" if args.only == "cifar" else "pipeline.md")
+    if args.only is None:
+        import_tensorflow()
+    started = time.perf_counter()
+    load_start = load_average()
+    mode = ("quick" if quick else "full") + (f", --only {args.only}" if args.only else "")
+    print(f"# ablation pipeline benchmark ({mode})\n")
+    print("\n".join(machine()))
+    print(f"- load average at start: {load_start:.2f}" + ("  (BUSY: other processes share the 2 cores; "
+                                                           "figures are noisy)" if load_start >= 1.5 else ""))
+    for line in busy_processes():
+        print(f"  - other process: {line}")
+    sections, misses = ([], []) if args.only else pipeline_sections(quick)
+
+    # 6. One training epoch on a CIFAR-10-sized set
+    sections.append(cifar_section(quick))
 
     load_end = load_average()
     elapsed = time.perf_counter() - started
-    summary = ("All targets met." if not misses else "Targets missed: " + "; ".join(misses) + ".")
+    if args.only:
+        summary = "Section 6 alone (--only cifar): it has no target; it reports images/s and input wait."
+    else:
+        summary = ("All targets met." if not misses else "Targets missed: " + "; ".join(misses) + ".")
     print(f"\n{summary}\nLoad average at end: {load_end:.2f}; {elapsed:.0f} s in all.")
-    header = [f"# Pipeline benchmark ({'quick' if quick else 'full'}), {time.strftime('%Y-%m-%d %H:%M')}", "",
-              f"`python benchmarks/pipeline.py{' --quick' if quick else ''}`", "", *machine(),
+    backend = f"KERAS_BACKEND={os.environ['KERAS_BACKEND']} " if os.environ.get("KERAS_BACKEND") else ""
+    flags = (" --only " + args.only if args.only else "") + (" --quick" if quick else "")
+    header = [f"# Pipeline benchmark ({mode}), {time.strftime('%Y-%m-%d %H:%M')}", "",
+              f"`{backend}python benchmarks/pipeline.py{flags}`", "", *machine(),
               f"- load average: {load_start:.2f} at start, {load_end:.2f} at end (the end includes this benchmark's own "
               f"threads)" + (" - the machine was busy when it started: figures are noisy" if load_start >= 1.5 else ""),
               *[f"  - other process: {line}" for line in busy_processes()],
               f"- {elapsed:.0f} s in all", "", summary]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(header) + "\n\n" + "\n\n".join(sections) + "\n")
-    print(f"Written to {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(header) + "\n\n" + "\n\n".join(sections) + "\n")
+    print(f"Written to {out}")
     return 0
 
 

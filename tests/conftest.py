@@ -40,3 +40,5 @@ def make_cfg(tracking_overrides):
 def _private_cache(tmp_path_factory, monkeypatch):
     """Decoded datasets go to a temporary cache, never into the repository's runs/cache."""
     monkeypatch.setenv("ABLATION_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    # trainer.resume's training state likewise.
+    monkeypatch.setenv("ABLATION_BACKUP_DIR", str(tmp_path_factory.getbasetemp() / "backup"))

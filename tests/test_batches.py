@@ -83,3 +83,13 @@ def test_mismatched_lengths_are_refused():
     x, y = _images()
     with pytest.raises(ValueError, match="differ in length"):
         Batches(x, y[:-1], batch_size=4)
+
+
+def test_padding_to_a_device_multiple_weighs_the_padding_zero():
+    x = np.arange(7 * 4 * 4, dtype=np.uint8).reshape(7, 4, 4, 1)
+    batches = Batches(x, np.arange(7), batch_size=4, pad_to=2)
+    xb, yb, wb = batches[1]  # the short batch: 3 images -> 4
+    assert xb.shape == (4, 4, 4, 1) and xb.dtype == np.uint8
+    assert yb.tolist() == [4, 5, 6, 4]
+    assert wb.tolist() == [1.0, 1.0, 1.0, 0.0]
+    assert batches[0][2].tolist() == [1.0] * 4

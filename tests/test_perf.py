@@ -46,3 +46,30 @@ def test_a_starved_loop_waits_most_of_the_epoch(make_cfg):
 def test_a_fed_loop_barely_waits(make_cfg):
     _, _, fractions = _fit(make_cfg, None)
     assert all(0.0 <= f < 0.5 for f in fractions[1:]), fractions
+
+
+def test_the_cifar_benchmark_section_reads_a_real_run(tmp_path):
+    """benchmarks/pipeline.py section 6 (`--only cifar`), shrunk: a synthetic CIFAR-10-like .npz through the npz
+    source and ablation.run.run, reported from the run's MLflow record on whichever backend runs the tests."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pipeline.py"
+    spec = importlib.util.spec_from_file_location("benchmark_pipeline", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    result = bench.cifar_epoch(tmp_path, n_train=192, n_eval=64, epochs=2,
+                               overrides=("trainer.clean_train_size=64",))
+    assert (result["n_train"], result["n_val"], result["batch_size"]) == (192, 64, bench.BATCH)
+    assert len(result["epochs"]) == 2
+    for epoch in result["epochs"]:
+        assert epoch["throughput/images_per_s"] > 0
+        assert 0.0 <= epoch["perf/input_wait_fraction"] <= 1.0
+        assert epoch["time/epoch_s"] > 0
+    assert result["backend"] == keras.backend.backend()
+    assert result["device"] == "CPU" or result["device"].startswith("GPU")
+    with np.load(tmp_path / "cifar10-synthetic.npz") as data:
+        assert data["x_train"].shape == (192, 32, 32, 3) and data["x_train"].dtype == np.uint8
+        assert list(data["class_names"]) == bench.CIFAR10_CLASSES
+        assert sorted(np.unique(data["y_train"])) == list(range(10))

@@ -87,3 +87,19 @@ def test_ui_lists_the_sweeps_runs_in_a_real_browser(tmp_path):
             driver.quit()
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+
+
+def test_ui_binds_to_loopback_unless_told(monkeypatch, capsys, tmp_path):
+    """The address handed to `mlflow ui`: 127.0.0.1 by default; another host only when asked, with a warning."""
+    import subprocess as sp
+
+    from ablation import ui
+
+    seen = []
+    monkeypatch.setattr(sp, "call", lambda command, env=None: seen.append(command) or 0)
+    assert ui.main(["--port", "5999", f"tracking.uri=sqlite:///{tmp_path / 'x.db'}"]) == 0
+    assert seen[-1][seen[-1].index("--host") + 1] == "127.0.0.1"
+    assert "warning" not in capsys.readouterr().err
+    assert ui.main(["--port", "5999", "--host", "0.0.0.0", f"tracking.uri=sqlite:///{tmp_path / 'x.db'}"]) == 0
+    assert seen[-1][seen[-1].index("--host") + 1] == "0.0.0.0"
+    assert "no login" in capsys.readouterr().err

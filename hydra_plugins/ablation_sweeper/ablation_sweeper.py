@@ -1,6 +1,7 @@
 """Hydra's basic sweeper, plus what an ablation sweep needs: the design expansion (leave_one_out, add_one_in),
-every job's config validated before the first one trains, and failing jobs recorded instead of stopping the
-sweep (the callback in ablation.sweep lists them and exits non-zero at the end)."""
+every job's config validated before the first one trains, failing jobs recorded instead of stopping the
+sweep (the callback in ablation.sweep lists them and exits non-zero at the end), and each job handed to the
+launcher as an ablation.sweep.Job (the sweep's environment, and a fresh process per job under joblib)."""
 
 import os
 import sys
@@ -12,7 +13,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobStatus
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from omegaconf import OmegaConf
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
 
 
 @dataclass
@@ -20,12 +22,27 @@ class AblationSweeperConf:
     _target_: str = "hydra_plugins.ablation_sweeper.ablation_sweeper.AblationSweeper"
     max_batch_size: Optional[int] = None
     params: Optional[Dict[str, str]] = None
+    # Run every job in a new process of its own, so TensorFlow's state and GPU memory end with the job.
+    # null: only under hydra/launcher=joblib, whose workers otherwise take job after job (ablation.sweep.Job).
+    fresh_process: Optional[bool] = None
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="ablation", node=AblationSweeperConf, provider="ablation")
 
 
 class AblationSweeper(BasicSweeper):
+    def __init__(self, max_batch_size: Optional[int], params: Optional[Dict[str, str]] = None,
+                 fresh_process: Optional[bool] = None) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.fresh_process = fresh_process
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from ablation import sweep
+
+        fresh = sweep.fresh_by_default(config.hydra.launcher) if self.fresh_process is None else self.fresh_process
+        self.job = sweep.Job(task_function, fresh_process=fresh)
+        super().setup(hydra_context=hydra_context, task_function=self.job, config=config)
+
     def sweep(self, arguments: List[str]) -> Any:
         from ablation import config as ablation_config, sweep
 
@@ -42,6 +59,7 @@ class AblationSweeper(BasicSweeper):
             sweep_dir = Path(self.config.hydra.sweep.dir)
             sweep_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+            self.job.capture_env()
             returns = []
             first = 0
             while not self.is_done():

@@ -1,0 +1,225 @@
+"""python -m ablation.predict run_id=ID data=FOLDER [out=FILE.csv|FOLDER] [batch_size=64] [tracking.uri=...]:
+a logged model's predictions for every image under a folder (recursively, sorted by relative path).
+
+The run's model.keras is loaded from MLflow; each image is decoded and resized by the folder loader's reader
+(datasets._read_image), so it reaches the model exactly as a training image of a folder dataset did, without
+augmentation (the model runs in inference mode, which also switches off in-model augmentation layers).
+
+Classifiers: one CSV row per image with the predicted class (names from the run's labels.json), its probability
+and one `p_<class>` column per class; a two-class model's single sigmoid unit is p(class 1).
+Image-to-image models (the output has the input's height and width): one PNG per image under images/ beside the
+CSV, at the image's relative path with the suffix .png, listed in the CSV's `output` column.
+Default output: runs/predictions/<run_id>/predictions.csv. Other arguments are the usual overrides
+(tracking.uri=..., tracking=server), so the run is looked up in the same store a run records to.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ablation import datasets, tracking
+from ablation.config import ConfigError, user_error
+
+# Arguments of this command; everything else is a config override.
+ARGUMENTS = ("run_id", "data", "out", "batch_size")
+USAGE = ("usage: python -m ablation.predict run_id=RUN_ID data=FOLDER [out=FILE.csv|FOLDER] [batch_size=64] "
+         "[tracking.uri=...]")
+DEFAULT_BATCH_SIZE = 64
+# Images decoded and predicted per round, so a folder larger than memory is never held whole.
+CHUNK = 1024
+
+
+def parse(argv: list[str]) -> tuple[dict, list[str]]:
+    """(this command's arguments, the config overrides); `key=value` like every other override."""
+    options, overrides = {}, []
+    for token in argv:
+        key, sep, value = token.lstrip("+").partition("=")
+        if sep and key in ARGUMENTS:
+            options[key] = value
+        else:
+            overrides.append(token)
+    for key in ("run_id", "data"):
+        if not options.get(key):
+            raise ConfigError(f"{key}: required; {USAGE.removeprefix('usage: ')}")
+    if "batch_size" in options:
+        size = options["batch_size"]
+        if not size.isdigit() or int(size) < 1:
+            raise ConfigError(f"batch_size: expected an integer >= 1, got {size!r}")
+        options["batch_size"] = int(size)
+    return options, overrides
+
+
+def list_images(data) -> tuple[Path, list[Path]]:
+    """(the folder, its image files sorted by relative path); the same files the folder loader would read."""
+    root = Path(data).expanduser()
+    if not root.exists():
+        raise ConfigError(f"data: folder {root} does not exist")
+    if not root.is_dir():
+        raise ConfigError(f"data: {root} is a file; expected a folder of images")
+    files = sorted(datasets._images_in(root), key=lambda p: p.relative_to(root).as_posix())
+    if not files:
+        raise ConfigError(f"data: {root} holds no images ({' '.join(datasets.IMAGE_EXTENSIONS)}, searched recursively)")
+    return root, files
+
+
+def output_csv(out, run_id: str) -> Path:
+    if not out:
+        return tracking.RUNS / "predictions" / run_id / "predictions.csv"
+    path = Path(out).expanduser()
+    return path if path.suffix.lower() == ".csv" else path / "predictions.csv"
+
+
+def load_run(tracking_cfg, run_id: str, scratch: Path):
+    """(the model, its class names or None); one-line errors for an unknown run or one without a model."""
+    import keras
+
+    from ablation import device  # noqa: F401  registers the in-model augmentation layers for loading
+
+    run = tracking.find_run(tracking_cfg, run_id)
+    if run is None:
+        raise ConfigError(f"run_id: no run {run_id!r} in the MLflow store {tracking.store(tracking_cfg)[0]} "
+                          "(set tracking.uri to the store the run was recorded in)")
+    model_file = tracking.download(tracking_cfg, run_id, "model.keras", scratch)
+    if model_file is None:
+        raise ConfigError(f"run_id: run {run_id} ({run.info.run_name}, {run.info.status}) has no model.keras "
+                          "artifact; train it with tracking.log_model=true")
+    labels = tracking.download(tracking_cfg, run_id, "labels.json", scratch)
+    class_names = json.loads(labels.read_text())["class_names"] if labels is not None else None
+    return keras.models.load_model(model_file, compile=False), class_names
+
+
+def task_of(model, class_names: list[str] | None, run_id: str) -> tuple[str, list[str]]:
+    """("classify", class names) or ("image", []), from the model's input and output shapes."""
+    _, height, width, channels = model.input_shape
+    if height != width or channels not in (1, 3):
+        raise ConfigError(f"run_id: model {run_id} takes {height}x{width}x{channels} images; predictions need a "
+                          "square 1- or 3-channel input")
+    shape = tuple(model.output_shape)
+    if len(shape) == 4 and shape[1:3] == (height, width):
+        if shape[3] not in (1, 3):
+            raise ConfigError(f"run_id: model {run_id} outputs {shape[3]}-channel images; only 1 or 3 can be "
+                              "written as PNG")
+        return "image", []
+    if len(shape) != 2:
+        raise ConfigError(f"run_id: model {run_id} output shape {shape} is neither class probabilities nor an image")
+    count = 2 if shape[1] == 1 else shape[1]
+    if class_names is None:
+        print(f"note: run {run_id} has no labels.json; classes are named by their index", file=sys.stderr)
+        class_names = [str(i) for i in range(count)]
+    if len(class_names) != count:
+        raise ConfigError(f"run_id: run {run_id}'s labels.json names {len(class_names)} classes but the model "
+                          f"predicts {count}")
+    return "classify", list(class_names)
+
+
+def decode(root: Path, files: list[Path], size: int, channels: int) -> np.ndarray:
+    """The images as the folder loader decodes them (datasets._read_image, threaded); an unreadable one is an error."""
+    x = np.empty((len(files), size, size, channels), np.uint8)
+    bad = datasets._decode_into(x, files, size, channels, stop=False)
+    if bad:
+        i, reason = bad[0]
+        more = f" ({len(bad) - 1} more unreadable)" if len(bad) > 1 else ""
+        raise ConfigError(f"data: {files[i]}: cannot decode image ({reason}){more}; fix or remove the file")
+    return x
+
+
+def probabilities(outputs: np.ndarray) -> np.ndarray:
+    """(N, classes) probabilities; a single sigmoid unit is p(class 1)."""
+    outputs = np.asarray(outputs, np.float64)
+    if outputs.shape[1] == 1:
+        return np.concatenate([1.0 - outputs, outputs], axis=1)
+    return outputs
+
+
+def image_names(relative: list[str]) -> list[str]:
+    """Output PNG per input: its relative path with the suffix .png; inputs that would share one (a.jpg, a.png)
+    keep their whole name (a.jpg.png, a.png.png)."""
+    plain = [Path(r).with_suffix(".png").as_posix() for r in relative]
+    taken = Counter(plain)
+    return [p if taken[p] == 1 else f"{r}.png" for p, r in zip(plain, relative)]
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Model outputs to 8-bit pixels: float outputs are on the [0, 1] scale the model sees its inputs at."""
+    if images.dtype == np.uint8:
+        return images
+    return np.rint(np.clip(np.asarray(images, np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def predict(tracking_cfg, run_id: str, data, out=None, batch_size: int = DEFAULT_BATCH_SIZE) -> Path:
+    """Write the predictions of run `run_id`'s model for every image under `data`; returns the CSV's path."""
+    from PIL import Image
+
+    root, files = list_images(data)
+    csv = output_csv(out, run_id)
+    relative = [f.relative_to(root).as_posix() for f in files]
+    with tracking.scratch_dir() as scratch:
+        model, class_names = load_run(tracking_cfg, run_id, Path(scratch))
+    task, class_names = task_of(model, class_names, run_id)
+    _, size, _, channels = model.input_shape
+    outputs = image_names(relative) if task == "image" else []
+
+    rows = []
+    for start in range(0, len(files), CHUNK):
+        x = decode(root, files[start:start + CHUNK], size, channels)
+        predicted = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+        if task == "classify":
+            rows.append(probabilities(predicted))
+            continue
+        for k, image in enumerate(to_uint8(predicted)):
+            target = csv.parent / "images" / outputs[start + k]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(target)
+
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    if task == "classify":
+        p = np.concatenate(rows)
+        best = p.argmax(axis=1)
+        table = pd.DataFrame({"file": relative, "predicted": [class_names[i] for i in best],
+                              "probability": p[np.arange(len(p)), best]})
+        table = pd.concat([table, pd.DataFrame(p, columns=[f"p_{name}" for name in class_names])], axis=1)
+    else:
+        table = pd.DataFrame({"file": relative, "output": [f"images/{name}" for name in outputs]})
+    table.to_csv(csv, index=False)
+
+    print(f"{len(table)} images from {root}, model of run {run_id}")
+    if task == "classify":
+        counts = table["predicted"].value_counts()
+        for name in class_names:
+            print(f"  {name}: {int(counts.get(name, 0))}")
+    else:
+        print(f"  output images: {csv.parent / 'images'}")
+    print(f"predictions: {csv}")
+    return csv
+
+
+def main(argv: list[str]) -> int:
+    from hydra.errors import HydraException
+
+    from ablation.cli import compose_from_argv
+
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return 0
+    try:
+        options, overrides = parse(argv)
+        cfg = compose_from_argv(overrides)
+        predict(cfg.tracking, **options)
+    except HydraException as exc:  # an override the config does not have
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not user_error(exc):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

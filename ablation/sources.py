@@ -1,0 +1,394 @@
+"""Two more image sources behind ablation.datasets.load: `csv` (a table of image paths and labels) and
+`keras_datasets` (mnist, fashion_mnist, cifar10, cifar100 from Keras' on-disk dataset cache).
+
+Both return datasets.Splits of uint8 (N, H, W, C) arrays and use datasets.py's decoding, resizing, channel
+conversion and splitting, so they split, cache and fail the way `folder` and `npz` do. Like datasets.py, this
+module imports neither Keras nor MLflow.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import re
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------- csv
+
+# Values of the split column (case-insensitive) -> split; the same names the folder layout accepts.
+CSV_SPLITS = {"train": "train", "validation": "val", "val": "val", "valid": "val", "test": "test"}
+INTEGER = re.compile(r"[+-]?\d+")
+
+
+def load_csv(path: str, x_col: str = "filename", y_col: str = "class", split_col: str | None = None,
+             image_size: int = 64, channels: int = 3, validation_split: float = 0.2, test_split: float = 0.2,
+             train_size: int | None = None, split_seed: int = 0, *, allocate=None) -> Splits:
+    """A table with one row per image, as Keras' flow_from_dataframe reads it: x_col holds the image's path
+    (relative to the table's folder, or absolute), y_col its label. Labels are class names (sorted, then
+    numbered) or integer class indices; the training rows fix the classes. split_col, when set, assigns each
+    row to train, validation (val, valid) or test; splits it leaves empty are taken from train by the fractions,
+    as are all three without it. Images are decoded like a folder's (resized to image_size, `channels`)."""
+    files, y, owner, class_names = _csv_index(path, x_col, y_col, split_col)
+    pools = {split: np.flatnonzero(owner == split) for split in SPLIT_NAMES if np.any(owner == split)}
+    indices = _fill_splits(y, pools, validation_split, test_split, split_seed)
+    indices = _subsample(y, *indices, train_size, split_seed)
+    allocate = allocate or (lambda split, shape: np.empty(shape, np.uint8))
+    parts = []
+    for split, idx in zip(SPLIT_NAMES, indices):
+        x = allocate(split, (len(idx), image_size, image_size, channels))
+        bad = _decode_into(x, [files[i] for i in idx], image_size, channels, stop=False)
+        if bad:
+            row, reason = idx[bad[0][0]], bad[0][1]
+            raise _fail("path", f"{Path(path).expanduser()} line {row + 2}: image file {files[row]}: cannot decode "
+                                f"({reason}); fix the file or remove its row")
+        parts.append(Split(x, y[idx]))
+    return Splits(*parts, class_names=class_names)
+
+
+def _csv_index(path, x_col, y_col, split_col) -> tuple[list[Path], np.ndarray, np.ndarray, list[str]]:
+    """(image files, labels, the split of each row, class names), checking the table and that every image file
+    exists; opens no image. Line numbers in errors count the header as line 1, as an editor or spreadsheet does."""
+    import pandas as pd  # imported here: only this source needs it, and it is slow to import
+
+    table_file = Path(path).expanduser()
+    try:
+        # Every cell as text: integer labels are recognised below, never turned into floats by an empty cell.
+        table = pd.read_csv(table_file, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise _fail("path", f"{table_file} is empty; expected a header line ({x_col},{y_col}) and one row per "
+                            "image") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise _fail("path", f"{table_file}: cannot read as CSV ({exc})") from None
+    columns = [str(c) for c in table.columns]
+    for key, column in (("x_col", x_col), ("y_col", y_col), ("split_col", split_col)):
+        if column is not None and column not in columns:
+            raise _fail(key, f"{table_file} has no column {column!r} (columns: {', '.join(columns)})")
+    if table.empty:
+        raise _fail("path", f"{table_file} has a header but no rows")
+
+    paths, labels = table[x_col].str.strip(), table[y_col].str.strip()
+    if split_col is None:
+        owner = np.full(len(table), "train", dtype=object)
+    else:
+        owner = np.asarray([_csv_split(table_file, split_col, i, v) for i, v in enumerate(table[split_col])],
+                           dtype=object)
+        if not np.any(owner == "train"):
+            raise _fail("split_col", f"{table_file}: no row has {split_col}=train; the training rows fix the "
+                                     "classes")
+    files = []
+    for i, (value, label) in enumerate(zip(paths, labels)):
+        if not value:
+            raise _fail("path", f"{table_file} line {i + 2}: empty {x_col!r}")
+        if not label:
+            raise _fail("path", f"{table_file} line {i + 2}: empty {y_col!r}")
+        file = Path(value).expanduser()
+        file = file if file.is_absolute() else table_file.parent / file
+        if not file.is_file():
+            raise _fail("path", f"{table_file} line {i + 2}: image file {value} not found ({file})")
+        files.append(file)
+
+    train = owner == "train"
+    if all(INTEGER.fullmatch(v) for v in labels):
+        y = labels.astype(np.int64).to_numpy()
+        if y.min() < 0:
+            raise _fail("path", f"{table_file} line {int(np.argmin(y)) + 2}: integer labels are class indices "
+                                f">= 0, got {y.min()}")
+        class_names = [str(k) for k in range(int(y[train].max()) + 1)]
+        known = y < len(class_names)
+    else:
+        class_names = sorted(set(labels[train]))
+        known = labels.isin(class_names).to_numpy()
+        y = np.asarray([class_names.index(v) if ok else -1 for v, ok in zip(labels, known)], np.int64)
+    if not known.all():
+        i = int(np.flatnonzero(~known)[0])
+        shown = ", ".join(class_names[:10]) + (", ..." if len(class_names) > 10 else "")
+        split = {"val": "validation", "test": "test"}[owner[i]]
+        raise _fail("path", f"{table_file} line {i + 2}: label {labels.iloc[i]!r} of a {split} row is not among "
+                            f"the training rows' classes ({shown})")
+    if len(set(y[train])) < 2:
+        raise _fail("path", f"{table_file}: the training rows have only one class ({class_names[y[train][0]]}); "
+                            "a classifier needs two or more")
+    return files, y, owner.astype(str), class_names
+
+
+def _csv_split(table_file, split_col, i, value) -> str:
+    split = CSV_SPLITS.get(str(value).strip().lower())
+    if split is None:
+        raise _fail("split_col", f"{table_file} line {i + 2}: {split_col} is {value!r}; expected train, "
+                                 "validation (or val, valid) or test")
+    return split
+
+
+def check_csv(args):
+    value = args.get("path")
+    if value in (None, "", MISSING):
+        raise _fail("path", "required, e.g. dataset.path=/data/labels.csv")
+    table = Path(str(value)).expanduser()
+    if not table.exists():
+        raise _fail("path", f"table {table} does not exist")
+    if table.is_dir():
+        raise _fail("path", f"{table} is a folder; expected a CSV table")
+    for key in ("x_col", "y_col", "split_col"):
+        column = args.get(key)
+        if not (isinstance(column, str) and column.strip()) and not (key == "split_col" and column is None):
+            raise _fail(key, f"expected a column name{' or null' if key == 'split_col' else ''}, got {column!r}")
+    if args["x_col"] == args["y_col"] or args["split_col"] in (args["x_col"], args["y_col"]):
+        raise _fail("y_col" if args["x_col"] == args["y_col"] else "split_col",
+                    f"x_col, y_col and split_col must name different columns, got {args['x_col']!r}, "
+                    f"{args['y_col']!r}, {args['split_col']!r}")
+    _common(args, ("validation_split", "test_split"))
+
+
+def _csv_listing(args):
+    """The table's size and mtime, and every image file it names with its own."""
+    table = Path(args["path"]).expanduser()
+    files = _csv_index(table, args["x_col"], args["y_col"], args["split_col"])[0]
+    return [_stamp(table), [(str(f), *_stamp(f)) for f in files]]
+
+
+# ---------------------------------------------------------------------------------------------- keras_datasets
+
+KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+FASHION_FILES = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz")
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# which -> (folder inside the archive, origin, training files, test file, label key per label_mode, classes)
+CIFAR = {
+    "cifar10": ("cifar-10-batches-py", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", {"fine": b"labels"}),
+    "cifar100": ("cifar-100-python", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                 ("train",), "test", {"fine": b"fine_labels", "coarse": b"coarse_labels"}),
+}
+KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+CIFAR100_CLASSES = {"fine": 100, "coarse": 20}
+# The pickled CIFAR batches hold numpy arrays and plain lists; nothing else may be constructed from them.
+PICKLE_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+                  ("numpy._core.multiarray", "_reconstruct")}
+
+
+def load_keras_datasets(which: str, label_mode: str = "fine", keras_home: str | None = None,
+                        image_size: int | None = None, channels: int | None = None, validation_split: float = 0.1,
+                        train_size: int | None = None, split_seed: int = 0) -> Splits:
+    """The image sets keras.datasets downloads (mnist, fashion_mnist: 28x28 gray; cifar10, cifar100: 32x32 RGB),
+    read from the files Keras keeps in <keras_home>/datasets/ (keras_home null: $KERAS_HOME or ~/.keras, as
+    Keras resolves it), in the format Keras' own loaders read. Nothing is downloaded: a missing file stops with
+    the URL and the place to put it. Keras' test split is the test split; validation is taken from its training
+    split. label_mode (cifar100 only): fine (100 classes) or coarse (20 superclasses).
+
+    The files are parsed here rather than through keras.datasets.<which>.load_data(), which would try to
+    download when a file is missing or its checksum differs (hanging without network), and fixes the CIFAR-10
+    batch size, so only the full official files would load."""
+    sources = _keras_sources(which, keras_home)
+    if which == "mnist":
+        (x_train, y_train), (x_test, y_test) = _read_mnist(sources[0])
+        class_names = [str(k) for k in range(10)]
+    elif which == "fashion_mnist":
+        (x_train, y_train), (x_test, y_test) = _read_fashion(sources)
+        class_names = list(FASHION_CLASSES)
+    else:
+        (x_train, y_train), (x_test, y_test), class_names = _read_cifar(which, sources[0], label_mode)
+    if len(x_train) == 0 or len(x_test) == 0:
+        raise _fail("which", f"{which}: {sources[0]} holds {len(x_train)} training and {len(x_test)} test images; "
+                             "expected both")
+    y = np.concatenate([y_train, y_test]).astype(np.int64)
+    if y.min() < 0 or y.max() >= len(class_names):
+        raise _fail("which", f"{which}: {sources[0]}: labels must lie in 0..{len(class_names) - 1}, found "
+                             f"{y.min()}..{y.max()}")
+    x = np.concatenate([x_train, x_test])
+    x = _to_channels(_resize(x if x.ndim == 4 else x[..., None], image_size), channels)
+    pools = {"train": np.arange(len(x_train)), "test": np.arange(len(x_train), len(x))}
+    train, val, test = _fill_splits(y, pools, validation_split, 0.0, split_seed)
+    return _splits(x, y, class_names, train, val, test, train_size, split_seed)
+
+
+def keras_datasets_dir(keras_home: str | None = None) -> Path:
+    """The folder keras.utils.get_file keeps datasets in. keras_home null: $KERAS_HOME, else ~/.keras (/tmp/.keras
+    when the home folder is not writable), and /tmp/.keras when that folder is not writable, exactly as Keras
+    decides; read at every call (Keras reads $KERAS_HOME once, at import)."""
+    if keras_home is not None:
+        return Path(keras_home).expanduser() / "datasets"
+    if "KERAS_HOME" in os.environ:
+        base = os.environ["KERAS_HOME"]
+    else:
+        home = os.path.expanduser("~")
+        base = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
+    base = os.path.expanduser(base)
+    if not os.access(base, os.W_OK):
+        base = os.path.join("/tmp", ".keras")
+    return Path(base) / "datasets"
+
+
+def _keras_sources(which: str, keras_home: str | None) -> list[Path]:
+    """The cached file(s) load_keras_datasets reads for `which`, or DataError saying what to download and where.
+    CIFAR: the extracted folder or the downloaded archive, in any layout Keras 3 has used for them."""
+    datadir = keras_datasets_dir(keras_home)
+    if which == "mnist":
+        file = datadir / "mnist.npz"
+        if not file.is_file():
+            raise _missing(which, file, KERAS_ORIGIN + "mnist.npz", file)
+        return [file]
+    if which == "fashion_mnist":
+        files = [datadir / "fashion-mnist" / name for name in FASHION_FILES]
+        absent = [f for f in files if not f.is_file()]
+        if absent:
+            urls = " ".join(KERAS_ORIGIN + f.name for f in absent)
+            raise _missing(which, absent[0], urls, absent[0].parent, several=len(absent) > 1)
+        return files
+    inner, origin, train_files, test_file, _ = CIFAR[which]
+    # Extracted by Keras >= 3.8 (<name>-target/<name>), by 3.6-3.7 (<name>/<name>), or by earlier ones (<name>).
+    for folder in (datadir / f"{inner}-target" / inner, datadir / inner / inner, datadir / inner):
+        if all((folder / name).is_file() for name in (*train_files, test_file)):
+            return [folder]
+    archives = [datadir / f"{inner}-target_archive", datadir / f"{inner}_archive", datadir / f"{inner}.tar.gz"]
+    for archive in archives:
+        if archive.is_file():
+            return [archive]
+    raise _missing(which, archives[0], origin, archives[0])
+
+
+def _missing(which, path, url, place, several=False) -> DataError:
+    what = "them in" if several else "it at"
+    return DataError(f"dataset.which={which}: Keras' cache has no {path}; download {url} on a machine with network "
+                     f"access and place {what} {place} (or point dataset.keras_home or $KERAS_HOME at the folder "
+                     "that holds datasets/)")
+
+
+def _read_mnist(file: Path):
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in data.files]
+            if missing:
+                raise _fail("which", f"mnist: {file} has no array {missing[0]!r} (found: "
+                                     f"{', '.join(data.files) or 'none'})")
+            arrays = {k: data[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise _fail("which", f"mnist: {file}: cannot read as .npz ({exc})") from None
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or x.ndim != 3 or y.shape != (len(x),):
+            raise _fail("which", f"mnist: {file}: expected uint8 x_{split} (N, H, W) and y_{split} (N,), got "
+                                 f"{x.dtype} {x.shape} and {y.shape}")
+    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+
+
+def _read_fashion(files: list[Path]):
+    """The four gzipped IDX files: labels after an 8-byte header, 28x28 images after a 16-byte one."""
+    def read(file, header):
+        try:
+            with gzip.open(file, "rb") as stream:
+                return np.frombuffer(stream.read(), np.uint8, offset=header)
+        except (OSError, EOFError, ValueError) as exc:
+            raise _fail("which", f"fashion_mnist: {file}: cannot read as a gzipped IDX file ({exc})") from None
+
+    splits = []
+    for labels_file, images_file in (files[:2], files[2:]):
+        y, pixels = read(labels_file, 8), read(images_file, 16)
+        if pixels.size != len(y) * 28 * 28:
+            raise _fail("which", f"fashion_mnist: {images_file} holds {pixels.size} pixels, not the 28x28 images "
+                                 f"for the {len(y)} labels of {labels_file.name}")
+        splits.append((pixels.reshape(len(y), 28, 28), y))
+    return splits
+
+
+def _read_cifar(which: str, source: Path, label_mode: str):
+    inner, _, train_files, test_file, label_keys = CIFAR[which]
+    batches = _cifar_pickles(which, source, inner, (*train_files, test_file, "meta"))
+    for name in (*train_files, test_file):
+        if name not in batches:
+            raise _fail("which", f"{which}: {source} has no {inner}/{name}")
+    label_key = label_keys[label_mode]
+    parts = []
+    for names in (train_files, (test_file,)):
+        xs, ys = [], []
+        for name in names:
+            batch = batches[name]
+            data, labels = batch.get(b"data"), batch.get(label_key)
+            if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 \
+                    or labels is None or len(labels) != len(data):
+                raise _fail("which", f"{which}: {source}: {name} is not a CIFAR batch (b'data' (N, 3072) uint8 and "
+                                     f"{label_key!r} with N labels)")
+            xs.append(data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            ys.append(np.asarray(labels, np.int64))
+        parts.append((np.concatenate(xs), np.concatenate(ys)))
+    if which == "cifar10":
+        class_names = list(CIFAR10_CLASSES)
+    else:
+        stored = batches.get("meta", {}).get(f"{label_mode}_label_names".encode())
+        count = CIFAR100_CLASSES[label_mode]
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in stored or ()]
+        class_names = names if len(names) == count else [str(k) for k in range(count)]
+    return parts[0], parts[1], class_names
+
+
+def _cifar_pickles(which: str, source: Path, inner: str, wanted) -> dict[str, dict]:
+    """File name -> unpickled dict, from an extracted folder or straight from the downloaded .tar.gz."""
+    found = {}
+    try:
+        if source.is_dir():
+            for name in wanted:
+                if (source / name).is_file():
+                    with open(source / name, "rb") as stream:
+                        found[name] = _unpickle(stream)
+            return found
+        with tarfile.open(source) as archive:
+            for member in archive:  # one pass: a .tar.gz reads slowly out of order
+                folder, _, name = member.name.rpartition("/")
+                if folder.endswith(inner) and name in wanted and member.isfile():
+                    found[name] = _unpickle(archive.extractfile(member))
+        return found
+    except (OSError, EOFError, tarfile.TarError, pickle.UnpicklingError, ValueError, TypeError) as exc:
+        raise _fail("which", f"{which}: {source}: cannot read the CIFAR files ({exc})") from None
+
+
+class _ArraysOnly(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) in PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to construct {module}.{name} from a dataset file")
+
+
+def _unpickle(stream) -> dict:
+    # The batches were pickled by Python 2: bytes keys, read as bytes (as keras.datasets.cifar does).
+    value = _ArraysOnly(stream, encoding="bytes").load()
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a pickled dict, got {type(value).__name__}")
+    return value
+
+
+def check_keras_datasets(args):
+    which = args.get("which")
+    if which not in KERAS_DATASETS:
+        raise _fail("which", f"expected one of {', '.join(KERAS_DATASETS)}, got {which!r}")
+    if args.get("label_mode") not in ("fine", "coarse"):
+        raise _fail("label_mode", f"expected fine or coarse, got {args.get('label_mode')!r}")
+    if args["label_mode"] != "fine" and which != "cifar100":
+        raise _fail("label_mode", f"{args['label_mode']} applies to cifar100 only (dataset.which={which})")
+    home = args.get("keras_home")
+    if home is not None and not (isinstance(home, str) and home.strip()):
+        raise _fail("keras_home", f"expected a folder or null ($KERAS_HOME or ~/.keras), got {home!r}")
+    _common(args, ("validation_split",), size_optional=True, channels_optional=True)
+    _keras_sources(which, home)  # a missing download is reported now, before anything slow
+
+
+def _keras_listing(args):
+    """Every cached file read (for an extracted CIFAR folder, each file in it) with its size and mtime."""
+    files = []
+    for source in _keras_sources(args["which"], args["keras_home"]):
+        files += sorted(p for p in source.iterdir() if p.is_file()) if source.is_dir() else [source]
+    return [(str(f.resolve()), *_stamp(f)) for f in files]
+
+
+LISTINGS = {"csv": _csv_listing, "keras_datasets": _keras_listing}
+
+# Imported last: datasets.py imports this module from its own end to register the loaders above, so whichever
+# of the two modules is imported first, both are complete before either is used.
+from ablation.datasets import (  # noqa: E402
+    MISSING, SPLIT_NAMES, DataError, Split, Splits, _common, _decode_into, _fail, _fill_splits, _resize, _splits,
+    _stamp, _subsample, _to_channels,
+)

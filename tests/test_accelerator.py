@@ -1,0 +1,131 @@
+"""Accelerator settings: mixed precision, XLA compilation, data-parallel training over several devices (the CPU
+split into two logical devices stands in for two GPUs), and the same training path on Keras' JAX backend."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from ablation import backend, config, models
+from ablation.run import run
+from conftest import ROOT
+
+
+def _metrics(cfg, run_id):
+    return MlflowClient(tracking_uri=f"{cfg.tracking.uri}").get_run(run_id).data
+
+
+def test_mixed_precision_trains_in_float16_with_a_float32_head(make_cfg):
+    cfg = make_cfg("trainer.mixed_precision=true", "trainer.epochs=1")
+    out = run(cfg)
+    assert 0.0 <= out["test/accuracy"] <= 1.0
+    data = _metrics(cfg, out["run_id"])
+    assert data.params["trainer.mixed_precision"] == "True"
+    # The global policy is restored for whatever runs next in this process.
+    assert keras.config.dtype_policy().name == "float32"
+
+
+def test_mixed_precision_model_layers():
+    with backend.training_scope(config_node(mixed_precision="mixed_float16")):
+        model = models.build(OmegaConf.create({"name": "small_cnn"}), (16, 16, 1), 3)
+    conv = next(layer for layer in model.get_layer("small_cnn").layers if "conv" in layer.name)
+    assert conv.compute_dtype == "float16"
+    assert model.get_layer("small_cnn").get_layer("head").compute_dtype == "float32"
+    assert model.output.dtype == "float32"
+
+
+def test_jit_compile_run(make_cfg):
+    cfg = make_cfg("trainer.jit_compile=true", "trainer.epochs=1")
+    out = run(cfg)
+    assert _metrics(cfg, out["run_id"]).params["trainer.jit_compile"] == "True"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.mixed_precision=half", "trainer.mixed_precision: expected false, true"),
+    ("trainer.jit_compile=sometimes", "trainer.jit_compile: expected auto, true or false"),
+    ("trainer.devices=0", "trainer.devices: expected a count >= 1 or all"),
+    ("trainer.devices=64", "trainer.devices: 64 requested but"),
+    ("trainer.resume=maybe", "trainer.resume: expected true or false"),
+])
+def test_bad_accelerator_settings_are_one_line_errors(make_cfg, override, message):
+    with pytest.raises(config.ConfigError, match=message.replace("(", r"\(")) as err:
+        config.validate(make_cfg(override))
+    assert "\n" not in str(err.value)
+
+
+def config_node(**values):
+    defaults = {"mixed_precision": False, "jit_compile": "auto", "devices": 1}
+    return OmegaConf.create({**defaults, **values})
+
+
+# Runs a tiny training in a fresh interpreter: the backend and the device layout are fixed when the process starts.
+SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    if os.environ["KERAS_BACKEND"] == "tensorflow":
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from hydra import compose, initialize_config_dir
+    from ablation.run import run
+    with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
+        cfg = compose("config", overrides=sys.argv[2:])
+    out = run(cfg)
+    print("RESULT " + json.dumps({k: v for k, v in out.items() if isinstance(v, (int, float, str))}))
+""")
+
+
+def _train_in_subprocess(tmp_path, backend_name, *overrides, env=None):
+    overrides = ["trainer=smoke", "trainer.epochs=2", "trainer.batch_size=16", "dataset.train_size=96",
+                 f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"tracking.artifact_root={tmp_path / 'art'}",
+                 "tracking.log_model=false", *overrides]
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(ROOT / "conf"), *overrides], cwd=ROOT,
+                          env={**os.environ, "KERAS_BACKEND": backend_name, **(env or {})},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    out = json.loads(line.removeprefix("RESULT "))
+    run_data = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(out["run_id"])
+    return out, run_data
+
+
+def _check_per_epoch(tmp_path, run_data, epochs=2):
+    history = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(
+        run_data.info.run_id, "val/loss")
+    assert sorted(m.step for m in history) == list(range(1, epochs + 1))
+    assert run_data.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_tensorflow_data_parallel_over_two_logical_devices(tmp_path):
+    out, run_data = _train_in_subprocess(tmp_path, "tensorflow", "trainer.devices=2")
+    assert run_data.data.tags["devices"] == "2"
+    assert 0.0 <= out["test/accuracy"] <= 1.0
+    _check_per_epoch(tmp_path, run_data)
+
+
+jax_missing = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+
+
+@pytest.mark.slow
+@jax_missing
+def test_the_same_run_on_the_jax_backend(tmp_path):
+    out, run_data = _train_in_subprocess(tmp_path, "jax", "augmentation=idg_classic")
+    assert run_data.data.tags["keras_backend"] == "jax"
+    assert run_data.data.tags["devices"] == "1"
+    _check_per_epoch(tmp_path, run_data)
+
+
+@pytest.mark.slow
+@jax_missing
+def test_jax_data_parallel_over_two_host_devices(tmp_path):
+    out, run_data = _train_in_subprocess(tmp_path, "jax", "trainer.devices=all",
+                                         env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert run_data.data.tags["keras_backend"] == "jax"
+    assert run_data.data.tags["devices"] == "2"
+    _check_per_epoch(tmp_path, run_data)

@@ -1,0 +1,196 @@
+"""Parallel and cluster launchers: Hydra's joblib launcher (each job in a fresh process of its own) and its
+submitit launcher (submitit_local runs the SLURM code path on this machine), both through the ablation sweeper
+and callback into a temporary MLflow store."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from ablation import sweep
+from conftest import CONF, ROOT
+
+QUICK_RUNS = ["hflip/small_cnn/s0", "hflip/small_cnn/s1", "none/small_cnn/s0", "none/small_cnn/s1"]
+# Every line of a job's Hydra log names the process that wrote it.
+PID_LOG_FORMAT = "hydra.job_logging.formatters.simple.format='pid=%(process)d %(name)s %(message)s'"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Job: the sweep's environment and a fresh process per job, without a sweep around it
+
+def _hydra_config(tmp_path, *overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["trainer=smoke", *overrides], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+        cfg.hydra.job.name = "job"
+        cfg.hydra.job.num = 3
+    return cfg
+
+
+# Task functions run in fresh processes: this module must import quickly there (no TensorFlow, no MLflow).
+def _where_am_i(cfg):
+    """Which process runs the task, and what it sees."""
+    return os.getpid(), dict(os.environ), HydraConfig.get().job.num, cfg.experiment_name
+
+
+def _fails(cfg):
+    raise ValueError(f"bad seed {cfg.seed}")
+
+
+@pytest.fixture
+def hydra_config(tmp_path):
+    saved = HydraConfig.instance().cfg
+    cfg = _hydra_config(tmp_path)
+    HydraConfig.instance().set_config(cfg)
+    yield cfg
+    HydraConfig.instance().cfg = saved
+
+
+def test_a_fresh_process_per_call_carrying_the_sweeps_environment(hydra_config, monkeypatch):
+    from ablation import tracking
+
+    task_cfg = hydra_config.copy()
+    with open_dict(task_cfg):
+        del task_cfg["hydra"]
+    monkeypatch.setenv(tracking.PARENT_RUN_ENV, "parent-123")
+    job = sweep.Job(_where_am_i, fresh_process=True)
+    job.capture_env()
+    # A process that did not inherit the variable (a worker started earlier, another machine) still gets it.
+    monkeypatch.delenv(tracking.PARENT_RUN_ENV)
+    first, second = job(task_cfg), job(task_cfg)
+    for pid, env, num, experiment in (first, second):
+        assert (env.get(tracking.PARENT_RUN_ENV), num, experiment) == ("parent-123", 3, task_cfg.experiment_name)
+    assert len({first[0], second[0], os.getpid()}) == 3
+
+    in_process = sweep.Job(_where_am_i, fresh_process=False)
+    assert in_process(task_cfg)[0] == os.getpid()
+
+
+def test_a_jobs_exception_comes_back_from_its_process(hydra_config):
+    task_cfg = hydra_config.copy()
+    with open_dict(task_cfg):
+        del task_cfg["hydra"]
+    with pytest.raises(ValueError, match="^bad seed 0$"):
+        sweep.Job(_fails, fresh_process=True)(task_cfg)
+
+
+@pytest.mark.parametrize("launcher,fresh", [("basic", False), ("joblib", True), ("submitit_local", False),
+                                            ("submitit_slurm", False)])
+def test_only_joblib_jobs_need_a_process_of_their_own_by_default(tmp_path, launcher, fresh):
+    cfg = _hydra_config(tmp_path, f"hydra/launcher={launcher}")
+    assert sweep.fresh_by_default(cfg.hydra.launcher) is fresh
+    assert cfg.hydra.sweeper.fresh_process is None  # null: decided by the launcher
+
+
+def test_make_sweep_jobs_uses_the_joblib_launcher():
+    def command(*args):
+        out = subprocess.run(["make", "-n", "sweep", *args], cwd=ROOT, capture_output=True, text=True, check=True)
+        return out.stdout.strip().splitlines()[-1]
+
+    assert "-m ablation -m experiment=digits_ablation hydra/launcher=joblib hydra.launcher.n_jobs=2" in command("JOBS=2")
+    assert "hydra/launcher" not in command() and "-m ablation -m experiment=digits_ablation" in command()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Whole sweeps
+
+def _command(tmp_path, *overrides):
+    return [sys.executable, "-m", "ablation", "-m", "experiment=quick", "tracking.log_model=false", *overrides,
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"tracking.artifact_root={tmp_path}/artifacts",
+            f"tracking.report_dir={tmp_path}/reports", f"hydra.sweep.dir={tmp_path}/sweep", PID_LOG_FORMAT]
+
+
+def _sweep(tmp_path, *overrides):
+    return subprocess.run(_command(tmp_path, "trainer.epochs=1", *overrides), cwd=ROOT, capture_output=True,
+                          text=True, timeout=400)
+
+
+def _runs(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("quick")
+    runs = client.search_runs([exp.experiment_id], max_results=100) if exp else []
+    return ([r for r in runs if r.data.tags.get("sweep") == "parent"],
+            [r for r in runs if r.data.tags.get("sweep") != "parent"])
+
+
+def _every_run_nested_under_the_parent(tmp_path):
+    parents, children = _runs(tmp_path)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].data.params["sweep_size"] == "4"
+    assert sorted(r.info.run_name for r in children) == QUICK_RUNS
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+
+
+def _training_pids(tmp_path) -> dict[int, int]:
+    """Job number -> the process that trained it, from what ablation.run logged into the job's Hydra log."""
+    pids = {}
+    for log in (tmp_path / "sweep").glob("*/*.log"):
+        found = {int(m.group(1)) for m in re.finditer(r"^pid=(\d+) ablation\.run ", log.read_text(), re.M)}
+        assert len(found) == 1, (log, found)
+        pids[int(log.parent.name)] = found.pop()
+    return pids
+
+
+@pytest.mark.slow
+def test_joblib_sweep_runs_every_job_in_a_fresh_process(tmp_path):
+    result = _sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "4 trained, 0 skipped" in result.stdout
+    _every_run_nested_under_the_parent(tmp_path)
+    for k in range(1, 5):  # the sweep's size reached every job's process
+        assert f"[{k}/4] " in result.stdout
+    # Two workers, four jobs: reused workers would show two processes, not four.
+    pids = _training_pids(tmp_path)
+    assert sorted(pids) == [0, 1, 2, 3]
+    assert len(set(pids.values())) == 4, pids
+
+
+@pytest.mark.slow
+def test_submitit_local_sweep_nests_every_run_under_the_parent(tmp_path):
+    # Two batches of two jobs: the sweeper launches twice through submitit.
+    result = _sweep(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
+                    "hydra.sweeper.max_batch_size=2")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "4 trained, 0 skipped" in result.stdout
+    _every_run_nested_under_the_parent(tmp_path)
+    assert len(set(_training_pids(tmp_path).values())) == 4
+    # submitit's own folder (pickled jobs and results, each job's output) is inside the sweep's folder.
+    assert len(list((tmp_path / "sweep" / ".submitit").glob("*/*_result.pkl"))) == 4
+    outputs = "".join(p.read_text() for p in (tmp_path / "sweep" / ".submitit").glob("*/*_log.out"))
+    assert all(f"[{k}/4] " in outputs for k in range(1, 5))
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_joblib_sweep_without_hanging(tmp_path):
+    process = subprocess.Popen(_command(tmp_path, "trainer.epochs=500", "hydra/launcher=joblib",
+                                        "hydra.launcher.n_jobs=2"),
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while not any(r.info.status == "RUNNING" for r in _runs(tmp_path)[1]):  # a job is training
+            assert process.poll() is None and time.time() < deadline, process.communicate()
+            time.sleep(1)
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode != 0
+    assert "sweep interrupted" in stdout, stdout[-2000:] + stderr[-3000:]
+    parents, _ = _runs(tmp_path)
+    assert [p.info.status for p in parents] == ["KILLED"]
+    time.sleep(2)
+    with pytest.raises(ProcessLookupError):  # no worker or job process is left behind
+        os.killpg(process.pid, 0)

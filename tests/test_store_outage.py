@@ -1,0 +1,102 @@
+"""The tracking server goes away in the middle of a run: training finishes, nothing logged is lost (a local
+journal keeps it), the run says so loudly, and the journal is sent once the server answers again."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT
+
+EPOCHS = 4
+MLFLOW = str(Path(sys.executable).with_name("mlflow"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(tmp_path: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([MLFLOW, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                             "--artifacts-destination", str(tmp_path / "server-artifacts"), "--serve-artifacts"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
+            return proc
+        except OSError:
+            assert proc.poll() is None, "mlflow server exited at start"
+            time.sleep(0.5)
+    raise AssertionError("mlflow server did not answer within 120 s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.slow
+def test_server_lost_mid_run_then_journal_sent(tmp_path):
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    unsent = tmp_path / "unsent"
+    # MLflow's client would otherwise retry a refused connection for minutes before the run notices.
+    env = {**os.environ, "ABLATION_UNSENT_DIR": str(unsent), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+           "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    server = _start_server(tmp_path, port)
+    job = None
+    try:
+        job = subprocess.Popen([sys.executable, "-m", "ablation", "trainer=smoke", f"trainer.epochs={EPOCHS}",
+                                "trainer.steps_per_epoch=60", "dataset.train_size=200", f"tracking.uri={uri}",
+                                "experiment_name=outage"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        client = MlflowClient(tracking_uri=uri)
+        run_id, deadline = None, time.time() + 180
+        while time.time() < deadline and job.poll() is None:  # wait for the first epoch to reach the server
+            exp = client.get_experiment_by_name("outage")
+            runs = client.search_runs([exp.experiment_id]) if exp else []
+            if runs and client.get_metric_history(runs[0].info.run_id, "val/loss"):
+                run_id = runs[0].info.run_id
+                break
+            time.sleep(0.2)
+        assert run_id, "no epoch reached the server"
+        _stop(server)  # the server is gone in the middle of the run
+        out, err = job.communicate(timeout=300)
+    finally:
+        if job is not None and job.poll() is None:
+            job.kill()
+        _stop(server)
+
+    assert job.returncode != 0, "a run whose metrics did not reach the store must not pass for a plain success"
+    assert "stopped answering" in err and str(unsent / run_id) in err, err[-2000:]
+    assert (unsent / run_id / "journal.jsonl").exists()
+
+    server = _start_server(tmp_path, port)
+    try:
+        replay = subprocess.run([sys.executable, "-m", "ablation.tracking", "replay", f"tracking.uri={uri}"],
+                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert replay.returncode == 0, replay.stderr[-2000:]
+        assert run_id in replay.stdout
+        run = MlflowClient(tracking_uri=uri).get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["replayed_from_journal"] == "true"
+        for metric in ("val/loss", "train/loss", "gap/loss"):
+            steps = [m.step for m in MlflowClient(tracking_uri=uri).get_metric_history(run_id, metric)]
+            assert sorted(steps) == list(range(1, EPOCHS + 1)), metric
+        assert "test/accuracy" in run.data.metrics
+        artifacts = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(run_id)}
+        assert {"history.csv", "learning_curves.png", "model.keras", "config.yaml"} <= artifacts
+        assert not (unsent / run_id).exists()
+    finally:
+        _stop(server)

@@ -157,13 +157,16 @@ class KerasAffine(A.DualTransform):
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         height, width = params["shape"][:2]
-        g = self.random_generator
+        return {"matrix": self.sample_matrix(self.random_generator, height, width)}
+
+    def sample_matrix(self, g: np.random.Generator, height: int, width: int) -> np.ndarray:
+        """One random warp (output -> input map) for an image of height x width, drawn from g."""
         theta = g.uniform(-self.rotation_range, self.rotation_range) if self.rotation_range else 0.0
         tx = _keras_shift(g, self.width_shift_range, width)
         ty = _keras_shift(g, self.height_shift_range, height)
         shear = g.uniform(-self.shear_range, self.shear_range) if self.shear_range else 0.0
         zx, zy = (1.0, 1.0) if self._zoom == (1.0, 1.0) else g.uniform(*self._zoom, 2)
-        return {"matrix": keras_affine_matrix(theta, tx, ty, shear, zx, zy, height, width)}
+        return keras_affine_matrix(theta, tx, ty, shear, zx, zy, height, width)
 
     def apply(self, img: np.ndarray, matrix: np.ndarray, interpolation: int = cv2.INTER_LINEAR,
               cval: float | None = None, **params: Any) -> np.ndarray:
@@ -227,8 +230,11 @@ class KerasChannelShift(A.ImageOnlyTransform):
         self.channel_shift_range = _check_number("channel_shift_range", channel_shift_range, minimum=0)
 
     def get_params(self) -> dict[str, Any]:
+        return {"intensity": self.sample_intensity(self.random_generator)}
+
+    def sample_intensity(self, g: np.random.Generator) -> float:
         r = self.channel_shift_range
-        return {"intensity": self.random_generator.uniform(-r, r) if r else 0.0}
+        return g.uniform(-r, r) if r else 0.0
 
     def apply(self, img: np.ndarray, intensity: float, **params: Any) -> np.ndarray:
         low, high = img.min(), img.max()
@@ -578,6 +584,9 @@ class Policy:
             raise ValueError(f"expected one (H, W) mask per image, {images.shape[:3]}, got {np.shape(masks)}")
         out_masks = None if masks is None else np.empty_like(masks)
         compose = self._compose(images.shape[1:3])
+        batch_path = self._batch_path(compose)
+        if batch_path is not None:  # the ImageDataGenerator vocabulary: batch-wise, without a Compose per image
+            return batch_path(images, rng)
         # One seed per batch: re-seeding albumentations per image costs more than the small transforms themselves.
         seed = int(rng.integers(2**63))
         compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
@@ -630,6 +639,14 @@ class Policy:
         if key not in cache:
             cache[key] = _make_compose(self._nodes, key or PLACEHOLDER_SIZE)
         return cache[key]
+
+    def _batch_path(self, compose: A.Compose):
+        from ablation.fastpath import BatchPath
+
+        cache = self._local.__dict__.setdefault("batch_paths", {})
+        if id(compose) not in cache:
+            cache[id(compose)] = BatchPath.of(compose)
+        return cache[id(compose)]
 
     def to_dict(self) -> dict:
         """albumentations' serialization of the policy (A.to_dict); a `size` that follows the image is null."""

@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -142,7 +141,7 @@ def expand(cfg: DictConfig, splits: datasets.Splits, policy: augment.Policy) -> 
     if manifest is not None:
         return Expansion(target, manifest, created=False, seconds=time.perf_counter() - started)
     if target.exists():  # no readable manifest: an interrupted copy moved by hand, or edited; set aside, rewrite
-        _discard(target, rename=True)
+        datasets._discard(target, rename=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     scratch.chmod(target.parent.stat().st_mode & 0o777)  # mkdtemp's 0700 -> as readable as its parent
@@ -168,7 +167,7 @@ def expand(cfg: DictConfig, splits: datasets.Splits, policy: augment.Policy) -> 
             raise datasets.DataError(f"augmentation.mode: cannot read {target / 'manifest.json'} just written")
     finally:
         if scratch.exists():
-            _discard(scratch)
+            datasets._discard(scratch)
     return Expansion(target, manifest, created=True, seconds=time.perf_counter() - started)
 
 
@@ -240,17 +239,6 @@ def _manifest(folder: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return manifest if isinstance(manifest, dict) and manifest.get("key") == folder.name else None
-
-
-def _discard(folder: Path, rename: bool = False) -> None:
-    if rename:  # out of the key's name first, so no reader sees it half deleted
-        aside = folder.with_name(f".{folder.name}.{os.getpid()}.{os.urandom(4).hex()}.stale")
-        try:
-            os.rename(folder, aside)
-        except OSError:
-            return
-        folder = aside
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------- command line

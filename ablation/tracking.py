@@ -139,6 +139,8 @@ def config_hash(cfg: DictConfig, policy_fingerprint: str) -> str:
     for key in ("verbose", "workers", "use_multiprocessing", "max_queue_size", "resume", "devices", "jit_compile"):
         data.get("trainer", {}).pop(key, None)
     data.get("dataset", {}).pop("cache", None)
+    if data.get("dataset", {}).get("normalize") == "rescale":  # the default: keys recorded before it existed hold
+        data["dataset"].pop("normalize")
     # The task's settings count only where they apply, so classify runs keep the keys they had before tasks existed.
     if data.get("task", "classify") != "inpaint":
         data.pop("inpaint", None)

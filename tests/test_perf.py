@@ -6,18 +6,19 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ablation import models, tracking
+from ablation import backend, models, tracking
 from ablation.batches import Batches
 
 
 class SlowPolicy:
-    """A policy whose augmentation takes 60 ms per batch: far slower than this tiny model's step."""
+    """A policy whose augmentation takes 250 ms per batch: far slower than this tiny model's step, even on a
+    busy machine."""
 
     name = "slow"
     is_identity = False
 
     def augment_batch(self, images, rng):
-        time.sleep(0.06)
+        time.sleep(0.25)
         return images
 
 
@@ -35,17 +36,17 @@ def _fit(make_cfg, policy):
     return cfg, tracker.run_id, [row["perf/input_wait_fraction"] for row in logger.rows]
 
 
-def test_a_starved_loop_waits_most_of_the_epoch(make_cfg):
-    cfg, run_id, fractions = _fit(make_cfg, SlowPolicy())
-    assert all(0.5 < f <= 1.0 for f in fractions[1:]), fractions
+def test_a_starved_loop_waits_most_of_the_epoch_and_a_fed_one_far_less(make_cfg):
+    cfg, run_id, starved = _fit(make_cfg, SlowPolicy())
+    assert all(0.5 < f <= 1.0 for f in starved[1:]), starved
     # Logged asynchronously during the epochs, all flushed before the run closed.
     history = MlflowClient(tracking_uri=cfg.tracking.uri).get_metric_history(run_id, "perf/input_wait_fraction")
     assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2, 3]
-
-
-def test_a_fed_loop_barely_waits(make_cfg):
-    _, _, fractions = _fit(make_cfg, None)
-    assert all(0.0 <= f < 0.5 for f in fractions[1:]), fractions
+    # The same fit with batches that are ready at once: on a quiet machine it hardly waits; on a busy one the
+    # feeding thread may be descheduled now and then, but it never waits like the starved loop.
+    _, _, fed = _fit(make_cfg, None)
+    assert all(0.0 <= f <= 1.0 for f in fed), fed
+    assert np.median(fed[1:]) < np.median(starved[1:]) - 0.2, (fed, starved)
 
 
 def test_the_cifar_benchmark_section_reads_a_real_run(tmp_path):
@@ -68,7 +69,7 @@ def test_the_cifar_benchmark_section_reads_a_real_run(tmp_path):
         assert 0.0 <= epoch["perf/input_wait_fraction"] <= 1.0
         assert epoch["time/epoch_s"] > 0
     assert result["backend"] == keras.backend.backend()
-    assert result["device"] == "CPU" or result["device"].startswith("GPU")
+    assert result["device"] == backend.device_description()
     with np.load(tmp_path / "cifar10-synthetic.npz") as data:
         assert data["x_train"].shape == (192, 32, 32, 3) and data["x_train"].dtype == np.uint8
         assert list(data["class_names"]) == bench.CIFAR10_CLASSES

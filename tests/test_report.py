@@ -113,3 +113,34 @@ def test_empty_experiment_is_a_clear_error(make_cfg, capsys):
         report.main(make_cfg("experiment_name=nothing_here"))
     assert info.value.code == 2
     assert "experiment_name: no finished runs in MLflow experiment 'nothing_here'" in capsys.readouterr().err
+
+
+def test_image_tasks_without_accuracy_get_gap_verdicts_and_psnr(make_cfg, tmp_path, capsys):
+    """reconstruct/inpaint runs log no accuracy: the verdict is the loss gap's, the test score psnr."""
+    cfg = make_cfg("experiment_name=images", f"tracking.report_dir={tmp_path}/reports")
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    exp_id = tracking.experiment_id(client, cfg.tracking, "images")
+    rng = np.random.default_rng(1)
+    for seed in SEEDS:
+        base = 0.02 + rng.normal(0, 0.005)
+        for augmentation, offset, psnr in (("none", 0.0, 20.0), ("hflip", -0.01, 21.0)):
+            rid = client.create_run(exp_id, run_name=f"{augmentation}/conv_autoencoder/s{seed}", tags={
+                "dataset": "digits", "model": "conv_autoencoder", "augmentation": augmentation, "seed": str(seed),
+                "task": "reconstruct", "config_hash": f"{augmentation}-{seed}"}).info.run_id
+            metrics = [Metric("best/gap_loss", base + offset + 0.001 * seed, 0, 0), Metric("test/loss", 0.01, 0, 0),
+                       Metric("test/psnr", psnr + seed / 10, 0, 0), Metric("test/mae", 0.05, 0, 0)]
+            metrics += [Metric("train_clean/loss", 0.01 / e, 0, e) for e in (1, 2)]
+            metrics += [Metric("val/loss", 0.01 / e + base + offset, 0, e) for e in (1, 2)]
+            client.log_batch(rid, metrics=metrics)
+            client.set_terminated(rid, "FINISHED")
+    out = report.main(cfg)
+    table = pd.read_csv(out / "summary.csv").set_index("augmentation")
+    assert list(pd.read_csv(out / "summary.csv").columns[:len(report.COLUMNS)]) == report.COLUMNS
+    assert table.loc["hflip", "verdict"] == "reduces gap"
+    assert table.loc["hflip", "delta_gap_loss"] == pytest.approx(-0.01)
+    assert table.loc["hflip", "delta_test_psnr"] == pytest.approx(1.0)
+    assert table.loc["hflip", "test_psnr_mean"] == pytest.approx(21.2)
+    assert set(table["task"]) == {"reconstruct"}
+    assert table[["test_accuracy_mean", "gap_accuracy_mean", "delta_test_accuracy"]].isna().all().all()
+    printed = capsys.readouterr().out
+    assert "test_psnr_mean" in printed and "test_accuracy_mean" not in printed and "reduces gap" in printed

@@ -584,7 +584,8 @@ class Policy:
             raise ValueError(f"expected one (H, W) mask per image, {images.shape[:3]}, got {np.shape(masks)}")
         out_masks = None if masks is None else np.empty_like(masks)
         compose = self._compose(images.shape[1:3])
-        batch_path = self._batch_path(compose)
+        # Masks (image-to-image tasks) go through albumentations' mask target, which only the Compose applies.
+        batch_path = self._batch_path(compose) if masks is None else None
         if batch_path is not None:  # the ImageDataGenerator vocabulary: batch-wise, without a Compose per image
             return batch_path(images, rng)
         # One seed per batch: re-seeding albumentations per image costs more than the small transforms themselves.

@@ -71,7 +71,8 @@ def summary(finished: pd.DataFrame) -> pd.DataFrame:
         return finished[name] if name in finished else pd.Series(default, index=finished.index)
 
     table = finished.assign(seed=finished["seed"].astype(int), test_accuracy=column("metrics.test/accuracy"),
-                            gap_accuracy=column("metrics.best/gap_accuracy"), gap_loss=finished["metrics.best/gap_loss"],
+                            gap_accuracy=column("metrics.best/gap_accuracy"),
+                            gap_loss=finished["metrics.best/gap_loss"],
                             task=column("tags.task", DEFAULT_TASK).fillna(DEFAULT_TASK),
                             test_psnr=column("metrics.test/psnr"), test_mae=column("metrics.test/mae"),
                             # augmentation.mode: offline runs are named <policy>@offline, so they are rows of

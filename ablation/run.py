@@ -73,7 +73,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
                              normalization=normalization.layer(), task=task.name)
         optimizer = keras.optimizers.get(t.optimizer)
         optimizer.learning_rate = t.learning_rate
-        model.compile(optimizer=optimizer, loss=task.loss(splits.num_classes), metrics=task.metrics(),
+        # weighted_metrics: the zero-weighted padding of short batches (several devices on JAX) counts in no
+        # metric; without sample weights they are the plain metrics, under the same names.
+        model.compile(optimizer=optimizer, loss=task.loss(splits.num_classes), weighted_metrics=task.metrics(),
                       jit_compile=t.jit_compile)
         train_policy = batches["train"].policy
         tags = {"devices": replicas, "task": task.name, "augmentation": expand.label(cfg, policy.name),

@@ -139,8 +139,10 @@ def config_hash(cfg: DictConfig, policy_fingerprint: str) -> str:
     for key in ("verbose", "workers", "use_multiprocessing", "max_queue_size", "resume", "devices", "jit_compile"):
         data.get("trainer", {}).pop(key, None)
     data.get("dataset", {}).pop("cache", None)
-    if data.get("dataset", {}).get("normalize") == "rescale":  # the default: keys recorded before it existed hold
-        data["dataset"].pop("normalize")
+    # Settings at their defaults are left out, so combinations recorded before the setting existed keep their key.
+    for key, default in (("normalize", "rescale"), ("on_bad_image", "error")):
+        if data.get("dataset", {}).get(key) == default:
+            data["dataset"].pop(key)
     # The task's settings count only where they apply, so classify runs keep the keys they had before tasks existed.
     if data.get("task", "classify") != "inpaint":
         data.pop("inpaint", None)

@@ -68,6 +68,35 @@ def devices_for(trainer) -> list[str]:
     return visible[:wanted]
 
 
+def fit_input(batches, start_epoch: int = 0):
+    """(x, steps_per_epoch) for fit's training data. On TensorFlow, Keras would wrap a PyDataset in
+    tf.data.Dataset.from_generator, one batch at a time through a Python generator (a few ms per batch, and a fit
+    loop that waits for input); here tf.data itself asks for batch (epoch, i) by number, `workers` at a time
+    (the augmentation's OpenCV calls release the GIL), and keeps batches prefetched across epoch boundaries. One
+    endless dataset that fit takes steps_per_epoch batches from per epoch, starting at `start_epoch` (a resumed
+    run). Other backends, and multiprocessing workers, get the PyDataset itself."""
+    if keras.backend.backend() != "tensorflow" or batches.use_multiprocessing:
+        return batches, None
+    import tensorflow as tf
+
+    steps = len(batches)
+    sample = batches.batch_at(start_epoch, 0)
+
+    def load(k):
+        epoch, index = divmod(int(k), steps)
+        return batches.batch_at(epoch, index)
+
+    def fetch(k):
+        arrays = tf.numpy_function(load, [k], Tout=[tf.as_dtype(a.dtype) for a in sample], stateful=False)
+        for array, like in zip(arrays, sample):
+            array.set_shape((None, *like.shape[1:]))
+        return tuple(arrays)
+
+    numbers = tf.data.Dataset.range(start_epoch * steps, 2**62)
+    data = numbers.map(fetch, num_parallel_calls=batches.workers, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    return data, steps
+
+
 def batch_multiple(replicas: int) -> int:
     """What every batch's length must be a multiple of: JAX shards a batch evenly across the devices (Keras
     pads nothing), TensorFlow's MirroredStrategy splits uneven batches itself."""

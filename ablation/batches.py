@@ -5,6 +5,7 @@ float32 and the tensors copied into the graph are four times smaller."""
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 import keras
@@ -48,9 +49,11 @@ class Batches(keras.utils.PyDataset):
         self.task = task or tasks.CLASSIFY
         self.epoch = 0
         self._order = self._epoch_order(0)
-        # When each batch of the current epoch was ready (perf_counter): the fit loop's input wait is measured
-        # against it (tracking.EpochLogger).
-        self.ready_at: dict[int, float] = {}
+        self._orders: dict[int, np.ndarray] = {}
+        self._orders_lock = threading.Lock()
+        # When batch (epoch, index) was ready (perf_counter): the fit loop's input wait is measured against it
+        # (tracking.EpochLogger, which takes each entry out as its step ends).
+        self.ready_at: dict[tuple[int, int], float] = {}
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
         n = len(self.x)
@@ -70,20 +73,43 @@ class Batches(keras.utils.PyDataset):
         return self.steps
 
     def __getitem__(self, index: int):
+        return self.batch_at(self.epoch, index)
+
+    def batch_at(self, epoch: int, index: int):
+        """Batch `index` of epoch `epoch`; any thread may ask for any (epoch, index), in any order (the tf.data
+        feed of backend.fit_input prepares several at once, across epoch boundaries)."""
         if index >= self.steps:
             raise IndexError(f"batch {index} out of range ({self.steps} per epoch)")
-        idx = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        order = self._order if epoch == self.epoch else self._order_of(epoch)
+        idx = order[index * self.batch_size:(index + 1) * self.batch_size]
         # Training batches draw their augmentation (and an inpaint task its masks) from (seed, epoch, batch);
         # evaluation batches draw nothing.
         training = self.policy is not None or self.shuffle
-        rng = np.random.default_rng([self.seed, self.epoch, index]) if training else None
+        rng = np.random.default_rng([self.seed, epoch, index]) if training else None
         x, y = self.task.batch(self.x[idx], self.y[idx], idx, self.policy, rng)
         if self.pad_to > 1:
             x, y, weights = _pad(x, y, self.pad_to)
-            self.ready_at[index] = time.perf_counter()
+            self.ready_at[epoch, index] = time.perf_counter()
             return x, y, weights
-        self.ready_at[index] = time.perf_counter()
+        self.ready_at[epoch, index] = time.perf_counter()
         return x, y
+
+    def _order_of(self, epoch: int) -> np.ndarray:
+        with self._orders_lock:
+            if epoch not in self._orders:
+                if len(self._orders) > 2:  # the feed is at most an epoch ahead
+                    self._orders.pop(min(self._orders))
+                self._orders[epoch] = self._epoch_order(epoch)
+            return self._orders[epoch]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()  # the lock stays behind (multiprocessing workers pickle the dataset)
+        state.pop("_orders_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._orders_lock = threading.Lock()
 
     def start_at(self, epoch: int) -> None:
         """Continue from epoch `epoch` (a resumed run), with that epoch's order and augmentation."""

@@ -28,13 +28,14 @@ def preview_grid(image: np.ndarray, policy, n: int, seed: int, columns: int = 9)
 
 
 def learning_curves(history, best_epoch: int | None = None, title: str = "") -> Figure:
-    """Loss and accuracy per epoch: Keras' augmented-batch training curve, the clean training evaluation and
-    validation. The distance between clean-train and validation is the overfitting gap."""
+    """Loss and accuracy (image tasks: PSNR) per epoch: Keras' augmented-batch training curve, the clean training
+    evaluation and validation. The distance between clean-train and validation is the overfitting gap."""
     fig = Figure(figsize=(10, 4), constrained_layout=True)
     axes = fig.subplots(1, 2)
     styles = {"train": ("augmented train batches", ":", "tab:gray"), "train_clean": ("train (clean)", "-", "tab:blue"),
               "val": ("validation", "-", "tab:orange")}
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    second = next((m for m in ("accuracy", "psnr", "mae") if f"val/{m}" in history), "accuracy")
+    for ax, metric in zip(axes, ("loss", second)):
         for prefix, (label, line, color) in styles.items():
             key = f"{prefix}/{metric}"
             if key in history and history[key].notna().any():

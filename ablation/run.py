@@ -140,8 +140,9 @@ def _train_and_record(cfg, name, policy, key, splits, batches, model, backup, da
         fit_started = time.perf_counter()
         # shuffle=False: Batches reshuffles every epoch from the seed; Keras would otherwise also permute the batch
         # order with Python's global random state.
-        model.fit(batches["train"], validation_data=batches["val"], epochs=t.epochs, callbacks=callbacks,
-                  verbose=t.verbose, shuffle=False)
+        train_input, steps = backend.fit_input(batches["train"], start_epoch=batches["train"].epoch)
+        model.fit(train_input, steps_per_epoch=steps, validation_data=batches["val"], epochs=t.epochs,
+                  callbacks=callbacks, verbose=t.verbose, shuffle=False)
         fit_s = time.perf_counter() - fit_started
 
         history = pd.DataFrame(epochs.rows)

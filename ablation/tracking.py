@@ -307,6 +307,7 @@ class EpochLogger(keras.callbacks.Callback):
         self.rows: list[dict] = []
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
         self._start = time.perf_counter()
         self._train_end = None
         self._waited = 0.0
@@ -318,7 +319,7 @@ class EpochLogger(keras.callbacks.Callback):
         # The step pulled batch `batch` right after on_train_batch_begin (fit runs with shuffle=False, so step i
         # is batch i); if the batch was finished later than that, the loop waited for it (Batches records when
         # each batch was ready).
-        ready = self.train.ready_at.get(batch)
+        ready = self.train.ready_at.pop((self._epoch, batch), None)
         if ready is not None:
             self._waited += max(0.0, ready - self._batch_begin)
 

@@ -65,7 +65,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from ablation import augment, datasets, models  # noqa: E402
+from ablation import augment, backend, datasets, models  # noqa: E402
 from ablation.batches import Batches  # noqa: E402
 
 logging.getLogger("mlflow").setLevel(logging.ERROR)
@@ -169,19 +169,37 @@ def quiet():
 # ---------------------------------------------------------------------------------------------- 1. throughput
 
 def through_adapter(batches: Batches, kind: str):
-    """One pass the way fit consumes a PyDataset: epoch begin, iterate the adapter, epoch end.
-    kind 'tf': get_tf_dataset(), what fit uses on the TensorFlow backend (tf.data.from_generator, plus prefetch
-    for workers=1 / the OrderedEnqueuer thread pool for workers>1); 'numpy': get_numpy_iterator()."""
+    """One pass the way fit consumes the training batches.
+    kind 'tf': backend.fit_input's tf.data pipeline, what runs feed fit on the TensorFlow backend (batches asked
+    for by number, `workers` at a time, prefetched); 'numpy': the PyDataset through Keras' adapter
+    (get_numpy_iterator(), what other backends use)."""
+    if kind == "tf":
+        data, steps = backend.fit_input(batches)
+
+        def one_pass():
+            # A fresh iterator per pass: a kept one would fill its prefetch buffer while the other engines are
+            # timed, and the pass would only drain it.
+            iterator = iter(data)
+            for _ in range(steps):
+                next(iterator)
+            del iterator
+
+        return one_pass
     adapter = PyDatasetAdapter(batches, shuffle=False)
-    dataset = adapter.get_tf_dataset() if kind == "tf" else None  # built once, as fit's epoch iterator does
 
     def one_pass():
         adapter.on_epoch_begin()
-        for _ in (dataset if kind == "tf" else adapter.get_numpy_iterator()):
+        for _ in adapter.get_numpy_iterator():
             pass
         adapter.on_epoch_end()
 
     return one_pass
+
+
+def fit_data(batches: Batches) -> dict:
+    """model.fit's training-data arguments, as ablation.run passes them."""
+    data, steps = backend.fit_input(batches)
+    return {"x": data, "steps_per_epoch": steps}
 
 
 def bare_loop(batches: Batches):
@@ -198,7 +216,7 @@ def trivial_fit_rate(batches: Batches, shape, epochs: int) -> float:
     model = keras.Sequential([keras.Input(shape), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     timer = EpochTimer()
-    model.fit(batches, epochs=epochs + 1, verbose=0, callbacks=[timer])
+    model.fit(**fit_data(batches), epochs=epochs + 1, verbose=0, callbacks=[timer])
     return batches.images_per_epoch / min(timer.seconds[1:])
 
 
@@ -438,7 +456,7 @@ def workers_through_fit(sizes: dict[int, int], epochs: int, multiprocessing: boo
             runs.append((workers, processes, batches, model, EpochTimer()))
         for _ in range(epochs + 1):
             for _, _, batches, model, timer in runs:
-                model.fit(batches, epochs=1, verbose=0, callbacks=[timer])
+                model.fit(**fit_data(batches), epochs=1, verbose=0, callbacks=[timer])
         rows += [{"size": size, "workers": workers, "processes": processes,
                   "rate": batches.images_per_epoch / min(timer.seconds[1:])}
                  for workers, processes, batches, model, timer in runs]
@@ -451,8 +469,8 @@ def recommend(rows: list[dict]) -> str:
     gains = [by[(s, 2, False)] / by[(s, 1, False)] for s in sizes]
     gain = math.exp(statistics.mean(math.log(g) for g in gains))
     detail = ", ".join(f"{s} px {by[(s, 2, False)] / by[(s, 1, False)]:.2f}x" for s in sizes)
-    # One worker keeps a single background thread (tf.data's from_generator + prefetch); move to two only for a
-    # clear gain, since the second worker competes with the training step for the same two cores.
+    # One worker keeps a single background producer (tf.data map + prefetch); move to two only for a clear gain,
+    # since the second worker competes with the training step for the same two cores.
     workers = 2 if gain >= 1.05 and min(gains) >= 0.95 else 1
     text = (f"trainer.workers={workers}: workers=2 / workers=1 through fit = {detail} "
             f"(geometric mean {gain:.2f}x; 2 would be chosen only for >= 1.05x with no size losing > 5%).")
@@ -564,8 +582,8 @@ def throughput_section(quick: bool) -> tuple[str, list[str]]:
     table, missed = throughput_table(rows)
     notes = (f"Fastest of {repeats} passes per engine, timed round-robin after a warm-up pass (fit: fastest epoch "
              f"after the first); images {', '.join(f'{n} x {s} px' for s, n in sizes.items())}"
-             f" RGB uint8. 'ours' in the ratios = the fit path: Batches through PyDatasetAdapter.get_tf_dataset() "
-             f"(tf.data.from_generator; prefetch at workers=1, OrderedEnqueuer threads at workers=2). ImageDataGenerator,"
+             f" RGB uint8. 'ours' in the ratios = the fit path: Batches through backend.fit_input's tf.data pipeline "
+             f"(map over batch numbers with `workers` parallel calls, prefetched). ImageDataGenerator,"
              f" Keras layers ({origin}) and the raw albumentations loop are single-threaded references (″ = as above).")
     section = f"## 1. Augmentation throughput, images/s ({POLICY}, batches of {BATCH})\n\n{table}\n\n{notes}"
     print(table + "\n\n" + notes, flush=True)

@@ -93,3 +93,26 @@ def test_padding_to_a_device_multiple_weighs_the_padding_zero():
     assert yb.tolist() == [4, 5, 6, 4]
     assert wb.tolist() == [1.0, 1.0, 1.0, 0.0]
     assert batches[0][2].tolist() == [1.0] * 4
+
+
+def test_any_epoch_and_batch_can_be_asked_for_in_any_order():
+    """The tf.data feed asks for (epoch, index) pairs ahead of the fit loop, in parallel: a batch depends on its
+    numbers only, the same as when Keras walks the PyDataset epoch by epoch."""
+    from omegaconf import OmegaConf
+
+    from ablation import augment
+    from conftest import CONF
+
+    policy = augment.build(OmegaConf.load(CONF / "augmentation" / "idg_classic.yaml"))
+    x = np.random.default_rng(0).integers(0, 256, (40, 12, 12, 3), dtype=np.uint8)
+    walked = Batches(x, np.arange(40), 16, policy=policy, shuffle=True, seed=3)
+    expected = {}
+    for epoch in range(3):
+        for i in range(len(walked)):
+            expected[epoch, i] = walked[i]
+        walked.on_epoch_end()
+    fresh = Batches(x, np.arange(40), 16, policy=policy, shuffle=True, seed=3)
+    for epoch, i in [(2, 1), (0, 2), (1, 0), (2, 0), (0, 0), (1, 2)]:
+        got = fresh.batch_at(epoch, i)
+        assert all(np.array_equal(a, b) for a, b in zip(got, expected[epoch, i])), (epoch, i)
+    assert (2, 1) in fresh.ready_at

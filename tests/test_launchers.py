@@ -91,8 +91,11 @@ def test_only_joblib_jobs_need_a_process_of_their_own_by_default(tmp_path, launc
 
 def test_make_sweep_jobs_uses_the_joblib_launcher():
     def command(*args):
-        out = subprocess.run(["make", "-n", "sweep", *args], cwd=ROOT, capture_output=True, text=True, check=True)
-        return out.stdout.strip().splitlines()[-1]
+        # Under `make test` the parent make's settings would add "Entering directory" lines: start clean.
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+        out = subprocess.run(["make", "--no-print-directory", "-n", "sweep", *args], cwd=ROOT, capture_output=True,
+                             text=True, check=True, env=env)
+        return next(line for line in out.stdout.splitlines() if "-m ablation" in line)
 
     assert "-m ablation -m experiment=digits_ablation hydra/launcher=joblib hydra.launcher.n_jobs=2" in command("JOBS=2")
     assert "hydra/launcher" not in command() and "-m ablation -m experiment=digits_ablation" in command()

@@ -31,8 +31,10 @@ def _fit(make_cfg, policy):
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
     with tracking.run(cfg, "perf", {}) as tracker:
         logger = tracker.callback(train, Batches(x, y, 16))
-        model.fit(train, validation_data=Batches(x, y, 16), epochs=3, callbacks=[logger], verbose=0,
-                  shuffle=False)
+        # The training input as runs feed it (backend.fit_input: tf.data on TensorFlow, the PyDataset elsewhere).
+        data, steps = backend.fit_input(train)
+        model.fit(data, steps_per_epoch=steps, validation_data=Batches(x, y, 16), epochs=3, callbacks=[logger],
+                  verbose=0, shuffle=False)
     return cfg, tracker.run_id, [row["perf/input_wait_fraction"] for row in logger.rows]
 
 

@@ -257,3 +257,15 @@ def test_inpaint_run_end_to_end_on_rgb_shapes(make_cfg):
     assert sorted(_history(client, mlrun.info.run_id, "val/psnr")) == [1, 2]
     assert "best/gap_accuracy" not in mlrun.data.metrics and "test/psnr" in mlrun.data.metrics
     assert np.isfinite(metrics["best/gap_loss"])
+
+
+def test_learning_curves_show_psnr_for_image_tasks():
+    import pandas as pd
+
+    from ablation import plots
+
+    history = pd.DataFrame({"epoch": [1, 2], "train/loss": [0.1, 0.05], "train_clean/loss": [0.09, 0.04],
+                            "val/loss": [0.1, 0.08], "train_clean/psnr": [12.0, 15.0], "val/psnr": [11.0, 13.0]})
+    fig = plots.learning_curves(history, best_epoch=2)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "psnr"]
+    assert len(fig.axes[1].get_lines()) >= 2  # clean-train and validation PSNR drawn

@@ -159,6 +159,22 @@ class KerasAffine(A.DualTransform):
         height, width = params["shape"][:2]
         return {"matrix": self.sample_matrix(self.random_generator, height, width)}
 
+    def sample_matrices(self, g: np.random.Generator, n: int, height: int, width: int) -> np.ndarray:
+        """n random warps at once, (n, 3, 3): the distribution of sample_matrix, drawn array-wise."""
+        def shifts(shift_range, size):
+            if not shift_range:
+                return np.zeros(n)
+            if isinstance(shift_range, int):
+                return (g.integers(0, shift_range, n) * g.choice((-1, 1), n)).astype(float)
+            shift = g.uniform(-shift_range, shift_range, n)
+            return shift * size if shift_range < 1 else shift
+
+        theta = g.uniform(-self.rotation_range, self.rotation_range, n) if self.rotation_range else np.zeros(n)
+        tx, ty = shifts(self.width_shift_range, width), shifts(self.height_shift_range, height)
+        shear = g.uniform(-self.shear_range, self.shear_range, n) if self.shear_range else np.zeros(n)
+        zx, zy = (np.ones(n), np.ones(n)) if self._zoom == (1.0, 1.0) else g.uniform(*self._zoom, (2, n))
+        return keras_affine_matrices(theta, tx, ty, shear, zx, zy, height, width)
+
     def sample_matrix(self, g: np.random.Generator, height: int, width: int) -> np.ndarray:
         """One random warp (output -> input map) for an image of height x width, drawn from g."""
         theta = g.uniform(-self.rotation_range, self.rotation_range) if self.rotation_range else 0.0
@@ -219,6 +235,26 @@ def keras_affine_matrix(theta: float, tx: float, ty: float, shear: float, zx: fl
     to_centre = np.array([[1, 0, ox], [0, 1, oy], [0, 0, 1]])
     from_centre = np.array([[1, 0, -ox], [0, 1, -oy], [0, 0, 1]])
     return (to_centre @ rotation @ shift @ shearing @ zoom @ from_centre)[:2]
+
+
+def keras_affine_matrices(theta, tx, ty, shear, zx, zy, height: int, width: int) -> np.ndarray:
+    """keras_affine_matrix for arrays of parameters, (n, 3, 3), built array-wise (the batch path draws a whole
+    batch's warps at once; the scalar version stays the per-image path's, where small arrays are cheaper)."""
+    t, s = np.deg2rad(theta), np.deg2rad(shear)
+    n = len(t)
+    one, zero = np.ones(n), np.zeros(n)
+
+    def stack(rows):
+        return np.stack([np.stack(row, axis=-1) for row in rows], axis=-2)
+
+    rotation = stack([[np.cos(t), -np.sin(t), zero], [np.sin(t), np.cos(t), zero], [zero, zero, one]])
+    shift = stack([[one, zero, tx], [zero, one, ty], [zero, zero, one]])
+    shearing = stack([[one, -np.sin(s), zero], [zero, np.cos(s), zero], [zero, zero, one]])
+    zoom = stack([[zx, zero, zero], [zero, zy, zero], [zero, zero, one]])
+    ox, oy = width / 2 - 0.5, height / 2 - 0.5
+    to_centre = np.array([[1, 0, ox], [0, 1, oy], [0, 0, 1]])
+    from_centre = np.array([[1, 0, -ox], [0, 1, -oy], [0, 0, 1]])
+    return to_centre @ rotation @ shift @ shearing @ zoom @ from_centre
 
 
 class KerasChannelShift(A.ImageOnlyTransform):

@@ -10,7 +10,8 @@ Sections, each printed as a Markdown table and written together to runs/bench/pi
    same policy as Keras 3 preprocessing layers in a tf.function, and the raw albumentations loop (the host
    ceiling). Targets: ours >= 5x ImageDataGenerator at >= 128 px on one worker; ours >= 0.9x the raw loop.
 2. Augmentation overhead of a real run (ablation.run.run): epoch time of idg_classic / none. Target <= 1.15.
-3. Tracking overhead: a run tracked to a persistent store (runs/bench/) vs a throwaway one. Target within 2%.
+3. Tracking overhead: a run tracked to a persistent store (runs/bench/) vs a throwaway one. Target: at most 2%
+   slower.
 4. Decode once: the second datasets.load of a folder dataset vs the first (decode cache). Target <= 10%.
 5. Worker defaults: workers=1 vs 2 (threads; processes in the full run) through fit, small_cnn, idg_classic.
 6. One training epoch on a CIFAR-10-sized set (synthetic: 50,000 training images of 32x32x3 uint8, 10 classes;
@@ -636,14 +637,16 @@ def pipeline_sections(quick: bool) -> tuple[list[str], list[str]]:
         OUT_DIR.mkdir(parents=True, exist_ok=True)
         print(f"\n## 3. Tracking overhead (`none`, {epochs} epochs, {repeats_t} alternated runs per store)\n", flush=True)
         t = tracking_overhead(throwaway, persistent, epochs, repeats_t)
-        ok = abs(t["ratio"] - 1) <= 0.02
+        # The target bounds the cost of tracking: a persistent store that comes out faster (run-to-run noise) is
+        # within it too.
+        ok = t["ratio"] <= 1.02
         misses += [] if ok else ["tracking overhead"]
         labels = {"persistent": f"persistent ({OUT_DIR.relative_to(ROOT)}/mlflow.db)", "throwaway": "throwaway (temp dir)"}
         table = md_table(["store", "median total s", "each run", "median s outside fit (wall - time/fit_s)"],
                          [[labels[k], f"{t[k]:.2f}", ", ".join(f"{v:.2f}" for v in t["walls"][k]),
                            f"{t['outside'][k]:.2f}"] for k in labels])
         delta = t["outside"]["persistent"] - t["outside"]["throwaway"]
-        line = (f"total-time ratio persistent / throwaway = {t['ratio']:.3f} (target within 2%): {verdict(ok)}  "
+        line = (f"total-time ratio persistent / throwaway = {t['ratio']:.3f} (target <= 1.02): {verdict(ok)}  "
                 f"[outside fit the persistent store costs {delta:+.2f} s per run = {delta / t['throwaway']:+.1%} "
                 f"of a run]")
         print(f"{table}\n\n{line}", flush=True)

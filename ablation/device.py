@@ -547,9 +547,8 @@ class _Builder:
         if cls.__name__ == "Sequential":
             return self._with_p(self.transforms(items, paths), p)
         if cls.__name__ == "OneOf":
+            # (a OneOf whose choices all have p 0 is refused by the policy's own check, run first)
             weights = [float(item.get("p", _default(_target_class(item["_target_"]), "p"))) for item in items]
-            if not sum(weights):
-                return []
             children = [self._one(self.transform(item, sub, forced=True)) for item, sub in zip(items, paths)]
             return self._with_p([RandomChoice(children, weights, seed=self.seed())], p)
         if args.get("replace", False):

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from ablation import tasks
+from ablation.augment import empty_batch
 
 
 class Batches(keras.utils.PyDataset):
@@ -86,7 +87,7 @@ class Batches(keras.utils.PyDataset):
         # evaluation batches draw nothing.
         training = self.policy is not None or self.shuffle
         rng = np.random.default_rng([self.seed, epoch, index]) if training else None
-        x, y = self.task.batch(self.x[idx], self.y[idx], idx, self.policy, rng)
+        x, y = self.task.batch(_gather(self.x, idx), self.y[idx], idx, self.policy, rng)
         if self.pad_to > 1:
             x, y, weights = _pad(x, y, self.pad_to)
             self.ready_at[epoch, index] = time.perf_counter()
@@ -120,6 +121,15 @@ class Batches(keras.utils.PyDataset):
         if self.shuffle:
             self.epoch += 1
             self._order = self._epoch_order(self.epoch)
+
+
+def _gather(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """x[idx] into an aligned batch (augment.empty_batch: TensorFlow takes it without a copy), row by row, which
+    is as fast as fancy indexing (np.take with `out` is several times slower)."""
+    out = empty_batch((len(idx), *x.shape[1:]), x.dtype)
+    for row, i in enumerate(idx):
+        out[row] = x[i]
+    return out
 
 
 def _pad(x: np.ndarray, y: np.ndarray, multiple: int):

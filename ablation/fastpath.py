@@ -16,7 +16,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from ablation.augment import FILL_MODES, KerasAffine, KerasChannelShift
+from ablation.augment import FILL_MODES, KerasAffine, KerasChannelShift, empty_batch
 
 _FLIPS = (A.HorizontalFlip, A.VerticalFlip)
 
@@ -77,7 +77,7 @@ class BatchPath:
                 maps[chosen] = maps[chosen] @ _flip_matrix(t, height, width)
             chosen_any |= chosen
         affine = next((t for t in transforms if isinstance(t, KerasAffine)), None)
-        out = np.empty_like(images)
+        out = empty_batch(images.shape, images.dtype)
         for i in range(n):
             if not chosen_any[i]:
                 out[i] = images[i]

@@ -3,6 +3,7 @@
     python benchmarks/pipeline.py            # full: 32, 128 and 224 px (a few minutes on 2 cores)
     python benchmarks/pipeline.py --quick    # 32 and 128 px, fewer images and epochs (< 2 minutes)
     KERAS_BACKEND=jax python benchmarks/pipeline.py --only cifar    # section 6 alone (no TensorFlow needed)
+    python benchmarks/pipeline.py --only throughput                 # section 1 alone (32, 128, 224 px)
 
 Sections, each printed as a Markdown table and written together to runs/bench/pipeline.md:
 1. Augmentation throughput (images/s) of the `idg_classic` policy: ours (ablation.batches.Batches through Keras'
@@ -102,7 +103,8 @@ def rate(one_pass, n_images: int, repeats: int, warmup: int = 1) -> float:
 
 def interleaved(passes: dict, n_images: int, repeats: int) -> dict[str, float]:
     """{name: (one_pass, warmup calls)} -> {name: images/s}: each warmed up, then timed round-robin, so a burst
-    of load from other processes falls on every engine alike rather than on whichever ran at the time."""
+    of load from other processes falls on every engine alike rather than on whichever ran at the time. A pass
+    that returns a number has timed itself (seconds): its teardown is not part of the pass."""
     for one_pass, warmup in passes.values():
         for _ in range(warmup):
             one_pass()
@@ -110,8 +112,8 @@ def interleaved(passes: dict, n_images: int, repeats: int) -> dict[str, float]:
     for _ in range(repeats):
         for name, (one_pass, _) in passes.items():
             started = time.perf_counter()
-            one_pass()
-            best[name] = min(best[name], time.perf_counter() - started)
+            timed = one_pass()
+            best[name] = min(best[name], time.perf_counter() - started if timed is None else timed)
     return {name: n_images / seconds for name, seconds in best.items()}
 
 
@@ -179,11 +181,18 @@ def through_adapter(batches: Batches, kind: str):
 
         def one_pass():
             # A fresh iterator per pass: a kept one would fill its prefetch buffer while the other engines are
-            # timed, and the pass would only drain it.
+            # timed, and the pass would only drain it. fit makes its iterator once per run and the feed is endless
+            # (backend.fit_input), so what a pass measures is the steady state: from the first batch to the last,
+            # per batch. Not timed: starting the iterator (its threads, the first batch: 25-85 ms on 2 cores)
+            # and deleting it, which waits for the batch the map had begun beyond the last.
             iterator = iter(data)
-            for _ in range(steps):
+            next(iterator)
+            first = time.perf_counter()
+            for _ in range(steps - 1):
                 next(iterator)
+            elapsed = (time.perf_counter() - first) * steps / (steps - 1)
             del iterator
+            return elapsed
 
         return one_pass
     adapter = PyDatasetAdapter(batches, shuffle=False)
@@ -687,15 +696,16 @@ def pipeline_sections(quick: bool) -> tuple[list[str], list[str]]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="32 and 128 px, fewer images and epochs (< 2 minutes)")
-    parser.add_argument("--only", choices=["cifar"],
-                        help="run one section alone: cifar = 6, one epoch on a CIFAR-10-sized set (any Keras backend)")
+    parser.add_argument("--only", choices=["throughput", "cifar"],
+                        help="run one section alone: throughput = 1, augmentation throughput (TensorFlow); cifar = 6, "
+                             "one epoch on a CIFAR-10-sized set (any Keras backend)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="where the report is written (default runs/bench/pipeline.md; with --only cifar, "
-                             "runs/bench/cifar.md)")
+                        help="where the report is written (default runs/bench/pipeline.md; with --only, "
+                             "runs/bench/<section>.md)")
     args = parser.parse_args(argv)
     quick = args.quick
-    out = args.out or OUT_DIR / ("cifar.md" if args.only == "cifar" else "pipeline.md")
-    if args.only is None:
+    out = args.out or OUT_DIR / (f"{args.only}.md" if args.only else "pipeline.md")
+    if args.only != "cifar":
         import_tensorflow()
     started = time.perf_counter()
     load_start = load_average()
@@ -706,14 +716,21 @@ def main(argv=None) -> int:
                                                            "figures are noisy)" if load_start >= 1.5 else ""))
     for line in busy_processes():
         print(f"  - other process: {line}")
-    sections, misses = ([], []) if args.only else pipeline_sections(quick)
-
-    # 6. One training epoch on a CIFAR-10-sized set
-    sections.append(cifar_section(quick))
+    if args.only == "throughput":
+        if tf is None:
+            print("--only throughput needs TensorFlow (ImageDataGenerator, tf.data and tf.function are its references)",
+                  file=sys.stderr)
+            return 2
+        section, misses = throughput_section(quick)
+        sections = [section]
+    else:
+        sections, misses = ([], []) if args.only else pipeline_sections(quick)
+        # 6. One training epoch on a CIFAR-10-sized set
+        sections.append(cifar_section(quick))
 
     load_end = load_average()
     elapsed = time.perf_counter() - started
-    if args.only:
+    if args.only == "cifar":
         summary = "Section 6 alone (--only cifar): it has no target; it reports images/s and input wait."
     else:
         summary = ("All targets met." if not misses else "Targets missed: " + "; ".join(misses) + ".")

@@ -116,3 +116,29 @@ def test_any_epoch_and_batch_can_be_asked_for_in_any_order():
         got = fresh.batch_at(epoch, i)
         assert all(np.array_equal(a, b) for a, b in zip(got, expected[epoch, i])), (epoch, i)
     assert (2, 1) in fresh.ready_at
+
+
+@pytest.mark.parametrize("policy_name", ["none", "idg_classic", "rotate"])
+def test_batches_come_in_aligned_buffers(policy_name, make_cfg):
+    """TensorFlow takes a 64-byte aligned array as a tensor without copying it (backend.fit_input)."""
+    from omegaconf import OmegaConf
+
+    x, y = _images(n=13, size=24)
+    policy = augment.build(OmegaConf.load(f"conf/augmentation/{policy_name}.yaml"))
+    batches = Batches(x, y, batch_size=5, policy=policy, shuffle=True, seed=1)
+    for index in range(len(batches)):
+        bx, by = batches.batch_at(0, index)
+        assert bx.ctypes.data % augment.BATCH_ALIGNMENT == 0
+        assert bx.dtype == np.uint8 and bx.shape[1:] == x.shape[1:] and len(bx) == len(by)
+    for shape, dtype in [((3, 7, 5, 1), np.uint8), ((2, 3), np.float32), ((1, 1), np.uint8)]:
+        empty = augment.empty_batch(shape, dtype)
+        assert empty.shape == shape and empty.dtype == dtype and empty.ctypes.data % augment.BATCH_ALIGNMENT == 0
+
+
+def test_unaugmented_batches_keep_their_images_and_order():
+    x, y = _images(n=11)
+    batches = Batches(x, y, batch_size=4, shuffle=True, seed=2)
+    order = batches._epoch_order(0)
+    bx, by = batches.batch_at(0, 1)
+    np.testing.assert_array_equal(bx, x[order[4:8]])
+    np.testing.assert_array_equal(by, y[order[4:8]])

@@ -80,17 +80,19 @@ def fit_input(batches, start_epoch: int = 0):
     import tensorflow as tf
 
     steps = len(batches)
+    # A batch is (x, y[, sample weights]); y may be a dict (a mixed batch: ablation/mixing.py).
     sample = batches.batch_at(start_epoch, 0)
+    flat = keras.tree.flatten(sample)
 
     def load(k):
         epoch, index = divmod(int(k), steps)
-        return batches.batch_at(epoch, index)
+        return keras.tree.flatten(batches.batch_at(epoch, index))
 
     def fetch(k):
-        arrays = tf.numpy_function(load, [k], Tout=[tf.as_dtype(a.dtype) for a in sample], stateful=False)
-        for array, like in zip(arrays, sample):
+        arrays = tf.numpy_function(load, [k], Tout=[tf.as_dtype(a.dtype) for a in flat], stateful=False)
+        for array, like in zip(arrays, flat):
             array.set_shape((None, *like.shape[1:]))
-        return tuple(arrays)
+        return keras.tree.pack_sequence_as(sample, arrays)
 
     numbers = tf.data.Dataset.range(start_epoch * steps, 2**62)
     data = numbers.map(fetch, num_parallel_calls=batches.workers, deterministic=True).prefetch(tf.data.AUTOTUNE)

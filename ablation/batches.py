@@ -11,7 +11,7 @@ import time
 import keras
 import numpy as np
 
-from ablation import tasks
+from ablation import mixing, tasks
 from ablation.augment import empty_batch
 
 
@@ -27,11 +27,15 @@ class Batches(keras.utils.PyDataset):
             JAX); the padding counts in no loss or metric. With pad_to > 1 every batch carries sample weights.
     task: what y is (ablation/tasks.py): the labels (classify, the default) or target images in [0, 1] made
           from the batch's images (reconstruct, inpaint; an inpaint input is masked).
+    mix: batch mixing (MixUp, CutMix: ablation/mixing.py), drawn per training batch after the policy; y is then
+         {labels, permutation, weight[, box]}. mix_images: mix the pixels here (augmentation.where=host), or
+         leave them to the model's train step (where=device).
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, *, policy=None, shuffle: bool = False,
                  seed: int = 0, steps: int | None = None, workers: int = 1, use_multiprocessing: bool = False,
-                 max_queue_size: int = 10, pad_to: int = 1, task: tasks.Classify | None = None):
+                 max_queue_size: int = 10, pad_to: int = 1, task: tasks.Classify | None = None,
+                 mix: mixing.Mix | None = None, mix_images: bool = True):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         if len(x) != len(y):
             raise ValueError(f"images and labels differ in length: {len(x)} vs {len(y)}")
@@ -48,6 +52,9 @@ class Batches(keras.utils.PyDataset):
             raise ValueError("steps beyond one pass over the data are only meaningful for shuffled training batches")
         self.pad_to = pad_to
         self.task = task or tasks.CLASSIFY
+        if mix is not None and not shuffle:
+            raise ValueError("batch mixing is for training batches (shuffle=True) only")
+        self.mix, self.mix_images = mix, mix_images
         self.epoch = 0
         self._order = self._epoch_order(0)
         self._orders: dict[int, np.ndarray] = {}
@@ -88,6 +95,10 @@ class Batches(keras.utils.PyDataset):
         training = self.policy is not None or self.shuffle
         rng = np.random.default_rng([self.seed, epoch, index]) if training else None
         x, y = self.task.batch(_gather(self.x, idx), self.y[idx], idx, self.policy, rng)
+        if self.mix is not None:
+            numbers = mixing.draw(self.mix, len(x), x.shape[1], x.shape[2], rng)
+            x = mixing.mix_images(x, numbers) if self.mix_images else x
+            y = mixing.targets(y, numbers, on_device=not self.mix_images)
         if self.pad_to > 1:
             x, y, weights = _pad(x, y, self.pad_to)
             self.ready_at[epoch, index] = time.perf_counter()
@@ -132,11 +143,14 @@ def _gather(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-def _pad(x: np.ndarray, y: np.ndarray, multiple: int):
-    weights = np.ones(len(y), dtype="float32")
-    short = -len(y) % multiple
+def _pad(x: np.ndarray, y, multiple: int):
+    """y: an array, or a dict of arrays (a mixed batch; its permutation still points into the first len(x))."""
+    weights = np.ones(len(x), dtype="float32")
+    short = -len(x) % multiple
     if short:
-        fill = np.arange(short) % len(y)
-        x, y = np.concatenate([x, x[fill]]), np.concatenate([y, y[fill]])
+        fill = np.arange(short) % len(x)
+        x = np.concatenate([x, x[fill]])
+        y = ({k: np.concatenate([v, v[fill]]) for k, v in y.items()} if isinstance(y, dict)
+             else np.concatenate([y, y[fill]]))
         weights = np.concatenate([weights, np.zeros(short, dtype="float32")])
     return x, y, weights

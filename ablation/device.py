@@ -440,6 +440,39 @@ class CoarseDropout(_Augmentation):
                 "fill": self.fill}
 
 
+@_register
+class RandAugment(keras.layers.RandAugment):
+    """keras.layers.RandAugment with its operations drawn per image, as augment.RandAugment does on the host:
+    Keras' own layer draws which `num_ops` operations apply once per batch, so every image of a batch gets the
+    same ones. Everything else is Keras': the 11 operations, their magnitude ranges from `factor`, passing images
+    through outside training. Costs what Keras' layer costs: that too computes every operation at every step and
+    selects. Keras' equalization counts one histogram over the whole batch (the host: one per image)."""
+
+    def get_random_transformation(self, data, training=True, seed=None):
+        transformation = super().get_random_transformation(data, training=training, seed=seed)
+        if transformation is None:
+            return None
+        images = data["images"] if isinstance(data, dict) else data
+        shape = self.backend.core.shape(images)
+        batch = shape[0] if len(shape) == 4 else 1
+        # (num_ops, batch): operation i of image b, in place of Keras' (num_ops,) for the whole batch.
+        transformation["layer_idxes"] = self.backend.random.randint(
+            (self.num_ops, batch), 0, len(self._AUGMENT_LAYERS), seed=self._get_seed_generator(self.backend._backend))
+        return transformation
+
+    def transform_images(self, images, transformation, training=True):
+        images = self.backend.cast(images, self.compute_dtype)
+        if not training or transformation is None:
+            return images
+        chosen, transforms = transformation["layer_idxes"], transformation["transforms"]
+        for i in range(self.num_ops):
+            for index, (name, value) in enumerate(transforms.items()):
+                selected = self.backend.numpy.reshape(chosen[i] == index, (-1, 1, 1, 1))
+                transformed = self.backend.cast(getattr(self, name).transform_images(images, value), self.compute_dtype)
+                images = self.backend.numpy.where(selected, transformed, images)
+        return images
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Policy config -> layers.
 
@@ -695,6 +728,15 @@ def _keras_channel_shift(b: _Builder, t, path, label):
     return b.idg({"channel_shift_range": t.channel_shift_range}, path, label)
 
 
+def _rand_augment(b: _Builder, t, path, label):
+    """keras.layers.RandAugment (RandAugment above: operations drawn per image) with the host's num_ops, factor
+    and interpolation; augment.RandAugment mirrors its operations and magnitude ranges."""
+    if t.num_ops == 0:
+        return []
+    return [b.keras_layer(path, label, RandAugment, value_range=(0, 1), num_ops=t.num_ops,
+                          factor=t.factor, interpolation=_interpolation(t, path, label))]
+
+
 _FLIPS = {"albumentations.HorizontalFlip": "horizontal", "albumentations.VerticalFlip": "vertical"}
 _CONVERTERS = {
     "albumentations.Rotate": _rotate,
@@ -707,6 +749,7 @@ _CONVERTERS = {
     "albumentations.CoarseDropout": _coarse_dropout,
     "ablation.augment.KerasAffine": _keras_affine,
     "ablation.augment.KerasChannelShift": _keras_channel_shift,
+    "ablation.augment.RandAugment": _rand_augment,
 }
 
 
@@ -760,5 +803,5 @@ def wrap(model: keras.Model, augmentation: keras.Sequential | None) -> keras.Mod
 
 __all__ = ["layers_for", "wrap", "Flip", "RandomApply", "RandomChoice", "RandomSubset", "RandomShear",
            "RandomScaleShift", "RandomChannelShift", "RandomGaussNoise", "ColorJitter", "RandomResizedCrop",
-           "CoarseDropout"]
+           "CoarseDropout", "RandAugment"]
 

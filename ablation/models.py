@@ -183,11 +183,14 @@ def check_input(cfg, input_shape) -> None:
 
 
 def build(cfg, input_shape, num_classes: int, augmentation: keras.Sequential | None = None,
-          normalization: keras.layers.Layer | None = None, task: str = "classify") -> keras.Model:
+          normalization: keras.layers.Layer | None = None, task: str = "classify",
+          mix: str | None = None) -> keras.Model:
     """The trainable model for uint8 images of input_shape; `augmentation` (device.layers_for) runs in training
     only, between the rescale and the backbone; `normalization` (normalize.Normalization.layer) right in front
     of the backbone: images -> rescale -> [augmentation] -> [normalization] -> backbone. `task` (ablation/tasks.py)
-    picks the head of a model that has more than one: classes, or an image for reconstruct and inpaint."""
+    picks the head of a model that has more than one: classes, or an image for reconstruct and inpaint.
+    `mix` (augmentation.mix, ablation/mixing.py): "host" or "device" gives a mixing.MixingModel, which trains on
+    mixed batches, and with "device" mixes their images in its train step."""
     from ablation import device
 
     check(cfg)
@@ -207,4 +210,9 @@ def build(cfg, input_shape, num_classes: int, augmentation: keras.Sequential | N
         backbone = keras.Model(features, backbone(normalization(features)), name=backbone.name)
     backbone = device.wrap(backbone, augmentation)
     inputs = keras.Input(shape=tuple(input_shape), dtype="uint8", name="images")
-    return keras.Model(inputs, backbone(layers.Rescaling(1 / 255, name="rescale")(inputs)), name=backbone.name)
+    outputs = backbone(layers.Rescaling(1 / 255, name="rescale")(inputs))
+    if mix is not None:
+        from ablation.mixing import MixingModel
+
+        return MixingModel(inputs, outputs, name=backbone.name, mix_on_device=mix == "device")
+    return keras.Model(inputs, outputs, name=backbone.name)

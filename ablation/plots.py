@@ -8,11 +8,23 @@ import numpy as np
 from matplotlib.figure import Figure
 
 
-def preview_grid(image: np.ndarray, policy, n: int, seed: int, columns: int = 9) -> Figure:
-    """The source image and n augmented versions of it (policy.augment_batch, seeded), left to right."""
+def preview_grid(image: np.ndarray, policy, n: int, seed: int, columns: int = 9,
+                 partners: np.ndarray | None = None) -> Figure:
+    """The source image and n augmented versions of it (policy.augment_batch, seeded), left to right. A policy
+    with batch mixing (MixUp, CutMix) mixes version i with `partners[i]` (other training images, augmented too),
+    titled with the share the source image keeps."""
     rng = np.random.default_rng(seed)
     augmented = policy.augment_batch(np.repeat(image[None], n, axis=0), rng)
-    panels = [("original", image)] + [(f"#{i + 1}", img) for i, img in enumerate(augmented)]
+    titles = [f"#{i + 1}" for i in range(n)]
+    if policy.mix is not None and partners is not None and len(partners):
+        from ablation import mixing
+
+        others = policy.augment_batch(partners[np.arange(n) % len(partners)], rng)
+        numbers = mixing.draw(policy.mix, 2 * n, *image.shape[:2], rng)
+        numbers["permutation"] = np.concatenate([np.arange(n, 2 * n), np.arange(n)]).astype(np.int32)
+        augmented = mixing.mix_images(np.concatenate([augmented, others]), numbers)[:n]
+        titles = [f"#{i + 1} ({w:.0%} own)" for i, w in enumerate(numbers["weight"][:n])]
+    panels = [("original", image)] + list(zip(titles, augmented))
     cols = min(columns, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig = Figure(figsize=(1.4 * cols, 1.5 * rows + 0.4), layout="constrained")

@@ -15,8 +15,8 @@ N_AUGMENTED = 8
 
 def write_preview(cfg: DictConfig, out_dir: Path = ROOT / "runs" / "previews", n: int = N_AUGMENTED) -> Path:
     policy = augment.build(cfg.augmentation)  # before loading data: a bad policy fails fast
-    image = datasets.load(cfg.dataset).train.x[0]
-    fig = plots.preview_grid(image, policy, n=n, seed=cfg.seed)
+    train = datasets.load(cfg.dataset).train.x
+    fig = plots.preview_grid(train[0], policy, n=n, seed=cfg.seed, partners=train[1:n + 1])
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{policy.name}.png"
     fig.savefig(path, dpi=120)

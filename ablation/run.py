@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from ablation import (augment, backend, config, datasets, device, expand, models, normalize, plots, sweep, tasks,
-                      tracking)
+from ablation import (augment, backend, config, datasets, device, expand, mixing, models, normalize, plots, sweep,
+                      tasks, tracking)
 from ablation.backup import Backup
 from ablation.batches import Batches
 
@@ -66,11 +66,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
     task = tasks.build(cfg)
     backup = Backup(key) if t.resume else None
     with backend.training_scope(t) as replicas:
+        # augmentation.mix (MixUp, CutMix): drawn by the training batches; the pixels mixed there (host) or in
+        # the model's train step (device).
+        mix_place = cfg.augmentation.where if policy.mix else None
         batches = make_batches(cfg, splits, None if on_device or expansion else policy,
                                pad_to=backend.batch_multiple(replicas), train=expansion.train if expansion else None,
-                               task=task)
+                               task=task, mix=policy.mix, mix_images=not on_device)
         model = models.build(cfg.model, splits.input_shape, splits.num_classes, augmentation=augmentation_layers,
-                             normalization=normalization.layer(), task=task.name)
+                             normalization=normalization.layer(), task=task.name, mix=mix_place)
         optimizer = keras.optimizers.get(t.optimizer)
         optimizer.learning_rate = t.learning_rate
         # weighted_metrics: the zero-weighted padding of short batches (several devices on JAX) counts in no
@@ -110,7 +113,8 @@ def _train_and_record(cfg, name, policy, key, splits, batches, model, backup, da
             tracker.log_text(json.dumps(normalization.to_dict(), indent=1), "normalization.json")
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         tracker.log_text(json.dumps(policy.to_dict(), indent=2), "policy.json")
-        tracker.log_figure(plots.preview_grid(splits.train.x[0], policy, n=8, seed=cfg.seed), "augmentation_preview.png")
+        tracker.log_figure(plots.preview_grid(splits.train.x[0], policy, n=8, seed=cfg.seed,
+                                              partners=splits.train.x[1:9]), "augmentation_preview.png")
         tracker.log_metrics({"data/n_train": len(splits.train.y), "data/n_val": len(splits.val.y),
                              "data/n_test": len(splits.test.y), "data/num_classes": splits.num_classes,
                              "data/skipped_images": len(splits.skipped), "time/data_load_s": data_load_s,
@@ -164,7 +168,7 @@ def _train_and_record(cfg, name, policy, key, splits, batches, model, backup, da
         tracker.log_figure(plots.learning_curves(history, best_epoch=best["epoch"], title=name),
                            "learning_curves.png")
         if cfg.tracking.log_model:
-            model.save(scratch / "model.keras")
+            mixing.plain(model).save(scratch / "model.keras")
             tracker.log_file(scratch / "model.keras")
         headline = tasks.KINDS[cfg.get("task", "classify")].headline
         log.info("%s: test %s %.3f, gap (loss) at best epoch %s: %.3f", name, headline, final[f"test/{headline}"],
@@ -175,10 +179,12 @@ def _train_and_record(cfg, name, policy, key, splits, batches, model, backup, da
 
 
 def make_batches(cfg: DictConfig, splits: datasets.Splits, policy: augment.Policy, pad_to: int = 1,
-                 train: datasets.Split | None = None, task: tasks.Classify | None = None) -> dict[str, Batches]:
+                 train: datasets.Split | None = None, task: tasks.Classify | None = None, mix=None,
+                 mix_images: bool = True) -> dict[str, Batches]:
     """The policy goes to the training batches only; val, test and the clean-train subset are never augmented.
     train: what fit trains on when not splits.train (an offline expansion); the clean subset is from splits.train.
-    task: what the batches' targets are (tasks.build(cfg) when not given)."""
+    task: what the batches' targets are (tasks.build(cfg) when not given). mix, mix_images: batch mixing of the
+    training batches (Batches)."""
     t = cfg.trainer
     train = splits.train if train is None else train
     shared = {"pad_to": pad_to, "task": task or tasks.build(cfg)}
@@ -187,7 +193,7 @@ def make_batches(cfg: DictConfig, splits: datasets.Splits, policy: augment.Polic
     return {
         "train": Batches(train.x, train.y, t.batch_size, policy=policy, shuffle=True, seed=cfg.seed,
                          steps=t.steps_per_epoch, workers=t.workers, use_multiprocessing=t.use_multiprocessing,
-                         max_queue_size=t.max_queue_size, **shared),
+                         max_queue_size=t.max_queue_size, mix=mix, mix_images=mix_images, **shared),
         "val": Batches(splits.val.x, splits.val.y, t.batch_size, **shared),
         "test": Batches(splits.test.x, splits.test.y, t.batch_size, **shared),
         "train_clean": Batches(splits.train.x[clean], splits.train.y[clean], t.batch_size, **shared),

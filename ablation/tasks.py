@@ -247,6 +247,13 @@ def check(cfg: DictConfig, policy=None) -> None:
     task = cfg.get("task", "classify")
     if task not in TASKS:
         raise ConfigError(f"task: expected one of {'|'.join(TASKS)}, got {task!r}")
+    if policy is not None and policy.mix is not None:  # MixUp / CutMix (ablation/mixing.py)
+        if task != "classify":
+            raise ConfigError(f"augmentation.mix: {policy.mix.label} mixes the class labels of two images; task "
+                              f"{task} has none (use task=classify, or a policy without mix)")
+        if cfg.augmentation.get("mode", "online") == "offline":
+            raise ConfigError(f"augmentation.mix: {policy.mix.label} mixes each training batch as it is drawn; "
+                              f"augmentation.mode=offline writes single images ahead of training (use mode=online)")
     if task == "classify":
         return
     if cfg.trainer.monitor != "val_loss":

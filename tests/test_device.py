@@ -17,7 +17,11 @@ POLICIES = sorted(p.stem for p in POLICY_DIR.glob("*.yaml"))
 # Policies the device cannot run, and the transform each refusal must name. A new policy file either builds on
 # the device or is listed here, so none goes untested.
 REFUSED = {"clahe": "albumentations.CLAHE", "albu_mixed": "albumentations.CLAHE"}
-BUILT = [name for name in POLICIES if name not in REFUSED and name != "none"]
+# Batch mixing alone (augmentation.mix, no per-image transforms): no layers; the model's train step mixes
+# (tests/test_mixing.py).
+MIX_ONLY = [p.stem for p in POLICY_DIR.glob("*.yaml")
+            if OmegaConf.load(p).get("mix") and not OmegaConf.load(p).get("transforms")]
+BUILT = [name for name in POLICIES if name not in REFUSED and name != "none" and name not in MIX_ONLY]
 SIZE = 32
 
 
@@ -53,6 +57,7 @@ def tiny_model(channels: int) -> keras.Model:
 # ---- the registry
 
 def test_every_required_policy_is_in_the_registry():
+    assert {"mixup", "cutmix"} <= set(MIX_ONLY)
     assert {"none", "hflip", "vflip", "rotate", "shift", "zoom", "shear", "brightness", "brightness_contrast",
             "channel_shift", "clahe", "noise", "random_resized_crop", "color_jitter", "cutout", "idg_classic",
             "albu_mixed", "flowers", "crop_color"} <= set(POLICIES)
@@ -67,7 +72,7 @@ def test_policy_builds_or_is_refused_naming_the_transform(name):
         message = str(err.value)
         assert message.startswith("augmentation.") and REFUSED[name] in message, message
         assert "augmentation.where=host" in message and "\n" not in message
-    elif name == "none":
+    elif name == "none" or name in MIX_ONLY:
         assert device.layers_for(load(name), (SIZE, SIZE, 1), seed=0) is None
     else:
         layers = device.layers_for(load(name), (SIZE, SIZE, 1), seed=0)

@@ -193,6 +193,9 @@ def finish(config: DictConfig, interrupted: BaseException | None = None) -> None
         return
     status = "KILLED" if isinstance(interrupted, KeyboardInterrupt) else "FAILED" if interrupted or failures else "FINISHED"
     try:
+        if interrupted is not None:
+            for name in tracking.close_dead_children(config, parent):
+                print(f"{name}: its process ended before closing the run; marked KILLED", flush=True)
         size = int(os.environ.get(SIZE_ENV, 0))
         trained = tracking.count_children(config, parent)
         counts = {"sweep/jobs": size, "sweep/trained": trained, "sweep/failed": len(failures)}

@@ -168,8 +168,8 @@ def finished_run(cfg: DictConfig, key: str):
     for previous in mlflow_client.search_runs([exp.experiment_id], f"tags.config_hash = '{key}'",
                                               order_by=["attributes.start_time DESC"]):
         if previous.info.status == "RUNNING":
-            mlflow_client.set_tag(previous.info.run_id, "error", "left RUNNING (the process died); marked KILLED")
-            mlflow_client.set_terminated(previous.info.run_id, "KILLED")
+            if not _may_be_alive(previous):
+                _mark_dead(mlflow_client, previous, "left RUNNING (the process died); marked KILLED")
         elif previous.info.status == "FINISHED" and found is None:
             found = previous
     return found
@@ -363,6 +363,8 @@ def run(cfg: DictConfig, run_name: str, tags: dict):
     if os.environ.get(PARENT_RUN_ENV):
         # A job of a sweep: nested under the sweep's parent run (opened by ablation.sweep's Hydra callback).
         tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
+    # Where the run's process lives, so a run left RUNNING by a process that died can be told from a live one.
+    tags.update(_process_tags())
     mlflow_run = mlflow_client.create_run(exp_id, run_name=run_name, tags=tags)
     tracker = Tracker(mlflow_client, mlflow_run.info.run_id, store(cfg.tracking)[0])
     status = "FAILED"
@@ -460,7 +462,7 @@ def open_parent(cfg: DictConfig, params: dict) -> str:
     name = f"sweep/{cfg.experiment_name}/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     _close_dead_parents(mlflow_client, exp_id)
     parent = mlflow_client.create_run(exp_id, run_name=name, tags={"sweep": "parent", "experiment": cfg.experiment_name,
-                                                                    "host": socket.gethostname(), "pid": str(os.getpid())})
+                                                                    **_process_tags()})
     Tracker(mlflow_client, parent.info.run_id).log_params(params)
     return parent.info.run_id
 
@@ -469,10 +471,55 @@ def _close_dead_parents(mlflow_client, exp_id: str) -> None:
     """A sweep whose process was killed (kill -9, a lost machine) left its parent run RUNNING; a sweep on the
     same machine marks it KILLED when the process it names is gone."""
     for parent in mlflow_client.search_runs([exp_id], "tags.sweep = 'parent' and attributes.status = 'RUNNING'"):
-        tags = parent.data.tags
-        if tags.get("host") == socket.gethostname() and tags.get("pid", "").isdigit() and not _alive(int(tags["pid"])):
-            mlflow_client.set_tag(parent.info.run_id, "error", "left RUNNING (the sweep's process died); marked KILLED")
-            mlflow_client.set_terminated(parent.info.run_id, "KILLED")
+        if _process_gone(parent):
+            _mark_dead(mlflow_client, parent, "left RUNNING (the sweep's process died); marked KILLED")
+
+
+def close_dead_children(cfg: DictConfig, parent_run_id: str, grace_s: float = 15.0) -> list[str]:
+    """After a sweep is interrupted: its runs still RUNNING whose process on this machine has ended (a launcher
+    kills its workers on Ctrl-C, sometimes before a job has closed its run) are marked KILLED. A process still
+    alive gets up to `grace_s` to close its run itself; runs on other machines (a cluster's jobs) are left as
+    they are. Returns the names of the runs marked."""
+    mlflow_client = client(cfg.tracking)
+    exp_id = mlflow_client.get_run(parent_run_id).info.experiment_id
+    query = f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"
+    deadline = time.time() + grace_s
+    marked = []
+    while True:
+        running = [r for r in mlflow_client.search_runs([exp_id], query, max_results=50000) if _on_this_host(r)]
+        for dead in [r for r in running if _process_gone(r)]:
+            _mark_dead(mlflow_client, dead, "the sweep was interrupted and the job's process ended before closing "
+                                            "the run; marked KILLED")
+            marked.append(dead.info.run_name)
+        waiting = [r for r in running if not _process_gone(r) and r.data.tags.get("pid") != str(os.getpid())]
+        if not waiting or time.time() > deadline:
+            return marked
+        time.sleep(0.5)
+
+
+def _process_tags() -> dict[str, str]:
+    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+
+
+def _on_this_host(mlflow_run) -> bool:
+    tags = mlflow_run.data.tags
+    return tags.get("host") == socket.gethostname() and tags.get("pid", "").isdigit()
+
+
+def _process_gone(mlflow_run) -> bool:
+    """True when the run names a process on this machine that no longer exists."""
+    return _on_this_host(mlflow_run) and not _alive(int(mlflow_run.data.tags["pid"]))
+
+
+def _may_be_alive(mlflow_run) -> bool:
+    """A RUNNING run whose process is alive on this machine, other than this one (which is not training it)."""
+    return (_on_this_host(mlflow_run) and mlflow_run.data.tags["pid"] != str(os.getpid())
+            and _alive(int(mlflow_run.data.tags["pid"])))
+
+
+def _mark_dead(mlflow_client, mlflow_run, reason: str) -> None:
+    mlflow_client.set_tag(mlflow_run.info.run_id, "error", reason)
+    mlflow_client.set_terminated(mlflow_run.info.run_id, "KILLED")
 
 
 def _alive(pid: int) -> bool:

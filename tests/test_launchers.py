@@ -192,8 +192,10 @@ def test_ctrl_c_stops_a_joblib_sweep_without_hanging(tmp_path):
             process.wait()
     assert process.returncode != 0
     assert "sweep interrupted" in stdout, stdout[-2000:] + stderr[-3000:]
-    parents, _ = _runs(tmp_path)
+    parents, children = _runs(tmp_path)
     assert [p.info.status for p in parents] == ["KILLED"]
+    # The runs that were training are closed KILLED by the time the sweep's process has exited.
+    assert children and {c.info.status for c in children} == {"KILLED"}, [(c.info.run_name, c.info.status) for c in children]
     time.sleep(2)
     with pytest.raises(ProcessLookupError):  # no worker or job process is left behind
         os.killpg(process.pid, 0)

@@ -67,13 +67,22 @@ def learning_curves(history, best_epoch: int | None = None, title: str = "") -> 
 
 
 def _label(row) -> str:
-    return f"{row['dataset']}/{row['model']}"
+    """dataset/model, and the setting where the sweep varied one (report.settings)."""
+    setting = row.get("setting", "")
+    return f"{row['dataset']}/{row['model']}" + (f" {setting}" if isinstance(setting, str) and setting else "")
+
+
+def _with_setting(table):
+    """The table with a `setting` column of strings (empty where a table has none, or read back from a CSV)."""
+    return table.assign(setting=table["setting"].fillna("").astype(str) if "setting" in table else "")
 
 
 def curves(history, baseline: str = "none") -> Figure:
     """Per policy: clean-train and validation loss over epochs, mean across seeds with a min-max band, the
     baseline's curves dashed behind. The vertical distance between the two is the overfitting gap."""
-    combos = history[["dataset", "model", "augmentation"]].drop_duplicates().to_dict("records") if len(history) else []
+    history = _with_setting(history)
+    combos = (history[["dataset", "model", "setting", "augmentation"]].drop_duplicates().to_dict("records")
+              if len(history) else [])
     cols = min(4, max(len(combos), 1))
     rows = max(math.ceil(len(combos) / cols), 1)
     fig = Figure(figsize=(3.6 * cols, 2.8 * rows + 0.5), layout="constrained")
@@ -84,7 +93,7 @@ def curves(history, baseline: str = "none") -> Figure:
             if augmentation == baseline and combo["augmentation"] == baseline and style == "--":
                 continue
             part = history[(history["dataset"] == combo["dataset"]) & (history["model"] == combo["model"])
-                           & (history["augmentation"] == augmentation)]
+                           & (history["setting"] == combo["setting"]) & (history["augmentation"] == augmentation)]
             for metric, color in colors.items():
                 stats = part[part["metric"] == metric].groupby("epoch")["value"].agg(["mean", "min", "max"])
                 if stats.empty:
@@ -109,13 +118,13 @@ def gaps(summary, baseline: str = "none") -> Figure:
     """Best-epoch gap per policy, mean over seeds with a 95% interval of that mean; the baseline marked."""
     from scipy import stats
 
-    table = summary.sort_values("gap_loss_mean", ascending=False).reset_index(drop=True)
+    table = _with_setting(summary).sort_values("gap_loss_mean", ascending=False).reset_index(drop=True)
     fig = Figure(figsize=(8, 0.35 * len(table) + 1.5), layout="constrained")
     ax = fig.subplots()
     n = table["n_seeds"].clip(lower=1).astype(float)
     half = [stats.t.ppf(0.975, k - 1) * s / math.sqrt(k) if k > 1 and s == s else 0.0
             for k, s in zip(n, table["gap_loss_std"])]
-    labels = [f"{r['augmentation']} ({_label(r)})" if table[["dataset", "model"]].drop_duplicates().shape[0] > 1
+    labels = [f"{r['augmentation']} ({_label(r)})" if table[["dataset", "model", "setting"]].drop_duplicates().shape[0] > 1
               else r["augmentation"] for _, r in table.iterrows()]
     colors = ["tab:gray" if a == baseline else {"reduces gap": "tab:green", "widens gap": "tab:red"}.get(v, "tab:blue")
               for a, v in zip(table["augmentation"], table["verdict"])]
@@ -150,7 +159,9 @@ def previews(rows) -> Figure:
 
 def heatmap(summary, baseline: str = "none") -> Figure:
     """Delta gap (policy - none, paired by seed) for each dataset x model and policy; blue = gap reduced."""
-    table = summary[summary["augmentation"] != baseline].assign(cell=lambda t: t["dataset"] + "/" + t["model"])
+    table = _with_setting(summary)
+    table = table[table["augmentation"] != baseline]
+    table = table.assign(cell=[_label(r) for _, r in table.iterrows()])
     grid = table.pivot_table(index="cell", columns="augmentation", values="delta_gap_loss")
     fig = Figure(figsize=(4.0 + 0.7 * max(grid.shape[1], 1), 2.0 + 0.5 * max(grid.shape[0], 1)), layout="constrained")
     ax = fig.subplots()

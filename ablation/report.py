@@ -15,7 +15,9 @@ from omegaconf import DictConfig
 
 from ablation import plots, tracking
 
-KEYS = ["dataset", "model", "augmentation"]
+# setting: what else the runs of one dataset and model differ in (see settings()); empty when only the policy and
+# the seed vary.
+KEYS = ["dataset", "model", "setting", "augmentation"]
 BASELINE = "none"
 COLUMNS = [*KEYS, "n_seeds", "test_accuracy_mean", "test_accuracy_std", "gap_accuracy_mean", "gap_accuracy_std",
            "gap_loss_mean", "gap_loss_std", "delta_gap_loss", "delta_gap_loss_ci_low", "delta_gap_loss_ci_high",
@@ -26,6 +28,12 @@ COLUMNS = [*KEYS, "n_seeds", "test_accuracy_mean", "test_accuracy_std", "gap_acc
 DEFAULT_TASK = "classify"
 VERDICTS = ("reduces gap", "no clear effect", "widens gap")
 CURVE_METRICS = ("train_clean/loss", "val/loss")
+# Params that never set runs apart in the report: the seed (runs are paired over it), where and how a run is
+# tracked or executed, and the policy itself (its name is the augmentation column; see settings() for its content).
+NOT_SETTINGS = ("seed", "experiment_name", "force", "design", "tracking.", "augmentation.", "data/", "dataset.cache",
+                "trainer.verbose", "trainer.workers", "trainer.use_multiprocessing", "trainer.max_queue_size",
+                "trainer.resume", "trainer.devices", "trainer.jit_compile")
+SETTING_KEYS_KEPT = ("augmentation.where",)  # a policy on the host and on the device are different runs
 
 
 def runs_of(cfg: DictConfig, parent_run_id: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
@@ -38,9 +46,40 @@ def runs_of(cfg: DictConfig, parent_run_id: str | None = None) -> tuple[pd.DataF
     runs = runs.rename(columns={f"tags.{k}": k for k in [*KEYS, "seed"]})
     runs = runs.sort_values("start_time", ascending=False)
     finished = runs[runs["status"] == "FINISHED"].drop_duplicates("tags.config_hash")
+    finished = finished.assign(**settings(finished))
     failed = runs[(runs["status"] == "FAILED") & ~runs["tags.config_hash"].isin(finished["tags.config_hash"])]
     failed = failed.drop_duplicates("tags.config_hash")
     return finished.reset_index(drop=True), failed.reset_index(drop=True), name
+
+
+def settings(finished: pd.DataFrame) -> dict[str, pd.Series]:
+    """What a sweep varied besides the policy and the seed, for each finished run: {"setting": "key=value ...",
+    "augmentation": the name, with the policy's fingerprint added where one name stands for different policies}.
+
+    A sweep over `dataset.normalize`, a learning rate or a model's width gives runs of the same policy name;
+    averaged together they would hide the effect of either setting, and pairing by seed would pair the wrong runs.
+    So every param that takes more than one value among the runs of one dataset, model and seed (a setting absent
+    from some runs, recorded before it existed, does not count as varying; one that follows the seed is none)
+    becomes part of the row's key, and each policy is compared with the `none` run of the same setting and seed."""
+    setting = pd.Series("", index=finished.index, dtype=object)
+    augmentation = finished["augmentation"].astype(str) if "augmentation" in finished else setting
+    params = [c for c in finished.columns if c.startswith("params.")
+              and (c[7:] in SETTING_KEYS_KEPT or not c[7:].startswith(NOT_SETTINGS))]
+    for _, block in finished.groupby(["dataset", "model"]) if len(finished) else ():
+        # Varying among runs of the same seed: what follows the seed (dataset.split_seed: ${seed}) is no setting.
+        by_seed = block[params].astype(str).where(block[params].notna()).groupby(block["seed"])
+        varying = sorted(c for c, n in by_seed.nunique().max().items() if n > 1) if params else []
+        if varying:
+            setting[block.index] = [" ".join(f"{c[7:]}={v}" for c, v in zip(varying, values) if v == v)
+                                    for values in block[varying].itertuples(index=False)]
+    if "tags.policy_fingerprint" in finished:
+        # One policy name, several contents (a policy file edited between sweeps, a mix given on the command
+        # line): each content its own row, told apart by the start of its fingerprint.
+        fingerprint = finished["tags.policy_fingerprint"].fillna("").astype(str)
+        names = pd.DataFrame({"a": augmentation, "s": setting, "d": finished["dataset"], "m": finished["model"], "f": fingerprint})
+        several = names.groupby(["a", "s", "d", "m"])["f"].transform("nunique") > 1
+        augmentation = augmentation.where(~several, augmentation + " [" + fingerprint.str[:8] + "]")
+    return {"setting": setting, "augmentation": augmentation}
 
 
 def _t_interval(d: np.ndarray) -> tuple[float, float]:
@@ -81,8 +120,8 @@ def summary(finished: pd.DataFrame) -> pd.DataFrame:
                             time_total_s=column("metrics.time/total_s"), time_expand_s=column("metrics.time/expand_s"),
                             expanded_bytes=column("metrics.data/expanded_bytes"))
     rows = []
-    for (dataset, model, augmentation, task), group in table.groupby([*KEYS, "task"]):
-        row = {"dataset": dataset, "model": model, "augmentation": augmentation, "task": task,
+    for (dataset, model, setting, augmentation, task), group in table.groupby([*KEYS, "task"]):
+        row = {"dataset": dataset, "model": model, "setting": setting, "augmentation": augmentation, "task": task,
                "n_seeds": group["seed"].nunique(), "mode": "/".join(sorted(set(group["mode"])))}
         for metric in ("test_accuracy", "gap_accuracy", "gap_loss", "test_psnr"):
             row[f"{metric}_mean"] = group[metric].astype(float).mean()
@@ -90,7 +129,7 @@ def summary(finished: pd.DataFrame) -> pd.DataFrame:
         for metric in ("time_total_s", "time_expand_s", "expanded_bytes", "test_mae"):
             row[f"{metric}_mean"] = group[metric].astype(float).mean()
         base = table[(table["dataset"] == dataset) & (table["model"] == model) & (table["task"] == task)
-                     & (table["augmentation"] == BASELINE)]
+                     & (table["setting"] == setting) & (table["augmentation"] == BASELINE)]
         paired = group.merge(base, on="seed", suffixes=("", "_base"))
         d_gap = (paired["gap_loss"] - paired["gap_loss_base"]).to_numpy(float)
         low, high = _t_interval(d_gap) if augmentation != BASELINE else (0.0, 0.0)
@@ -162,7 +201,7 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
                "gaps.png": plots.gaps(table, baseline=BASELINE)}
     with tracking.scratch_dir() as scratch:
         figures["previews.png"] = plots.previews(previews(cfg, finished, Path(scratch)))
-    if table[["dataset", "model"]].drop_duplicates().shape[0] > 1:
+    if table[["dataset", "model", "setting"]].drop_duplicates().shape[0] > 1:
         figures["heatmap.png"] = plots.heatmap(table, baseline=BASELINE)
     for file, figure in figures.items():
         figure.savefig(out_dir / file, dpi=110)
@@ -193,11 +232,14 @@ def show(table: pd.DataFrame, name: str) -> None:
     # The test score of the tasks present: accuracy (classify), psnr (reconstruct, inpaint), or both.
     scores = [m for m in ("accuracy", "psnr") if table.get(f"test_{m}_mean", pd.Series(dtype=float)).notna().any()]
     scores = scores or ["accuracy"]
+    table = table.assign(setting=table.get("setting", pd.Series("", index=table.index)).fillna(""))
     cols = ["dataset", "model", "augmentation", "n_seeds", *[f"test_{m}_mean" for m in scores], "gap_loss_mean",
             "delta_gap_loss", "delta_gap_loss_ci_low", "delta_gap_loss_ci_high", *[f"delta_test_{m}" for m in scores],
             "verdict"]
     if table.get("task", pd.Series(dtype=str)).nunique() > 1:
         cols.insert(3, "task")
+    if (table["setting"] != "").any():  # the sweep varied more than the policy: which setting each row is
+        cols.insert(2, "setting")
     if (table.get("mode", pd.Series(dtype=str)) == "offline").any():  # online vs offline: their cost too
         table = table.assign(expanded_mb=table["expanded_bytes_mean"] / 1e6)
         cols += ["mode", "time_total_s_mean", "expanded_mb"]

@@ -144,3 +144,65 @@ def test_image_tasks_without_accuracy_get_gap_verdicts_and_psnr(make_cfg, tmp_pa
     assert table[["test_accuracy_mean", "gap_accuracy_mean", "delta_test_accuracy"]].isna().all().all()
     printed = capsys.readouterr().out
     assert "test_psnr_mean" in printed and "test_accuracy_mean" not in printed and "reduces gap" in printed
+
+
+def test_a_setting_the_sweep_varied_splits_the_rows_and_pairs_within_it(make_cfg, tmp_path, capsys):
+    """A sweep over dataset.normalize: the policy helps under one mode and hurts under the other. Merged, the two
+    would cancel out; each mode is its own row, compared with the `none` of the same mode."""
+    from mlflow.entities import Param
+
+    cfg = make_cfg("experiment_name=modes", f"tracking.report_dir={tmp_path}/reports")
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    exp_id = tracking.experiment_id(client, cfg.tracking, "modes")
+    rng = np.random.default_rng(2)
+    effect = {"rescale": -0.3, "featurewise": 0.3}
+    for seed in SEEDS:
+        for mode, offset in effect.items():
+            base = 0.8 + rng.normal(0, 0.2)
+            for augmentation, fingerprint in (("none", "f0"), ("hflip", "f1"), ("mixed", f"m-{mode}")):
+                gap = base + (offset if augmentation != "none" else 0.0) + 0.01 * seed
+                rid = _log(client, exp_id, "digits", "small_cnn", augmentation, seed, gap, 0.9)
+                client.set_tag(rid, "config_hash", f"{mode}-{augmentation}-{seed}")
+                client.set_tag(rid, "policy_fingerprint", fingerprint)
+                # What run.py logs: the whole config as params; only dataset.normalize differs between the modes
+                # (the seed, what follows it and the policy's own keys never count as settings).
+                client.log_batch(rid, params=[Param("dataset.normalize", mode), Param("seed", str(seed)),
+                                              Param("augmentation.name", augmentation), Param("trainer.epochs", "3"),
+                                              Param("tracking.uri", f"somewhere-{seed}"),
+                                              Param("dataset.split_seed", str(seed))])  # follows the seed
+    out = report.main(cfg)
+    table = pd.read_csv(out / "summary.csv")
+    assert list(table.columns[:len(report.COLUMNS)]) == report.COLUMNS
+    rows = table.set_index(["setting", "augmentation"])
+    assert len(table) == 6 and set(rows.index.get_level_values(0)) == {"dataset.normalize=rescale",
+                                                                       "dataset.normalize=featurewise"}
+    for mode, offset in effect.items():
+        row = rows.loc[(f"dataset.normalize={mode}", "hflip")]
+        assert row["delta_gap_loss"] == pytest.approx(offset) and row["n_seeds"] == 5
+        assert row["verdict"] == ("reduces gap" if offset < 0 else "widens gap")
+        # One policy name whose content differed between the modes stays one row per mode (its fingerprint is
+        # constant within each).
+        assert rows.loc[(f"dataset.normalize={mode}", "mixed"), "delta_gap_loss"] == pytest.approx(offset)
+    assert (out / "heatmap.png").stat().st_size > 0  # one dataset and model, two settings
+    printed = capsys.readouterr().out
+    assert "setting" in printed and "dataset.normalize=featurewise" in printed
+
+
+def test_one_policy_name_with_two_contents_is_two_rows(synthetic, tmp_path):
+    """A policy file edited between two sweeps of one experiment: the runs of each version are rows of their
+    own, named by the start of the policy's fingerprint."""
+    client = MlflowClient(tracking_uri=synthetic.tracking.uri)
+    exp_id = client.get_experiment_by_name("synthetic").experiment_id
+    for run in client.search_runs([exp_id], "tags.augmentation = 'good' and tags.model = 'resnet'"):
+        client.set_tag(run.info.run_id, "policy_fingerprint", "aaaaaaaaaaaa")
+    for seed in SEEDS:
+        rid = _log(client, exp_id, "digits", "resnet", "good", seed, 5.0, 0.5)
+        client.set_tag(rid, "config_hash", f"good-v2-{seed}")
+        client.set_tag(rid, "policy_fingerprint", "bbbbbbbbbbbb")
+    table = pd.read_csv(report.build(synthetic) / "summary.csv")
+    resnet = table[table["model"] == "resnet"].set_index("augmentation")
+    assert {"good [aaaaaaaa]", "good [bbbbbbbb]"} <= set(resnet.index) and "good" not in resnet.index
+    assert resnet.loc["good [aaaaaaaa]", "verdict"] == "reduces gap"
+    assert resnet.loc["good [bbbbbbbb]", "verdict"] == "widens gap"
+    assert table["setting"].isna().all()  # nothing else varied: no setting
+    assert "good" in set(table[table["model"] == "small_cnn"]["augmentation"])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
@@ -171,6 +172,61 @@ def test_on_bad_image_setting_is_checked(make_cfg, tmp_path):
     good_folder(tmp_path / "d")
     with pytest.raises(DataError, match=r"^dataset\.on_bad_image: expected one of error\|skip, got 'ignore'$"):
         datasets.check(folder_cfg(make_cfg, tmp_path / "d", "dataset.on_bad_image=ignore"))
+
+
+# ------------------------------------------------------------------------------------------ csv tables
+
+
+def table_with_bad_files(root):
+    """root/labels.csv naming the 18 good images of good_folder(root / "images") and, on lines 3 and 8, a truncated
+    PNG and a text file saved as .png: (table, {absolute bad file: how its reason starts, its line first})."""
+    good_folder(root / "images")
+    rows = [(f"images/{name}/{i}.png", name) for name in CLASSES for i in range(6)]
+    bad = {3: ("images/dog/broken.png", "dog", truncated_png, "truncated PNG"),
+           8: ("images/owl/notes.png", "owl", not_an_image, "not an image")}
+    expected = {}
+    for line, (file, label, write, words) in sorted(bad.items()):
+        write(root / file)
+        rows.insert(line - 2, (file, label))  # the header is line 1
+        expected[str((root / file).resolve())] = f"labels.csv line {line}: {words}"
+    table = root / "labels.csv"
+    table.write_text("".join(f"{file},{label}\n" for file, label in [("filename", "class"), *rows]))
+    return table, expected
+
+
+def csv_cfg(make_cfg, table, *extra):
+    return make_cfg("dataset=csv", f"dataset.path={table}", "dataset.image_size=8", *extra).dataset
+
+
+@pytest.mark.parametrize("cache", ["true", "false"])
+def test_a_bad_image_in_a_table_stops_the_load_naming_the_line_and_the_file(make_cfg, tmp_path, cache):
+    table, _ = table_with_bad_files(tmp_path / "t")
+    # Every row in train, decoded in table order: the first bad row is the one reported.
+    cfg = csv_cfg(make_cfg, table, "dataset.validation_split=0", "dataset.test_split=0", f"dataset.cache={cache}")
+    with pytest.raises(DataError) as err:
+        datasets.load(cfg)
+    message = str(err.value)
+    bad = tmp_path / "t" / "images" / "dog" / "broken.png"
+    assert message.startswith(f"dataset.path: {table} line 3: image file {bad}: cannot decode image (truncated PNG)")
+    assert "dataset.on_bad_image=skip" in message and "\n" not in message
+
+
+def test_skip_leaves_bad_rows_of_a_table_out_counts_and_lists_them_with_their_lines(make_cfg, tmp_path):
+    table, expected = table_with_bad_files(tmp_path / "t")
+    cfg = csv_cfg(make_cfg, table, "dataset.on_bad_image=skip")
+    splits = datasets.load(cfg)
+    assert len(splits.skipped) == 2 and {file for file, _ in splits.skipped} == set(expected)
+    for file, reason in splits.skipped:
+        assert reason.startswith(expected[file]), reason
+    assert sum(len(s) for s in (splits.train, splits.val, splits.test)) == 18
+    assert_only_good_rows(splits)
+    again = datasets.load(cfg)  # from the cache: the same rows and the same skip list
+    assert isinstance(again.train.x, np.memmap) and again.skipped == splits.skipped
+    np.testing.assert_array_equal(again.train.x, splits.train.x)
+    # error and skip give different arrays, so they are cached apart
+    assert datasets.cache_key(cfg) != datasets.cache_key(csv_cfg(make_cfg, table))
+    with pytest.raises(DataError, match=r"^dataset\.on_bad_image: expected one of error\|skip, got 'ignore'$"):
+        datasets.check(csv_cfg(make_cfg, table, "dataset.on_bad_image=ignore"))
 
 
 # ------------------------------------------------------------------------------------------ files that are not data
@@ -345,6 +401,21 @@ def test_run_records_skipped_images_and_the_label_mapping(make_cfg, tmp_path):
     rows = (folder / "skipped_images.csv").read_text().splitlines()
     assert rows[0] == "file,reason" and len(rows) == 1 + len(BAD)
     assert {row.split(",")[0] for row in rows[1:]} == set(expected)
+
+
+def test_run_on_a_table_records_its_skipped_rows(make_cfg, tmp_path):
+    table, expected = table_with_bad_files(tmp_path / "t")
+    cfg = make_cfg("dataset=csv", f"dataset.path={table}", "dataset.image_size=8", "dataset.on_bad_image=skip",
+                   "trainer.epochs=1")
+    result = run(cfg)
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    mlrun = client.get_run(result["run_id"])
+    assert mlrun.info.status == "FINISHED" and mlrun.data.metrics["data/skipped_images"] == len(expected)
+    assert mlrun.data.params["dataset.on_bad_image"] == "skip"
+    listed = pd.read_csv(client.download_artifacts(result["run_id"], "skipped_images.csv", str(tmp_path / "got")))
+    assert list(listed.columns) == ["file", "reason"] and set(listed.file) == set(expected)
+    for file, reason in zip(listed.file, listed.reason):
+        assert reason.startswith(expected[file]), reason
 
 
 def test_run_without_skips_logs_zero_and_the_label_mapping(make_cfg, tmp_path):

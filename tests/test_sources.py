@@ -1,4 +1,4 @@
-"""ablation.sources: `csv` tables of image paths and `keras_datasets` read from Keras' on-disk cache.
+"""The `csv` source (tables of image paths) and `keras_datasets` (read from Keras' on-disk cache).
 
 Every test writes small files in the real formats (PNGs and a CSV table; mnist.npz, Fashion-MNIST's gzipped IDX
 files, CIFAR's pickled batches, extracted or as the downloaded .tar.gz) and loads them through datasets.load."""
@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from ablation import datasets, sources
+from ablation import datasets
 from ablation.datasets import DataError
 from conftest import ROOT
 
@@ -247,7 +247,7 @@ def write_fashion(datadir, n_train=40, n_test=10):
     x_train, x_test = (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for n in (n_train, n_test))
     y_train, y_test = (np.arange(n) % 10 for n in (n_train, n_test))
     folder = datadir / "fashion-mnist"
-    for name, array in zip(sources.FASHION_FILES, (y_train, x_train, y_test, x_test)):
+    for name, array in zip(datasets.FASHION_FILES, (y_train, x_train, y_test, x_test)):
         write_idx(folder / name, array)
     return x_train, y_train, x_test, y_test
 
@@ -275,7 +275,7 @@ def write_cifar10(folder, per_batch=4, seed=2):
         write_pickle(folder / name, {b"batch_label": name.encode(), b"labels": labels, b"data": cifar_rows(images),
                                      b"filenames": [f"{name}_{i}.png".encode() for i in range(per_batch)]})
         written[name] = (images, labels)
-    write_pickle(folder / "batches.meta", {b"label_names": [n.encode() for n in sources.CIFAR10_CLASSES],
+    write_pickle(folder / "batches.meta", {b"label_names": [n.encode() for n in datasets.CIFAR10_CLASSES],
                                            b"num_cases_per_batch": per_batch, b"num_vis": 3072})
     return written
 
@@ -336,7 +336,7 @@ def test_mnist_test_split_is_keras_own_and_validation_comes_from_train(make_cfg,
 def test_keras_home_defaults_to_the_environment_as_keras_does(make_cfg, tmp_path, monkeypatch):
     written = write_mnist(tmp_path / "home" / "datasets")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
-    assert sources.keras_datasets_dir() == tmp_path / "home" / "datasets"
+    assert datasets.keras_datasets_dir() == tmp_path / "home" / "datasets"
     cfg = make_cfg("dataset=keras_datasets", "dataset.which=mnist")
     assert cfg.dataset.keras_home is None
     np.testing.assert_array_equal(datasets.load(cfg.dataset).test.x[..., 0], written["x_test"])
@@ -380,7 +380,7 @@ def test_cifar10_from_every_layout_keras_leaves(make_cfg, tmp_path, layout):
         tar_gz(place, extracted)
     splits = load_keras(make_cfg, tmp_path, "cifar10", "dataset.validation_split=0.2")
 
-    assert splits.class_names == list(sources.CIFAR10_CLASSES) and splits.input_shape == (32, 32, 3)
+    assert splits.class_names == list(datasets.CIFAR10_CLASSES) and splits.input_shape == (32, 32, 3)
     test_images, test_labels = written["test_batch"]
     np.testing.assert_array_equal(splits.test.x, test_images)  # channels last, pixel for pixel
     np.testing.assert_array_equal(splits.test.y, test_labels)

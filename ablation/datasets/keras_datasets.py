@@ -1,156 +1,23 @@
-"""Two more image sources behind ablation.datasets.load: `csv` (a table of image paths and labels) and
-`keras_datasets` (mnist, fashion_mnist, cifar10, cifar100 from Keras' on-disk dataset cache).
+"""The `keras_datasets` source: mnist, fashion_mnist, cifar10 and cifar100 read from the files Keras keeps in its
+on-disk dataset cache, in Keras' own formats (npz, gzipped IDX, pickled CIFAR batches, extracted or as the
+downloaded .tar.gz); nothing is downloaded.
 
-Both return datasets.Splits of uint8 (N, H, W, C) arrays and use datasets.py's decoding, resizing, channel
-conversion and splitting, so they split, cache and fail the way `folder` and `npz` do. Like datasets.py, this
-module imports neither Keras nor MLflow.
+Resized, converted and split with the helpers every source shares. No Keras, no MLflow: the files are parsed here.
 """
 from __future__ import annotations
 
 import gzip
 import os
 import pickle
-import re
 import tarfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-# ---------------------------------------------------------------------------------------------- csv
-
-# Values of the split column (case-insensitive) -> split; the same names the folder layout accepts.
-CSV_SPLITS = {"train": "train", "validation": "val", "val": "val", "valid": "val", "test": "test"}
-INTEGER = re.compile(r"[+-]?\d+")
-
-
-def load_csv(path: str, x_col: str = "filename", y_col: str = "class", split_col: str | None = None,
-             image_size: int = 64, channels: int = 3, validation_split: float = 0.2, test_split: float = 0.2,
-             train_size: int | None = None, split_seed: int = 0, *, allocate=None) -> Splits:
-    """A table with one row per image, as Keras' flow_from_dataframe reads it: x_col holds the image's path
-    (relative to the table's folder, or absolute), y_col its label. Labels are class names (sorted, then
-    numbered) or integer class indices; the training rows fix the classes. split_col, when set, assigns each
-    row to train, validation (val, valid) or test; splits it leaves empty are taken from train by the fractions,
-    as are all three without it. Images are decoded like a folder's (resized to image_size, `channels`)."""
-    files, y, owner, class_names = _csv_index(path, x_col, y_col, split_col)
-    pools = {split: np.flatnonzero(owner == split) for split in SPLIT_NAMES if np.any(owner == split)}
-    indices = _fill_splits(y, pools, validation_split, test_split, split_seed)
-    indices = _subsample(y, *indices, train_size, split_seed)
-    allocate = allocate or (lambda split, shape: np.empty(shape, np.uint8))
-    parts = []
-    for split, idx in zip(SPLIT_NAMES, indices):
-        x = allocate(split, (len(idx), image_size, image_size, channels))
-        bad = _decode_into(x, [files[i] for i in idx], image_size, channels, stop=False)
-        if bad:
-            row, reason = idx[bad[0][0]], bad[0][1]
-            raise _fail("path", f"{Path(path).expanduser()} line {row + 2}: image file {files[row]}: cannot decode "
-                                f"({reason}); fix the file or remove its row")
-        parts.append(Split(x, y[idx]))
-    return Splits(*parts, class_names=class_names)
-
-
-def _csv_index(path, x_col, y_col, split_col) -> tuple[list[Path], np.ndarray, np.ndarray, list[str]]:
-    """(image files, labels, the split of each row, class names), checking the table and that every image file
-    exists; opens no image. Line numbers in errors count the header as line 1, as an editor or spreadsheet does."""
-    import pandas as pd  # imported here: only this source needs it, and it is slow to import
-
-    table_file = Path(path).expanduser()
-    try:
-        # Every cell as text: integer labels are recognised below, never turned into floats by an empty cell.
-        table = pd.read_csv(table_file, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise _fail("path", f"{table_file} is empty; expected a header line ({x_col},{y_col}) and one row per "
-                            "image") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
-        raise _fail("path", f"{table_file}: cannot read as CSV ({exc})") from None
-    columns = [str(c) for c in table.columns]
-    for key, column in (("x_col", x_col), ("y_col", y_col), ("split_col", split_col)):
-        if column is not None and column not in columns:
-            raise _fail(key, f"{table_file} has no column {column!r} (columns: {', '.join(columns)})")
-    if table.empty:
-        raise _fail("path", f"{table_file} has a header but no rows")
-
-    paths, labels = table[x_col].str.strip(), table[y_col].str.strip()
-    if split_col is None:
-        owner = np.full(len(table), "train", dtype=object)
-    else:
-        owner = np.asarray([_csv_split(table_file, split_col, i, v) for i, v in enumerate(table[split_col])],
-                           dtype=object)
-        if not np.any(owner == "train"):
-            raise _fail("split_col", f"{table_file}: no row has {split_col}=train; the training rows fix the "
-                                     "classes")
-    files = []
-    for i, (value, label) in enumerate(zip(paths, labels)):
-        if not value:
-            raise _fail("path", f"{table_file} line {i + 2}: empty {x_col!r}")
-        if not label:
-            raise _fail("path", f"{table_file} line {i + 2}: empty {y_col!r}")
-        file = Path(value).expanduser()
-        file = file if file.is_absolute() else table_file.parent / file
-        if not file.is_file():
-            raise _fail("path", f"{table_file} line {i + 2}: image file {value} not found ({file})")
-        files.append(file)
-
-    train = owner == "train"
-    if all(INTEGER.fullmatch(v) for v in labels):
-        y = labels.astype(np.int64).to_numpy()
-        if y.min() < 0:
-            raise _fail("path", f"{table_file} line {int(np.argmin(y)) + 2}: integer labels are class indices "
-                                f">= 0, got {y.min()}")
-        class_names = [str(k) for k in range(int(y[train].max()) + 1)]
-        known = y < len(class_names)
-    else:
-        class_names = sorted(set(labels[train]))
-        known = labels.isin(class_names).to_numpy()
-        y = np.asarray([class_names.index(v) if ok else -1 for v, ok in zip(labels, known)], np.int64)
-    if not known.all():
-        i = int(np.flatnonzero(~known)[0])
-        shown = ", ".join(class_names[:10]) + (", ..." if len(class_names) > 10 else "")
-        split = {"val": "validation", "test": "test"}[owner[i]]
-        raise _fail("path", f"{table_file} line {i + 2}: label {labels.iloc[i]!r} of a {split} row is not among "
-                            f"the training rows' classes ({shown})")
-    if len(set(y[train])) < 2:
-        raise _fail("path", f"{table_file}: the training rows have only one class ({class_names[y[train][0]]}); "
-                            "a classifier needs two or more")
-    return files, y, owner.astype(str), class_names
-
-
-def _csv_split(table_file, split_col, i, value) -> str:
-    split = CSV_SPLITS.get(str(value).strip().lower())
-    if split is None:
-        raise _fail("split_col", f"{table_file} line {i + 2}: {split_col} is {value!r}; expected train, "
-                                 "validation (or val, valid) or test")
-    return split
-
-
-def check_csv(args):
-    value = args.get("path")
-    if value in (None, "", MISSING):
-        raise _fail("path", "required, e.g. dataset.path=/data/labels.csv")
-    table = Path(str(value)).expanduser()
-    if not table.exists():
-        raise _fail("path", f"table {table} does not exist")
-    if table.is_dir():
-        raise _fail("path", f"{table} is a folder; expected a CSV table")
-    for key in ("x_col", "y_col", "split_col"):
-        column = args.get(key)
-        if not (isinstance(column, str) and column.strip()) and not (key == "split_col" and column is None):
-            raise _fail(key, f"expected a column name{' or null' if key == 'split_col' else ''}, got {column!r}")
-    if args["x_col"] == args["y_col"] or args["split_col"] in (args["x_col"], args["y_col"]):
-        raise _fail("y_col" if args["x_col"] == args["y_col"] else "split_col",
-                    f"x_col, y_col and split_col must name different columns, got {args['x_col']!r}, "
-                    f"{args['y_col']!r}, {args['split_col']!r}")
-    _common(args, ("validation_split", "test_split"))
-
-
-def _csv_listing(args):
-    """The table's size and mtime, and every image file it names with its own."""
-    table = Path(args["path"]).expanduser()
-    files = _csv_index(table, args["x_col"], args["y_col"], args["split_col"])[0]
-    return [_stamp(table), [(str(f), *_stamp(f)) for f in files]]
-
-
-# ---------------------------------------------------------------------------------------------- keras_datasets
+from ablation.datasets.common import (
+    DataError, Splits, _common, _fail, _fill_splits, _resize, _splits, _stamp, _to_channels,
+)
 
 KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 FASHION_FILES = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
@@ -382,13 +249,3 @@ def _keras_listing(args):
     for source in _keras_sources(args["which"], args["keras_home"]):
         files += sorted(p for p in source.iterdir() if p.is_file()) if source.is_dir() else [source]
     return [(str(f.resolve()), *_stamp(f)) for f in files]
-
-
-LISTINGS = {"csv": _csv_listing, "keras_datasets": _keras_listing}
-
-# Imported last: datasets.py imports this module from its own end to register the loaders above, so whichever
-# of the two modules is imported first, both are complete before either is used.
-from ablation.datasets import (  # noqa: E402
-    MISSING, SPLIT_NAMES, DataError, Split, Splits, _common, _decode_into, _fail, _fill_splits, _resize, _splits,
-    _stamp, _subsample, _to_channels,
-)

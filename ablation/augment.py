@@ -25,6 +25,7 @@ import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from albumentations.core.composition import BaseCompose  # noqa: E402
+from albumentations.augmentations.dropout.transforms import BaseDropout  # noqa: E402
 from albumentations.core.transforms_interface import BasicTransform  # noqa: E402
 from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
@@ -37,6 +38,8 @@ TOP_LEVEL_KEYS = ("name", "transforms", "idg", "mix", "variant", "where", "mode"
 PLACES = ("host", "device")
 # ImageDataGenerator arguments that shape the fill of others rather than being an augmentation of their own.
 IDG_SETTINGS = ("fill_mode", "cval")
+# Transforms that blank pixels of the input in place (input corruption, not a move): see _kind.
+DROPOUTS = (BaseDropout, A.PixelDropout)
 IDG_KEYS = ("rotation_range", "width_shift_range", "height_shift_range", "shear_range", "zoom_range",
             "horizontal_flip", "vertical_flip", "brightness_range", "channel_shift_range", "fill_mode", "cval")
 FILL_MODES = {"nearest": cv2.BORDER_REPLICATE,   # aaaaaaaa|abcd|dddddddd
@@ -912,9 +915,13 @@ class Policy:
 
 def _kind(cls: type) -> str:
     """spatial (albumentations' DualTransform: also applied to masks) or photometric (ImageOnlyTransform);
-    both for RandAugment, whose operations are of either kind."""
+    both for RandAugment, whose operations are of either kind. The dropouts (CoarseDropout, Erasing, GridDropout,
+    XYMasking, PixelDropout) are DualTransforms, but they move nothing: they blank pixels of the input, which an
+    image-to-image task must not copy into its target, so they count as photometric."""
     if issubclass(cls, RandAugment):
         return "both"
+    if issubclass(cls, DROPOUTS):
+        return "photometric"
     return "spatial" if issubclass(cls, A.DualTransform) else "photometric"
 
 

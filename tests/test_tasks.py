@@ -128,6 +128,28 @@ def test_spatial_transforms_move_mask_and_target_alike_photometric_ones_change_t
     np.testing.assert_allclose(inputs[~inside].astype(int), brightened[~inside], atol=1)
 
 
+@pytest.mark.parametrize("dropout", [
+    {"_target_": "albumentations.CoarseDropout", "num_holes_range": [3, 3], "hole_height_range": [4, 4],
+     "hole_width_range": [4, 4], "fill": 255, "p": 1.0},
+    {"_target_": "albumentations.PixelDropout", "dropout_prob": 0.3, "drop_value": 255, "p": 1.0},
+])
+def test_dropouts_blank_the_input_only_never_the_target(make_cfg, dropout):
+    """CoarseDropout and its kin are DualTransforms but move nothing: holes are an input corruption, so the
+    target stays the clean (flipped) image and the mask is the task's own."""
+    task = tasks.build(make_cfg("task=inpaint", *AUTOENCODER, *LEFT_REGION))
+    policy = augment.build({"name": "flip_holes", "transforms": [FLIP_AND_BRIGHTEN[0], dropout]})
+    spatial, photometric = policy.split()
+    assert spatial.transform_names == ["HorizontalFlip"]
+    assert photometric.transform_names == [dropout["_target_"].split(".")[1]]
+    x = _images(4, 16)  # values below 200: a 255 can only be a hole
+    inputs, targets, masks = task.pairs(x, np.arange(4), policy, np.random.default_rng(0))
+    np.testing.assert_array_equal(targets, x[:, :, ::-1])
+    np.testing.assert_array_equal(masks, task.masks(4, (16, 16), np.arange(4), None)[:, :, ::-1])
+    holes = np.all(inputs == 255, axis=-1) & (masks == 0)
+    assert holes.any()  # the input has holes outside the task's region; elsewhere it is the target
+    np.testing.assert_array_equal(inputs[~holes & (masks == 0)], targets[~holes & (masks == 0)])
+
+
 def test_keras_affine_transforms_masks_as_it_transforms_images(make_cfg):
     """Whole-pixel shifts (ImageDataGenerator's integer ranges): an image that is the mask must move exactly
     as the mask does, so target and mask stay aligned."""

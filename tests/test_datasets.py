@@ -272,6 +272,28 @@ def test_folder_single_layout_split_by_fractions(make_cfg, tmp_path):
     assert np.bincount(fewer.train.y).tolist() == [3, 3, 3]
 
 
+def test_a_long_decode_reports_its_progress(make_cfg, tmp_path, monkeypatch, caplog):
+    """Lines with how many images are decoded and about how long is left; the cached second load decodes nothing."""
+    import logging
+
+    from ablation.datasets import images
+
+    class_folder(tmp_path / "d", per_class=20)  # 60 images, decoded 8 at a time, a line after every chunk
+    monkeypatch.setattr(images, "DECODE_CHUNK", 8)
+    monkeypatch.setattr(images, "PROGRESS_EVERY_S", 0.0)
+    caplog.set_level(logging.INFO, logger="ablation.datasets")
+    cfg = make_cfg("dataset=folder", f"dataset.path={tmp_path / 'd'}", "dataset.image_size=8")
+    datasets.load(cfg.dataset)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dataset: decoded")]
+    counts = [int(line.split()[2].replace(",", "")) for line in lines[:-1]]
+    assert counts == sorted(counts) and counts[0] == 8 and len(counts) >= 6, lines
+    assert all(" of 60 images (" in line and "s left" in line for line in lines[:-1])
+    assert lines[-1].startswith("dataset: decoded 60 images in ")
+    caplog.clear()
+    datasets.load(cfg.dataset)
+    assert not [r for r in caplog.records if r.getMessage().startswith("dataset: decoded")]
+
+
 @pytest.mark.parametrize("val_name", ["validation", "val"])
 def test_folder_split_layout(make_cfg, tmp_path, val_name):
     root = tmp_path / "d"

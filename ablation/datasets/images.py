@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,6 +22,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP"))
 
 log = logging.getLogger(__name__)
+# Decoding a large folder takes minutes on its first load (later runs read the cache): a line this often.
+PROGRESS_EVERY_S = 10.0
 
 
 class BadImage(Exception):
@@ -45,10 +48,11 @@ def _decode_splits(files: list[Path], y: np.ndarray, indices, class_names: list[
     listed(i, reason) -> (file, reason). A class whose every training image was skipped is an error."""
     allocate = allocate or (lambda split, shape: np.empty(shape, np.uint8))
     parts, skipped = [], []
+    progress = Progress(sum(len(idx) for idx in indices))
     for split, idx in zip(SPLIT_NAMES, indices):
         x = allocate(split, (len(idx), image_size, image_size, channels))
         bad = _decode_into(x, [files[i] for i in idx], image_size, channels, stop=on_bad_image == "error",
-                           where=lambda i, idx=idx: where(idx[i]))
+                           where=lambda i, idx=idx: where(idx[i]), progress=progress)
         if bad:
             skipped += [listed(idx[i], reason) for i, reason in bad]
             keep = np.setdiff1d(np.arange(len(idx)), [i for i, _ in bad])
@@ -57,6 +61,7 @@ def _decode_splits(files: list[Path], y: np.ndarray, indices, class_names: list[
                     x[new] = x[old]
             x, idx = x[:len(keep)], idx[keep]
         parts.append(Split(x, y[idx]))
+    progress.end()
     if skipped:
         _check_skips(parts[0], class_names, y[indices[0]], skipped)
         log.warning("dataset.path: skipped %d unreadable image(s) (dataset.on_bad_image=skip), first: %s (%s)",
@@ -72,11 +77,34 @@ def _check_skips(train: Split, class_names: list[str], labels_before: np.ndarray
                             f"{len(skipped)} unreadable file(s) (first: {skipped[0][0]}: {skipped[0][1]})")
 
 
+class Progress:
+    """INFO lines while many images decode: how many, for how long, about how long is left. The first comes
+    after PROGRESS_EVERY_S, so a dataset that decodes quickly prints nothing."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.shown = total, 0, False
+        self.started = self.last = time.monotonic()
+
+    def add(self, count: int) -> None:
+        self.done += count
+        now = time.monotonic()
+        if self.done < self.total and now - self.last >= PROGRESS_EVERY_S:
+            elapsed = now - self.started
+            log.info("dataset: decoded %s of %s images (%d%%) in %.0f s, about %.0f s left", f"{self.done:,}",
+                     f"{self.total:,}", 100 * self.done // self.total, elapsed,
+                     elapsed / self.done * (self.total - self.done))
+            self.last, self.shown = now, True
+
+    def end(self) -> None:
+        if self.shown:
+            log.info("dataset: decoded %s images in %.0f s", f"{self.done:,}", time.monotonic() - self.started)
+
+
 def _decode_into(out: np.ndarray, files: list[Path], size: int, channels: int, stop: bool = True,
-                 where=None) -> list:
+                 where=None, progress: Progress | None = None) -> list:
     """Decode files[i] into out[i]. stop: raise DataError at the first unreadable file (in file order), naming it
     as where(i) (default: its path); otherwise return [(i, reason)] for the unreadable ones, whose rows are left
-    unwritten."""
+    unwritten. progress: told of every chunk decoded."""
     mode = "L" if channels == 1 else "RGB"
     where = where or (lambda i: str(files[i]))
 
@@ -97,6 +125,8 @@ def _decode_into(out: np.ndarray, files: list[Path], size: int, channels: int, s
                                         f"file, or set dataset.on_bad_image=skip to leave such files out")
                 if result is not None:
                     bad.append(result)
+            if progress is not None:
+                progress.add(min(DECODE_CHUNK, len(files) - start))
     return bad
 
 

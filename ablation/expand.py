@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import sys
@@ -34,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablation import augment, datasets
 from ablation.config import ConfigError
+from ablation.datasets.images import Progress
 
 MODES = ("online", "offline")
 FORMATS = ("png", "jpg")
@@ -214,8 +216,14 @@ def _write(cfg: DictConfig, splits: datasets.Splits, policy: augment.Policy, fol
     jobs = [("train", start, copy) for copy in range(copies + 1) for start in range(0, len(splits.train), CHUNK)]
     jobs += [(split, start, 0) for split in ("val", "test") for start in range(0, len(getattr(splits, split)), CHUNK)]
     # albumentations (OpenCV) and PIL's encoders release the GIL; the policy keeps one pipeline per thread.
+    progress = Progress(sum(min(CHUNK, len(getattr(splits, split)) - start) for split, start, _ in jobs),
+                        "expansion: wrote", logging.getLogger(__name__))
+    size = 0
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        size = sum(pool.map(lambda job: write(*job), jobs))
+        for (split, start, _), written in zip(jobs, pool.map(lambda job: write(*job), jobs)):
+            size += written
+            progress.add(min(CHUNK, len(getattr(splits, split)) - start))
+    progress.end()
     counts = {"train_originals": len(splits.train), "train": len(splits.train) * (copies + 1),
               "validation": len(splits.val), "test": len(splits.test)}
     return counts, size

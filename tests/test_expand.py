@@ -60,6 +60,22 @@ def test_expanded_folder_holds_the_originals_and_copies_with_prefix_and_format(m
     assert changed >= N_TRAIN  # rotate by up to 30 degrees moves almost every digit
 
 
+def test_writing_an_expansion_reports_its_progress(make_cfg, monkeypatch, caplog):
+    import logging
+
+    from ablation.datasets import images
+
+    monkeypatch.setattr(expand, "CHUNK", 8)
+    monkeypatch.setattr(images, "PROGRESS_EVERY_S", 0.0)
+    caplog.set_level(logging.INFO, logger="ablation.expand")
+    _, splits, _, result = _expansion(make_cfg, "augmentation.copies=2")
+    total = N_TRAIN * 3 + len(splits.val) + len(splits.test)
+    lines = [r.getMessage() for r in caplog.records if r.name == "ablation.expand"]
+    assert len(lines) >= 5 and all(f" of {total} images (" in line for line in lines[:-1]), lines
+    assert lines[-1].startswith(f"expansion: wrote {total} images in ")
+    assert len(_images(result.folder)) == total
+
+
 def test_jpg_format_applies_to_the_training_images_only(make_cfg):
     _, splits, _, result = _expansion(make_cfg, "augmentation.copies=1", "augmentation.save_format=jpg")
     assert len(_images(result.folder / "train", "jpg")) == N_TRAIN * 2

@@ -78,11 +78,11 @@ def _check_skips(train: Split, class_names: list[str], labels_before: np.ndarray
 
 
 class Progress:
-    """INFO lines while many images decode: how many, for how long, about how long is left. The first comes
-    after PROGRESS_EVERY_S, so a dataset that decodes quickly prints nothing."""
+    """INFO lines while many images are decoded (or written: ablation.expand): how many, for how long, about how
+    long is left. The first comes after PROGRESS_EVERY_S, so work that ends quickly prints nothing."""
 
-    def __init__(self, total: int):
-        self.total, self.done, self.shown = total, 0, False
+    def __init__(self, total: int, label: str = "dataset: decoded", logger: logging.Logger = log):
+        self.total, self.label, self.log, self.done, self.shown = total, label, logger, 0, False
         self.started = self.last = time.monotonic()
 
     def add(self, count: int) -> None:
@@ -90,14 +90,14 @@ class Progress:
         now = time.monotonic()
         if self.done < self.total and now - self.last >= PROGRESS_EVERY_S:
             elapsed = now - self.started
-            log.info("dataset: decoded %s of %s images (%d%%) in %.0f s, about %.0f s left", f"{self.done:,}",
+            self.log.info("%s %s of %s images (%d%%) in %.0f s, about %.0f s left", self.label, f"{self.done:,}",
                      f"{self.total:,}", 100 * self.done // self.total, elapsed,
                      elapsed / self.done * (self.total - self.done))
             self.last, self.shown = now, True
 
     def end(self) -> None:
         if self.shown:
-            log.info("dataset: decoded %s images in %.0f s", f"{self.done:,}", time.monotonic() - self.started)
+            self.log.info("%s %s images in %.0f s", self.label, f"{self.done:,}", time.monotonic() - self.started)
 
 
 def _decode_into(out: np.ndarray, files: list[Path], size: int, channels: int, stop: bool = True,

@@ -219,7 +219,9 @@ def _html(name: str, table: pd.DataFrame, failed: pd.DataFrame, images: list[str
              "interval is below zero. <code>&lt;policy&gt;@offline</code>: trained on a written expansion (augmentation.mode="
              "offline); time_total_s is the run's wall time, expanded_bytes the disk its expansion takes. Image "
              "tasks (task reconstruct or inpaint) have no accuracy: their gap is that of their MSE loss and their "
-             "test score psnr (dB, higher is better) and mae.</p>",
+             "test score psnr (dB, higher is better) and mae. <code>setting</code>: what else the runs of a dataset "
+             "and model differ in (a learning rate, <code>dataset.normalize</code>, ...); each policy is compared "
+             "with the <code>none</code> of its own setting.</p>",
              table.to_html(index=False, float_format="{:.4f}".format, na_rep="")]
     if not failed.empty:
         parts += ["<h2>Failed combinations</h2>", failed.to_html(index=False)]

@@ -486,12 +486,14 @@ def close_dead_children(cfg: DictConfig, parent_run_id: str, grace_s: float = 15
     deadline = time.time() + grace_s
     marked = []
     while True:
-        running = [r for r in mlflow_client.search_runs([exp_id], query, max_results=50000) if _on_this_host(r)]
-        for dead in [r for r in running if _process_gone(r)]:
-            _mark_dead(mlflow_client, dead, "the sweep was interrupted and the job's process ended before closing "
-                                            "the run; marked KILLED")
-            marked.append(dead.info.run_name)
-        waiting = [r for r in running if not _process_gone(r) and r.data.tags.get("pid") != str(os.getpid())]
+        waiting = 0
+        for r in mlflow_client.search_runs([exp_id], query, max_results=50000):
+            if _process_gone(r):
+                _mark_dead(mlflow_client, r, "the sweep was interrupted and the job's process ended before closing "
+                                             "the run; marked KILLED")
+                marked.append(r.info.run_name)
+            elif _may_be_alive(r):  # still closing its run, perhaps: look again
+                waiting += 1
         if not waiting or time.time() > deadline:
             return marked
         time.sleep(0.5)

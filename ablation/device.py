@@ -445,8 +445,9 @@ class RandAugment(keras.layers.RandAugment):
     """keras.layers.RandAugment with its operations drawn per image, as augment.RandAugment does on the host:
     Keras' own layer draws which `num_ops` operations apply once per batch, so every image of a batch gets the
     same ones. Everything else is Keras': the 11 operations, their magnitude ranges from `factor`, passing images
-    through outside training. Costs what Keras' layer costs: that too computes every operation at every step and
-    selects. Keras' equalization counts one histogram over the whole batch (the host: one per image)."""
+    through outside training, except equalization, which counts one histogram per image and channel as the host
+    does (Keras' Equalization counts one over the whole batch). Costs what Keras' layer costs: that too computes
+    every operation at every step and selects."""
 
     def get_random_transformation(self, data, training=True, seed=None):
         transformation = super().get_random_transformation(data, training=training, seed=seed)
@@ -468,9 +469,35 @@ class RandAugment(keras.layers.RandAugment):
         for i in range(self.num_ops):
             for index, (name, value) in enumerate(transforms.items()):
                 selected = self.backend.numpy.reshape(chosen[i] == index, (-1, 1, 1, 1))
-                transformed = self.backend.cast(getattr(self, name).transform_images(images, value), self.compute_dtype)
-                images = self.backend.numpy.where(selected, transformed, images)
+                transformed = (self._equalize_each(images) if name == "equalization"
+                               else getattr(self, name).transform_images(images, value))
+                images = self.backend.numpy.where(selected, self.backend.cast(transformed, self.compute_dtype), images)
         return images
+
+    def _equalize_each(self, images):
+        """Keras' Equalization (its 256-bin lookup table over value_range; a channel of one value left as it is),
+        one histogram per image and channel: every (image, channel) pair's bins are a segment of one flat
+        segment sum, which traces with a dynamic batch size on TensorFlow and compiles on JAX."""
+        ops = self.backend.numpy
+        low, high = self.value_range
+        values = (self.backend.cast(images, "float32") - low) * (255.0 / (high - low))
+        bins = self.backend.cast(ops.clip(values, 0, 255), "int32")  # (B, H, W, C)
+        shape = self.backend.core.shape(images)
+        channels = shape[-1]
+        pair = ops.reshape(ops.arange(shape[0] * channels, dtype="int32"), (-1, 1, 1, channels))
+        segments = ops.reshape(pair * 256 + bins, (-1,))
+        hist = self.backend.math.segment_sum(ops.ones_like(segments, dtype="float32"), segments,
+                                             num_segments=shape[0] * channels * 256)
+        hist = ops.reshape(hist, (-1, 256))  # (B * C, 256)
+        cdf = ops.cumsum(hist, axis=-1)
+        cdf_min = ops.min(ops.where(cdf > 0, cdf, ops.full_like(cdf, float("inf"))), axis=-1, keepdims=True)
+        denominator = cdf[:, -1:] - cdf_min
+        lookup = ops.clip(ops.round((cdf - cdf_min) * 255 / ops.where(denominator == 0, 1.0, denominator)), 0, 255)
+        flat = ops.count_nonzero(hist, axis=-1) <= 1  # one value only: nothing to spread, the channel stays
+        equalized = ops.take(ops.reshape(lookup, (-1,)), segments) * ((high - low) / 255.0) + low
+        keep = ops.take(flat, segments // 256)
+        original = ops.reshape(self.backend.cast(images, "float32"), (-1,))
+        return ops.reshape(ops.where(keep, original, equalized), shape)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -264,3 +264,26 @@ def test_inpainting_with_randaugment_stops_before_training_naming_the_key(make_c
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     assert not experiments or not client.search_runs(experiments), "a run was opened"
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_device_equalization_counts_each_image_on_its_own(channels):
+    """A batch of a textured image, a dark low-contrast one and a flat one: each comes out as the host equalizes
+    it alone (Keras' Equalization would spread one histogram over all three, changing each by its neighbours)."""
+    textured_image = textured(channels)
+    dark = (textured_image // 8 + 10).astype(np.uint8)
+    flat = np.full_like(textured_image, 77)
+    batch = np.stack([textured_image, dark, flat])
+    layer = device.RandAugment(value_range=(0, 1), num_ops=1, factor=0.5, seed=0)
+    images = keras.ops.convert_to_tensor(batch.astype("float32") / 255)
+    transformation = layer.get_random_transformation(images)
+    equalization = list(transformation["transforms"]).index("equalization")
+    transformation["layer_idxes"] = keras.ops.full((1, 3), equalization, dtype="int32")
+    out = keras.ops.convert_to_numpy(layer.transform_images(images, transformation)) * 255
+    host = RandAugment()
+    for image, result in zip(batch, out):
+        expected = host.apply_op(image, "equalization")
+        assert np.abs(result - expected).max() <= 1.0, np.abs(result - expected).max()
+    np.testing.assert_allclose(out[2], flat, atol=1e-3)  # one value: nothing to spread
+    whole_batch = keras.ops.convert_to_numpy(layer.equalization.transform_images(images, None)) * 255
+    assert np.abs(whole_batch[1] - host.apply_op(dark, "equalization")).max() > 20  # what per image avoids

@@ -102,7 +102,8 @@ def curves(history, baseline: str = "none") -> Figure:
                 ax.plot(stats.index, stats["mean"], style, color=color, alpha=alpha, label=label)
                 if style == "-":
                     ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15)
-        ax.set_title(f"{combo['augmentation']}  ({_label(combo)})", fontsize=9)
+        setting = f"\n{combo['setting']}" if combo["setting"] else ""  # a line of its own: settings run long
+        ax.set_title(f"{combo['augmentation']}  ({combo['dataset']}/{combo['model']}){setting}", fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.set_ylabel("loss", fontsize=8)
         ax.grid(alpha=0.3)

@@ -828,7 +828,15 @@ def wrap(model: keras.Model, augmentation: keras.Sequential | None) -> keras.Mod
     return keras.Model(inputs, model(augmentation(inputs)), name=model.name)
 
 
-__all__ = ["layers_for", "wrap", "Flip", "RandomApply", "RandomChoice", "RandomSubset", "RandomShear",
+def unwrap(model: keras.Model) -> keras.Model:
+    """The model wrap() put augmentation in front of (its layers are shared), or `model` itself when it has none."""
+    layers = getattr(model, "layers", [])
+    if len(layers) == 3 and layers[1].name.startswith("augmentation_"):  # the input, the augmentation, the model
+        return layers[2]
+    return model
+
+
+__all__ = ["layers_for", "wrap", "unwrap", "Flip", "RandomApply", "RandomChoice", "RandomSubset", "RandomShear",
            "RandomScaleShift", "RandomChannelShift", "RandomGaussNoise", "ColorJitter", "RandomResizedCrop",
            "CoarseDropout", "RandAugment"]
 

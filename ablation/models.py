@@ -182,6 +182,22 @@ def check_input(cfg, input_shape) -> None:
                               f"{input_shape[0]}x{input_shape[1]}")
 
 
+def for_inference(model: keras.Model) -> keras.Model:
+    """What a run saves as model.keras: the trained model as it predicts, which plain Keras loads. Without the
+    mixing train step (mixing.plain) and without device augmentation in front of the backbone: its layers pass
+    images through outside training, and are ablation.device classes a plain load would not know. Weights are
+    shared with `model`."""
+    from ablation import device, mixing
+
+    model = mixing.plain(model)
+    backbone = model.layers[-1]
+    bare = device.unwrap(backbone)
+    if bare is backbone:
+        return model
+    inputs = keras.Input(shape=model.input_shape[1:], dtype="uint8", name="images")
+    return keras.Model(inputs, bare(model.get_layer("rescale")(inputs)), name=model.name)
+
+
 def build(cfg, input_shape, num_classes: int, augmentation: keras.Sequential | None = None,
           normalization: keras.layers.Layer | None = None, task: str = "classify",
           mix: str | None = None) -> keras.Model:

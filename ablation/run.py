@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from ablation import (augment, backend, config, datasets, device, expand, mixing, models, normalize, plots, sweep,
+from ablation import (augment, backend, config, datasets, device, expand, models, normalize, plots, sweep,
                       tasks, tracking)
 from ablation.backup import Backup
 from ablation.batches import Batches
@@ -168,7 +168,7 @@ def _train_and_record(cfg, name, policy, key, splits, batches, model, backup, da
         tracker.log_figure(plots.learning_curves(history, best_epoch=best["epoch"], title=name),
                            "learning_curves.png")
         if cfg.tracking.log_model:
-            mixing.plain(model).save(scratch / "model.keras")
+            models.for_inference(model).save(scratch / "model.keras")
             tracker.log_file(scratch / "model.keras")
         headline = tasks.KINDS[cfg.get("task", "classify")].headline
         log.info("%s: test %s %.3f, gap (loss) at best epoch %s: %.3f", name, headline, final[f"test/{headline}"],

@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -148,6 +149,26 @@ def test_device_side_augmentation_trains_with_the_layers_in_the_model(make_cfg):
     mlrun = client.get_run(metrics["run_id"])
     assert mlrun.info.status == "FINISHED"
     assert mlrun.data.params["augmentation.where"] == "device"
+    # The saved model is the model as it predicts: no augmentation layers (they pass images through outside
+    # training), so nothing in it needs ablation's classes to load; it predicts as the trained model did.
+    import keras
+    import numpy as np
+
+    from ablation import datasets
+
+    folder = tracking.download(cfg.tracking, metrics["run_id"], "model.keras", Path(cfg.tracking.artifact_root) / "m")
+    loaded = keras.saving.load_model(folder, compile=False)
+
+    def every_layer(model):
+        for layer in model.layers:
+            yield layer
+            yield from every_layer(layer) if hasattr(layer, "layers") else ()
+
+    assert not [layer.name for layer in every_layer(loaded) if type(layer).__module__.startswith("ablation")]
+    assert not [layer.name for layer in every_layer(loaded) if layer.name.startswith("augmentation_")]
+    test = datasets.load(cfg.dataset).test
+    predicted = loaded.predict(test.x, verbose=0).argmax(axis=-1)
+    assert np.mean(predicted == test.y) == pytest.approx(metrics["test/accuracy"], abs=1e-6)
     host = run(make_cfg("augmentation=idg_classic", "dataset.train_size=48"))
     assert host["run_id"] != metrics["run_id"]  # host and device are different combinations, not a skip
     assert not host["skipped"]

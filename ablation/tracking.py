@@ -488,7 +488,8 @@ def close_dead_children(cfg: DictConfig, parent_run_id: str, grace_s: float = 15
     while True:
         waiting = 0
         for r in mlflow_client.search_runs([exp_id], query, max_results=50000):
-            if _process_gone(r):
+            # This process's own jobs (the basic launcher runs them here) have all returned or raised by now.
+            if _process_gone(r) or (_on_this_host(r) and r.data.tags["pid"] == str(os.getpid())):
                 _mark_dead(mlflow_client, r, "the sweep was interrupted and the job's process ended before closing "
                                              "the run; marked KILLED")
                 marked.append(r.info.run_name)

@@ -51,6 +51,7 @@ def _ended_pid() -> int:
 
 
 def test_runs_left_running_by_dead_processes_are_killed_and_live_ones_left(make_cfg):
+    import os
     import socket
     import subprocess
     import sys
@@ -71,11 +72,13 @@ def test_runs_left_running_by_dead_processes_are_killed_and_live_ones_left(make_
 
         ids = {"dead": child("dead", _ended_pid()), "alive": child("alive", live.pid),
                "ends-within-grace": child("ends-within-grace", slow_to_end.pid),
-               "elsewhere": child("elsewhere", _ended_pid(), on_host="another-machine")}
+               "elsewhere": child("elsewhere", _ended_pid(), on_host="another-machine"),
+               "this-process": child("this-process", os.getpid())}  # a job the basic launcher ran here
         marked = tracking.close_dead_children(cfg, parent, grace_s=8)
-        assert sorted(marked) == ["dead", "ends-within-grace"]
+        assert sorted(marked) == ["dead", "ends-within-grace", "this-process"]
         status = {name: client.get_run(run_id).info.status for name, run_id in ids.items()}
-        assert status == {"dead": "KILLED", "alive": "RUNNING", "ends-within-grace": "KILLED", "elsewhere": "RUNNING"}
+        assert status == {"dead": "KILLED", "alive": "RUNNING", "ends-within-grace": "KILLED", "elsewhere": "RUNNING",
+                          "this-process": "KILLED"}
         assert "interrupted" in client.get_run(ids["dead"]).data.tags["error"]
 
         # Rerunning a combination: its run whose process is alive elsewhere on this machine is not taken for dead;

@@ -216,13 +216,13 @@ def _write(cfg: DictConfig, splits: datasets.Splits, policy: augment.Policy, fol
     jobs = [("train", start, copy) for copy in range(copies + 1) for start in range(0, len(splits.train), CHUNK)]
     jobs += [(split, start, 0) for split in ("val", "test") for start in range(0, len(getattr(splits, split)), CHUNK)]
     # albumentations (OpenCV) and PIL's encoders release the GIL; the policy keeps one pipeline per thread.
-    progress = Progress(sum(min(CHUNK, len(getattr(splits, split)) - start) for split, start, _ in jobs),
-                        "expansion: wrote", logging.getLogger(__name__))
+    images = [min(CHUNK, len(getattr(splits, split)) - start) for split, start, _ in jobs]
+    progress = Progress(sum(images), "expansion: wrote", logging.getLogger(__name__))
     size = 0
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for (split, start, _), written in zip(jobs, pool.map(lambda job: write(*job), jobs)):
+        for count, written in zip(images, pool.map(lambda job: write(*job), jobs)):
             size += written
-            progress.add(min(CHUNK, len(getattr(splits, split)) - start))
+            progress.add(count)
     progress.end()
     counts = {"train_originals": len(splits.train), "train": len(splits.train) * (copies + 1),
               "validation": len(splits.val), "test": len(splits.test)}

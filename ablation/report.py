@@ -62,7 +62,7 @@ def settings(finished: pd.DataFrame) -> dict[str, pd.Series]:
     from some runs, recorded before it existed, does not count as varying; one that follows the seed is none)
     becomes part of the row's key, and each policy is compared with the `none` run of the same setting and seed."""
     setting = pd.Series("", index=finished.index, dtype=object)
-    augmentation = finished["augmentation"].astype(str) if "augmentation" in finished else setting
+    augmentation = finished["augmentation"].astype(str)
     params = [c for c in finished.columns if c.startswith("params.")
               and (c[7:] in SETTING_KEYS_KEPT or not c[7:].startswith(NOT_SETTINGS))]
     for _, block in finished.groupby(["dataset", "model"]) if len(finished) else ():

@@ -156,8 +156,9 @@ def test_device_side_augmentation_trains_with_the_layers_in_the_model(make_cfg):
 
     from ablation import datasets
 
-    folder = tracking.download(cfg.tracking, metrics["run_id"], "model.keras", Path(cfg.tracking.artifact_root) / "m")
-    loaded = keras.saving.load_model(folder, compile=False)
+    model_file = tracking.download(cfg.tracking, metrics["run_id"], "model.keras",
+                                   Path(cfg.tracking.artifact_root) / "m")
+    loaded = keras.saving.load_model(model_file, compile=False)
 
     def every_layer(model):
         for layer in model.layers:

@@ -7,6 +7,8 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
+from ablation import decide
+
 
 def preview_grid(image: np.ndarray, policy, n: int, seed: int, columns: int = 9,
                  partners: np.ndarray | None = None) -> Figure:
@@ -115,30 +117,74 @@ def curves(history, baseline: str = "none") -> Figure:
     return fig
 
 
+VERDICT_COLORS = {decide.HELPS: "#1a7f37", decide.COST_UNCLEAR: "#7d8b2a", decide.NO_EFFECT: "#6e7781",
+                  decide.WIDENS: "#bc4c00", decide.COSTS: "#8250df", decide.HURTS: "#cf222e",
+                  decide.BASELINE: "#24292f"}
+
+
+def _row_labels(table) -> list[str]:
+    several = table[["dataset", "model", "setting"]].drop_duplicates().shape[0] > 1
+    return [f"{r['augmentation']} ({_label(r)})" if several else r["augmentation"] for _, r in table.iterrows()]
+
+
+def forest(summary, margins: dict | None = None) -> Figure:
+    """The decision at a glance: delta test score and delta gap per policy (policy - none, paired by seed), each
+    with its 95% interval, side by side on the same rows; the baseline (0) marked, and on the score side the
+    margin a recommended policy must stay within. Points coloured by verdict, rows in the report's order."""
+    table = _with_setting(summary).reset_index(drop=True)
+    n = max(len(table), 1)
+    fig = Figure(figsize=(9, 0.32 * n + 1.4), layout="constrained")
+    score_ax, gap_ax = fig.subplots(1, 2, sharey=True)
+    y = np.arange(len(table))[::-1]
+    colors = [VERDICT_COLORS.get(v, "#6e7781") for v in table["verdict"]]
+    metric = table["score_metric"].iloc[0] if len(table) and table["score_metric"].nunique() == 1 else "score"
+    for ax, prefix, title in ((score_ax, "delta_test_score", f"delta test {metric} (higher = better)"),
+                              (gap_ax, "delta_gap", "delta gap (lower = less overfitting)")):
+        mean = table[prefix].astype(float).to_numpy()
+        low = table[f"{prefix}_ci_low"].astype(float).to_numpy()
+        high = table[f"{prefix}_ci_high"].astype(float).to_numpy()
+        ok = np.isfinite(low) & np.isfinite(high)
+        ax.hlines(y[ok], low[ok], high[ok], colors=np.array(colors, dtype=object)[ok], linewidth=2)
+        ax.scatter(mean, y, c=colors, zorder=3, s=28)
+        ax.axvline(0, color="black", linewidth=1, label="none (baseline)")
+        ax.set_xlabel(title, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(labelsize=8)
+    if margins and metric in margins:
+        score_ax.axvspan(-margins[metric], 0, color="tab:green", alpha=0.08, label=f"margin ({margins[metric]})")
+    score_ax.set_yticks(y, _row_labels(table), fontsize=8)
+    score_ax.legend(fontsize=7, loc="lower left")
+    for verdict, color in VERDICT_COLORS.items():
+        if verdict in set(table["verdict"]):
+            gap_ax.scatter([], [], c=color, label=verdict, s=28)
+    gap_ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("policy - none, paired by seed, with 95% intervals", fontsize=10)
+    return fig
+
+
 def gaps(summary, baseline: str = "none") -> Figure:
-    """Best-epoch gap per policy, mean over seeds with a 95% interval of that mean; the baseline marked."""
+    """The gap estimate per policy, mean over seeds with a 95% interval of that mean; the baseline marked;
+    points coloured by verdict."""
     from scipy import stats
 
-    table = _with_setting(summary).sort_values("gap_loss_mean", ascending=False).reset_index(drop=True)
+    table = _with_setting(summary).sort_values("gap_mean", ascending=False).reset_index(drop=True)
     fig = Figure(figsize=(8, 0.35 * len(table) + 1.5), layout="constrained")
     ax = fig.subplots()
     n = table["n_seeds"].clip(lower=1).astype(float)
     half = [stats.t.ppf(0.975, k - 1) * s / math.sqrt(k) if k > 1 and s == s else 0.0
-            for k, s in zip(n, table["gap_loss_std"])]
-    labels = [f"{r['augmentation']} ({_label(r)})" if table[["dataset", "model", "setting"]].drop_duplicates().shape[0] > 1
-              else r["augmentation"] for _, r in table.iterrows()]
-    colors = ["tab:gray" if a == baseline else {"reduces gap": "tab:green", "widens gap": "tab:red"}.get(v, "tab:blue")
-              for a, v in zip(table["augmentation"], table["verdict"])]
-    ax.errorbar(table["gap_loss_mean"], range(len(table)), xerr=half, fmt="none", ecolor="black", capsize=3, lw=1)
-    ax.scatter(table["gap_loss_mean"], range(len(table)), c=colors, zorder=3)
-    for i, value in enumerate(table.loc[table["augmentation"] == baseline, "gap_loss_mean"]):
+            for k, s in zip(n, table["gap_std"])]
+    colors = [VERDICT_COLORS.get(v, "#6e7781") for v in table["verdict"]]
+    ax.errorbar(table["gap_mean"], range(len(table)), xerr=half, fmt="none", ecolor="black", capsize=3, lw=1)
+    ax.scatter(table["gap_mean"], range(len(table)), c=colors, zorder=3)
+    for i, value in enumerate(table.loc[table["augmentation"] == baseline, "gap_mean"]):
         ax.axvline(value, color="tab:gray", linestyle="--", linewidth=1, label="none (baseline)" if i == 0 else None)
-    ax.set_yticks(range(len(table)), labels, fontsize=8)
-    ax.set_xlabel("best-epoch gap: val loss - clean train loss (lower = less overfitting)")
+    ax.set_yticks(range(len(table)), _row_labels(table), fontsize=8)
+    estimator = table["gap_estimator"].iloc[0] if len(table) else ""
+    ax.set_xlabel(f"gap ({estimator}): val loss - clean train loss (lower = less overfitting)")
     ax.grid(axis="x", alpha=0.3)
     if (table["augmentation"] == baseline).any():
         ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle("overfitting gap per policy (green: reduces it vs none, red: widens it; bars: 95% interval)")
+    fig.suptitle("overfitting gap per policy, mean over seeds (bars: 95% interval; colour: verdict)")
     return fig
 
 
@@ -163,7 +209,7 @@ def heatmap(summary, baseline: str = "none") -> Figure:
     table = _with_setting(summary)
     table = table[table["augmentation"] != baseline]
     table = table.assign(cell=[_label(r) for _, r in table.iterrows()])
-    grid = table.pivot_table(index="cell", columns="augmentation", values="delta_gap_loss")
+    grid = table.pivot_table(index="cell", columns="augmentation", values="delta_gap")
     fig = Figure(figsize=(4.0 + 0.7 * max(grid.shape[1], 1), 2.0 + 0.5 * max(grid.shape[0], 1)), layout="constrained")
     ax = fig.subplots()
     limit = np.nanmax(np.abs(grid.to_numpy())) if grid.size and np.isfinite(grid.to_numpy()).any() else 1.0

@@ -13,24 +13,17 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from ablation import plots, tracking
+from ablation import advice, decide, page, plots, summary, tracking
 
-# setting: what else the runs of one dataset and model differ in (see settings()); empty when only the policy and
-# the seed vary.
-KEYS = ["dataset", "model", "setting", "augmentation"]
-BASELINE = "none"
-COLUMNS = [*KEYS, "n_seeds", "test_accuracy_mean", "test_accuracy_std", "gap_accuracy_mean", "gap_accuracy_std",
-           "gap_loss_mean", "gap_loss_std", "delta_gap_loss", "delta_gap_loss_ci_low", "delta_gap_loss_ci_high",
-           "delta_test_accuracy", "verdict", "mode", "time_total_s_mean", "time_expand_s_mean",
-           "expanded_bytes_mean", "task", "test_psnr_mean", "test_psnr_std", "test_mae_mean", "delta_test_psnr"]
-# Runs recorded without a task tag are classifiers (ablation/tasks.py). Image tasks have no accuracy: their
-# accuracy columns stay empty and the test score is psnr (and mae); the gap and its verdict are the loss's for all.
-DEFAULT_TASK = "classify"
-VERDICTS = ("reduces gap", "no clear effect", "widens gap")
-CURVE_METRICS = ("train_clean/loss", "val/loss")
+KEYS = summary.KEYS
+BASELINE = summary.BASELINE
+COLUMNS = summary.COLUMNS
+VERDICTS = decide.VERDICTS
+# The curves the plots draw and the estimators read; val/accuracy for runs that monitor it (unfinished flag).
+CURVE_METRICS = ("train_clean/loss", "val/loss", "val/accuracy")
 # Params that never set runs apart in the report: the seed (runs are paired over it), where and how a run is
 # tracked or executed, and the policy itself (its name is the augmentation column; see settings() for its content).
-NOT_SETTINGS = ("seed", "experiment_name", "force", "design", "tracking.", "augmentation.", "data/", "dataset.cache",
+NOT_SETTINGS = ("seed", "experiment_name", "force", "design", "tracking.", "report.", "augmentation.", "data/", "dataset.cache",
                 "trainer.verbose", "trainer.workers", "trainer.use_multiprocessing", "trainer.max_queue_size",
                 "trainer.resume", "trainer.devices", "trainer.jit_compile")
 SETTING_KEYS_KEPT = ("augmentation.where",)  # a policy on the host and on the device are different runs
@@ -82,78 +75,18 @@ def settings(finished: pd.DataFrame) -> dict[str, pd.Series]:
     return {"setting": setting, "augmentation": augmentation}
 
 
-def _t_interval(d: np.ndarray) -> tuple[float, float]:
-    """95% t interval of the mean of paired differences; NaN with fewer than two pairs."""
-    from scipy import stats
-
-    if len(d) < 2:
-        return math.nan, math.nan
-    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
-    return d.mean() - half, d.mean() + half
-
-
-def verdict(low: float, high: float) -> str:
-    if high < 0:
-        return "reduces gap"
-    if low > 0:
-        return "widens gap"
-    return "no clear effect"
-
-
-def summary(finished: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, model, augmentation, task). Deltas are against `none` of the same dataset, model and
-    task, paired by seed (same seed = same split and initialisation); the interval is a 95% t interval over the
-    pairs."""
-    if finished.empty:
-        return pd.DataFrame(columns=COLUMNS)
-    def column(name, default=math.nan):
-        return finished[name] if name in finished else pd.Series(default, index=finished.index)
-
-    table = finished.assign(seed=finished["seed"].astype(int), test_accuracy=column("metrics.test/accuracy"),
-                            gap_accuracy=column("metrics.best/gap_accuracy"),
-                            gap_loss=finished["metrics.best/gap_loss"],
-                            task=column("tags.task", DEFAULT_TASK).fillna(DEFAULT_TASK),
-                            test_psnr=column("metrics.test/psnr"), test_mae=column("metrics.test/mae"),
-                            # augmentation.mode: offline runs are named <policy>@offline, so they are rows of
-                            # their own; wall time and the disk their expansion takes sit beside the gap.
-                            mode=column("tags.augmentation_mode", "online").fillna("online"),
-                            time_total_s=column("metrics.time/total_s"), time_expand_s=column("metrics.time/expand_s"),
-                            expanded_bytes=column("metrics.data/expanded_bytes"))
-    rows = []
-    for (dataset, model, setting, augmentation, task), group in table.groupby([*KEYS, "task"]):
-        row = {"dataset": dataset, "model": model, "setting": setting, "augmentation": augmentation, "task": task,
-               "n_seeds": group["seed"].nunique(), "mode": "/".join(sorted(set(group["mode"])))}
-        for metric in ("test_accuracy", "gap_accuracy", "gap_loss", "test_psnr"):
-            row[f"{metric}_mean"] = group[metric].astype(float).mean()
-            row[f"{metric}_std"] = group[metric].astype(float).std(ddof=1) if len(group) > 1 else math.nan
-        for metric in ("time_total_s", "time_expand_s", "expanded_bytes", "test_mae"):
-            row[f"{metric}_mean"] = group[metric].astype(float).mean()
-        base = table[(table["dataset"] == dataset) & (table["model"] == model) & (table["task"] == task)
-                     & (table["setting"] == setting) & (table["augmentation"] == BASELINE)]
-        paired = group.merge(base, on="seed", suffixes=("", "_base"))
-        d_gap = (paired["gap_loss"] - paired["gap_loss_base"]).to_numpy(float)
-        low, high = _t_interval(d_gap) if augmentation != BASELINE else (0.0, 0.0)
-        row.update(delta_gap_loss=d_gap.mean() if len(d_gap) else math.nan, delta_gap_loss_ci_low=low,
-                   delta_gap_loss_ci_high=high, verdict=verdict(low, high))
-        for metric in ("test_accuracy", "test_psnr"):  # NaN where the task has no such metric
-            d = (paired[metric].astype(float) - paired[f"{metric}_base"].astype(float)).to_numpy(float)
-            row[f"delta_{metric}"] = d.mean() if len(d) else math.nan
-        rows.append(row)
-    out = pd.DataFrame(rows, columns=COLUMNS)
-    return out.sort_values(["delta_gap_loss", "gap_loss_mean"], na_position="last").reset_index(drop=True)
-
-
 def histories(cfg: DictConfig, finished: pd.DataFrame) -> pd.DataFrame:
-    """Per-epoch curves of every finished run, long format: dataset, model, augmentation, seed, metric, epoch, value."""
+    """Per-epoch curves of every finished run, long format: run_id, dataset, model, setting, augmentation, seed,
+    metric, epoch, value."""
     mlflow_client = tracking.client(cfg.tracking)
     rows = []
     for run in finished.itertuples(index=False):
         info = dict(zip(finished.columns, run))
         for metric in CURVE_METRICS:
             for point in mlflow_client.get_metric_history(info["run_id"], metric):
-                rows.append({**{k: info[k] for k in KEYS}, "seed": info["seed"], "metric": metric,
-                             "epoch": point.step, "value": point.value})
-    return pd.DataFrame(rows, columns=[*KEYS, "seed", "metric", "epoch", "value"])
+                rows.append({"run_id": info["run_id"], **{k: info[k] for k in KEYS}, "seed": info["seed"],
+                             "metric": metric, "epoch": point.step, "value": point.value})
+    return pd.DataFrame(rows, columns=["run_id", *KEYS, "seed", "metric", "epoch", "value"])
 
 
 def previews(cfg: DictConfig, finished: pd.DataFrame, scratch: Path) -> list[tuple[str, np.ndarray]]:
@@ -173,6 +106,33 @@ def previews(cfg: DictConfig, finished: pd.DataFrame, scratch: Path) -> list[tup
     return out
 
 
+def decision_view(table: pd.DataFrame) -> pd.DataFrame:
+    """The decision columns as a person reads them: the verdict, its flags, both deltas with their intervals,
+    the seeds there are and the seeds that would decide; one row per policy, in the table's order."""
+    several = table[["dataset", "model", "setting"]].drop_duplicates().shape[0] > 1
+
+    def interval(prefix, r):
+        mean, low, high = r[prefix], r[f"{prefix}_ci_low"], r[f"{prefix}_ci_high"]
+        if not math.isfinite(mean):
+            return ""
+        return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]" if math.isfinite(low) else f"{mean:+.3f}"
+
+    def needed(r):
+        n = r["seeds_needed"]
+        return "" if not isinstance(n, float) or math.isnan(n) else ">50" if math.isinf(n) else str(int(n))
+    rows = []
+    for _, r in table.iterrows():
+        where = {"dataset": r["dataset"], "model": r["model"], **({"setting": r["setting"]} if r["setting"] else {})}
+        metric = r["score_metric"]
+        rows.append({**(where if several else {}), "augmentation": r["augmentation"], "verdict": r["verdict"],
+                     "flags": r["flags"] if isinstance(r["flags"], str) else "",
+                     f"delta test {metric} [95% CI]": interval("delta_test_score", r),
+                     f"delta gap ({r['gap_estimator']}) [95% CI]": interval("delta_gap", r),
+                     f"test {metric}": f"{r['test_score_mean']:.3f}", "seeds": int(r["n_seeds"]),
+                     "seeds to decide": needed(r)})
+    return pd.DataFrame(rows)
+
+
 def markdown(table: pd.DataFrame) -> str:
     def cell(v):
         return f"{v:.4f}" if isinstance(v, float) and not math.isnan(v) else "" if isinstance(v, float) else str(v)
@@ -182,22 +142,33 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rule(opts: dict) -> str:
+    margins = ", ".join(f"{v} {k}" for k, v in opts["margin"].items())
+    return decide.RULE.format(correction=decide.CORRECTION_NAMES[opts["correction"]], alpha=opts["alpha"],
+                              margin=f"report.margin ({margins})")
+
+
 def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | None = None) -> Path:
     """Write the report files; returns their folder."""
     finished, failed, name = runs_of(cfg, parent_run_id)
     out_dir = Path(out_root or cfg.tracking.get("report_dir") or tracking.RUNS / "reports") / name
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = summary(finished)
+    opts = summary.options(cfg.get("report"))
+    curves = histories(cfg, finished)
+    table = summary.summary(summary.per_run(finished, curves, opts["gap"]) if len(finished) else finished, opts)
     table.to_csv(out_dir / "summary.csv", index=False)
     failed_table = pd.DataFrame({"run": failed.get("tags.mlflow.runName", pd.Series(dtype=str)),
                                  "error": failed.get("tags.error", pd.Series(dtype=str))})
-    text = f"# {name}: overfitting gap by augmentation policy\n\n" + markdown(table)
+    todo = advice.lines(table, name)
+    text = (f"# {name}: which augmentations to use\n\n{rule(opts)}\n\n" + markdown(decision_view(table))
+            + "".join(f"\n- {line}" for line in todo) + "\n\n## All columns\n\n" + markdown(table))
     if not failed_table.empty:
         text += "\n## Failed combinations\n\n" + markdown(failed_table)
         failed_table.to_csv(out_dir / "failed.csv", index=False)
     (out_dir / "summary.md").write_text(text)
 
-    figures = {"curves.png": plots.curves(histories(cfg, finished), baseline=BASELINE),
+    figures = {"forest.png": plots.forest(table, margins=opts["margin"]),
+               "curves.png": plots.curves(curves, baseline=BASELINE),
                "gaps.png": plots.gaps(table, baseline=BASELINE)}
     with tracking.scratch_dir() as scratch:
         figures["previews.png"] = plots.previews(previews(cfg, finished, Path(scratch)))
@@ -205,49 +176,22 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
         figures["heatmap.png"] = plots.heatmap(table, baseline=BASELINE)
     for file, figure in figures.items():
         figure.savefig(out_dir / file, dpi=110)
-    (out_dir / "report.html").write_text(_html(name, table, failed_table, list(figures)))
+    (out_dir / "report.html").write_text(page.html_page(name, rule(opts), decision_view(table), table, todo,
+                                                   failed_table, list(figures)))
     return out_dir
 
 
-def _html(name: str, table: pd.DataFrame, failed: pd.DataFrame, images: list[str]) -> str:
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}img{max-width:100%;margin:1em 0}")
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title>"
-             f"<style>{style}</style></head><body><h1>{html.escape(name)}: overfitting gap by augmentation</h1>",
-             "<p>gap = validation loss &minus; clean training loss at the best epoch. delta = policy &minus; "
-             "<code>none</code>, paired by seed, with a 95% interval; a policy <b>reduces the gap</b> when the whole "
-             "interval is below zero. <code>&lt;policy&gt;@offline</code>: trained on a written expansion (augmentation.mode="
-             "offline); time_total_s is the run's wall time, expanded_bytes the disk its expansion takes. Image "
-             "tasks (task reconstruct or inpaint) have no accuracy: their gap is that of their MSE loss and their "
-             "test score psnr (dB, higher is better) and mae. <code>setting</code>: what else the runs of a dataset "
-             "and model differ in (a learning rate, <code>dataset.normalize</code>, ...); each policy is compared "
-             "with the <code>none</code> of its own setting.</p>",
-             table.to_html(index=False, float_format="{:.4f}".format, na_rep="")]
-    if not failed.empty:
-        parts += ["<h2>Failed combinations</h2>", failed.to_html(index=False)]
-    parts += [f"<h2>{file[:-4]}</h2><img src='{file}' alt='{file}'>" for file in images]
-    return "\n".join(parts) + "</body></html>\n"
-
-
-def show(table: pd.DataFrame, name: str) -> None:
-    """The summary on the terminal: the columns a person compares first."""
-    # The test score of the tasks present: accuracy (classify), psnr (reconstruct, inpaint), or both.
-    scores = [m for m in ("accuracy", "psnr") if table.get(f"test_{m}_mean", pd.Series(dtype=float)).notna().any()]
-    scores = scores or ["accuracy"]
-    table = table.assign(setting=table.get("setting", pd.Series("", index=table.index)).fillna(""))
-    cols = ["dataset", "model", "augmentation", "n_seeds", *[f"test_{m}_mean" for m in scores], "gap_loss_mean",
-            "delta_gap_loss", "delta_gap_loss_ci_low", "delta_gap_loss_ci_high", *[f"delta_test_{m}" for m in scores],
-            "verdict"]
-    if table.get("task", pd.Series(dtype=str)).nunique() > 1:
-        cols.insert(3, "task")
-    if (table["setting"] != "").any():  # the sweep varied more than the policy: which setting each row is
-        cols.insert(2, "setting")
-    if (table.get("mode", pd.Series(dtype=str)) == "offline").any():  # online vs offline: their cost too
-        table = table.assign(expanded_mb=table["expanded_bytes_mean"] / 1e6)
-        cols += ["mode", "time_total_s_mean", "expanded_mb"]
-    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4f}".format):
-        print(f"\n{name}: best-epoch gap (val loss - clean train loss), mean over seeds; delta vs none paired by seed")
-        print(table[cols].to_string(index=False))
+def show(table: pd.DataFrame, name: str, opts: dict | None = None) -> None:
+    """The decision on the terminal: the same columns the report opens with, then what to do next."""
+    opts = opts or summary.options()
+    table = table.assign(setting=table["setting"].astype(object).fillna("") if "setting" in table else "")
+    view = decision_view(table)
+    with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 40):
+        print(f"\n{name}: verdict per policy against none, paired by seed")
+        print(view.to_string(index=False))
+    print(f"\nrule: {rule(opts)}")
+    for line in advice.lines(table, name):
+        print(f"\n- {line}")
 
 
 def main(cfg: DictConfig, parent: str | None = None) -> Path:
@@ -258,7 +202,8 @@ def main(cfg: DictConfig, parent: str | None = None) -> Path:
         print(f"error: experiment_name: no finished runs in MLflow experiment {name!r}", file=sys.stderr)
         raise SystemExit(2)
     out_dir = build(cfg, parent)
-    show(pd.read_csv(out_dir / "summary.csv"), name)
+    show(pd.read_csv(out_dir / "summary.csv", keep_default_na=False, na_values=[""]), name,
+         summary.options(cfg.get("report")))
     print(f"\nreport: {out_dir / 'report.html'}")
     return out_dir
 

@@ -125,8 +125,8 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
     return out
 
 
-# Settings that change how a combination is run or recorded, not what is trained.
-NOT_IDENTITY = ("tracking", "force", "design")
+# Settings that change how a combination is run, recorded or reported, not what is trained.
+NOT_IDENTITY = ("tracking", "force", "design", "report")
 
 
 def config_hash(cfg: DictConfig, policy_fingerprint: str) -> str:

@@ -1,0 +1,52 @@
+"""What one run's per-epoch curves say: the overfitting gap by several estimators, and whether training had
+finished. The curves are the ones every run logs (train_clean/loss, val/loss and the monitored metric per epoch,
+steps from 1); the report reads them back from MLflow.
+
+Gap estimators (report.gap picks the one verdicts use; docs/decision.md compares their signal to noise):
+- best:   val loss - clean train loss at the best epoch (one point of a noisy curve; what runs log as best/gap_loss);
+- window: the mean gap over the 5 epochs centred on the best epoch;
+- last5:  the mean gap over the last 5 epochs trained;
+- auc:    the area under the gap curve per epoch (the mean gap over every epoch trained);
+- test_loss: the test loss with the best weights (no gap, the loss that generalisation ends at)."""
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+ESTIMATORS = ("best", "window", "last5", "auc", "test_loss")
+WINDOW = 5  # epochs that window and last5 average
+TREND_EPOCHS = 10  # the last epochs (at most half of those trained) whose trend says "still improving"
+TREND_P = 0.1  # one-sided evidence that counts as "still improving"
+
+
+def gaps(train_clean_loss: np.ndarray, val_loss: np.ndarray, best_epoch: int, best_gap: float,
+         test_loss: float) -> dict[str, float]:
+    """Every estimator for one run. The loss curves are indexed by epoch - 1; best_epoch counts from 1."""
+    gap = np.asarray(val_loss, dtype=float) - np.asarray(train_clean_loss, dtype=float)
+    out = {"best": float(best_gap), "test_loss": float(test_loss)}
+    if not len(gap) or not np.isfinite(gap).any():
+        return {**out, "window": np.nan, "last5": np.nan, "auc": np.nan}
+    at = int(np.clip(best_epoch - 1, 0, len(gap) - 1)) if np.isfinite(best_epoch) else len(gap) - 1
+    low = max(0, min(at - WINDOW // 2, len(gap) - WINDOW))
+    out["window"] = float(np.nanmean(gap[low:low + WINDOW]))
+    out["last5"] = float(np.nanmean(gap[-WINDOW:]))
+    out["auc"] = float(np.nanmean(gap))
+    return out
+
+
+def unfinished(monitored: np.ndarray, best_epoch: float, epoch_limit: float, higher_is_better: bool) -> bool:
+    """True when the comparison is not over yet: the best epoch is the last one trained, or training ran to the
+    epoch limit (early stopping did not end it) while the monitored metric was still improving over its last
+    epochs (a one-sided trend test)."""
+    monitored = np.asarray(monitored, dtype=float)
+    monitored = monitored[np.isfinite(monitored)]
+    trained = len(monitored)
+    if not trained:
+        return False
+    if np.isfinite(best_epoch) and best_epoch >= trained:
+        return True
+    if not (np.isfinite(epoch_limit) and trained >= epoch_limit) or trained < 6:
+        return False
+    tail = monitored[-min(TREND_EPOCHS, trained // 2):]
+    fit = stats.linregress(np.arange(len(tail)), tail if higher_is_better else -tail)
+    return bool(fit.slope > 0 and fit.pvalue / 2 < TREND_P)

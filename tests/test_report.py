@@ -1,32 +1,44 @@
-"""The gap report on a constructed case: synthetic runs logged to a real MLflow store where the answer is known."""
+"""The report on constructed sweeps: synthetic runs logged to a real MLflow store where the answer is known, so
+every verdict, flag and interval can be checked against an independent computation (scipy.stats)."""
 import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+from scipy import stats
 
-from ablation import report, tracking
+from ablation import decide, report, tracking
 
-# Per-seed best-epoch gap offsets from `none`: the verdict each policy must get.
-EFFECTS = {
-    "good": ([-0.30, -0.31, -0.29, -0.30, -0.32], "reduces gap"),
-    "bad": ([0.20, 0.22, 0.19, 0.21, 0.20], "widens gap"),
-    "noisy": ([0.30, -0.30, 0.25, -0.28, 0.02], "no clear effect"),
-}
 SEEDS = range(5)
+# Per-seed offsets from `none` of (gap, test accuracy), and the verdict each policy must get.
+EFFECTS = {
+    "good": ([-0.30, -0.31, -0.29, -0.30, -0.32], [0.002, 0.004, 0.001, 0.003, 0.002], decide.HELPS),
+    "unsure": ([-0.30, -0.31, -0.29, -0.30, -0.32], [0.03, -0.05, 0.02, -0.06, 0.01], decide.COST_UNCLEAR),
+    "noisy": ([0.30, -0.30, 0.25, -0.28, 0.02], [0.01, -0.01, 0.0, 0.005, -0.004], decide.NO_EFFECT),
+    "bad": ([0.20, 0.22, 0.19, 0.21, 0.20], [0.001, -0.002, 0.0, 0.002, -0.001], decide.WIDENS),
+    # idg_classic at 12 epochs: the gap closes because the model no longer fits, 17 points of accuracy lost.
+    "underfit": ([-0.10, -0.11, -0.09, -0.10, -0.12], [-0.17, -0.18, -0.16, -0.17, -0.175], decide.COSTS),
+    "flip": ([0.01, -0.02, 0.03, -0.01, 0.0], [-0.04, -0.05, -0.045, -0.04, -0.05], decide.HURTS),
+}
+EPOCHS = 6
 
 
-def _log(client, exp_id, dataset, model, augmentation, seed, gap, acc, status="FINISHED"):
+def _log(client, exp_id, dataset, model, augmentation, seed, gap, acc, status="FINISHED", best_epoch=3,
+         train_acc=1.0):
+    """A finished run as run.py records it: the per-epoch clean-train and validation losses (best at
+    best_epoch, the gap constant), the best-epoch and test metrics, the trainer's epoch limit."""
     run = client.create_run(exp_id, run_name=f"{augmentation}/{model}/s{seed}", tags={
         "dataset": dataset, "model": model, "augmentation": augmentation, "seed": str(seed),
         "config_hash": f"{dataset}-{model}-{augmentation}-{seed}"})
     rid = run.info.run_id
     metrics = [Metric("best/gap_loss", gap, 0, 0), Metric("best/gap_accuracy", gap / 10, 0, 0),
-               Metric("test/accuracy", acc, 0, 0), Metric("test/loss", 1 - acc, 0, 0)]
-    for epoch in (1, 2, 3):
-        metrics += [Metric("train_clean/loss", 1.0 / epoch, 0, epoch), Metric("val/loss", 1.0 / epoch + gap, 0, epoch)]
-    client.log_batch(rid, metrics=metrics)
+               Metric("test/accuracy", acc, 0, 0), Metric("test/loss", 1 - acc, 0, 0),
+               Metric("best_epoch", best_epoch, 0, 0), Metric("best/train_clean_accuracy", train_acc, 0, 0)]
+    for epoch in range(1, EPOCHS + 1):
+        val = 0.3 + gap + 0.01 * (epoch - best_epoch) ** 2  # lowest at the best epoch
+        metrics += [Metric("train_clean/loss", 0.3, 0, epoch), Metric("val/loss", val, 0, epoch)]
+    client.log_batch(rid, metrics=metrics, params=[Param("trainer.epochs", str(EPOCHS))])
     fig = Figure(figsize=(2, 1))
     fig.subplots().imshow(np.full((4, 8), seed))
     client.log_figure(rid, fig, "augmentation_preview.png")
@@ -34,6 +46,10 @@ def _log(client, exp_id, dataset, model, augmentation, seed, gap, acc, status="F
         client.set_tag(rid, "error", "RuntimeError: loss is NaN")
     client.set_terminated(rid, status)
     return rid
+
+
+def _base(seed, rng):
+    return 0.8 + rng.normal(0, 0.2), 0.9 + rng.normal(0, 0.03)  # seed noise far larger than the effects' spread
 
 
 @pytest.fixture
@@ -44,58 +60,147 @@ def synthetic(make_cfg, tmp_path):
     rng = np.random.default_rng(0)
     for model in ("small_cnn", "resnet"):
         for seed in SEEDS:
-            base = 0.8 + rng.normal(0, 0.2)  # seed noise far larger than the effects' own spread
-            _log(client, exp_id, "digits", model, "none", seed, base, 0.9)
-            for name, (offsets, _) in EFFECTS.items():
-                _log(client, exp_id, "digits", model, name, seed, base + offsets[seed], 0.9 + offsets[seed] / 10)
+            gap, acc = _base(seed, rng)
+            _log(client, exp_id, "digits", model, "none", seed, gap, acc)
+            for name, (gaps, accs, _) in EFFECTS.items():
+                _log(client, exp_id, "digits", model, name, seed, gap + gaps[seed], acc + accs[seed],
+                     train_acc=0.85 if name == "underfit" else 1.0)
+            # Still improving at the end: best epoch = the last one, in 3 of 5 seeds.
+            _log(client, exp_id, "digits", model, "late", seed, gap - 0.2, acc + 0.01,
+                 best_epoch=EPOCHS if seed < 3 else 3)
     _log(client, exp_id, "digits", "small_cnn", "crashy", 0, 0.0, 0.0, status="FAILED")
     return cfg
 
 
-def test_summary_columns_verdicts_and_order(synthetic):
+def _runs(cfg, augmentation, model="small_cnn"):
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    exp = client.get_experiment_by_name(cfg.experiment_name)
+    found = client.search_runs([exp.experiment_id], f"tags.augmentation = '{augmentation}' and tags.model = '{model}'")
+    by_seed = {int(r.data.tags["seed"]): r.data.metrics for r in found}
+    return [by_seed[s] for s in SEEDS]
+
+
+def test_every_verdict_reached_in_its_rule_order(synthetic):
     out = report.build(synthetic)
     table = pd.read_csv(out / "summary.csv")
     assert list(table.columns[:len(report.COLUMNS)]) == report.COLUMNS
-    assert len(table) == 8  # 2 models x (none + 3 policies); the failed one is listed apart
+    assert len(table) == 16  # 2 models x (none + 7 policies); the failed one is listed apart
     for model in ("small_cnn", "resnet"):
         rows = table[table["model"] == model].set_index("augmentation")
-        for name, (offsets, expected) in EFFECTS.items():
+        for name, (gaps, accs, expected) in EFFECTS.items():
             assert rows.loc[name, "verdict"] == expected, (model, name)
-            assert rows.loc[name, "delta_gap_loss"] == pytest.approx(np.mean(offsets))
-            assert rows.loc[name, "delta_gap_loss_ci_low"] < np.mean(offsets) < rows.loc[name, "delta_gap_loss_ci_high"]
-            assert rows.loc[name, "delta_test_accuracy"] == pytest.approx(np.mean(offsets) / 10)
+            assert rows.loc[name, "delta_gap"] == pytest.approx(np.mean(gaps))
+            assert rows.loc[name, "delta_test_score"] == pytest.approx(np.mean(accs))
             assert rows.loc[name, "n_seeds"] == 5
-        assert rows.loc["none", "delta_gap_loss"] == 0
-    assert table["delta_gap_loss"].is_monotonic_increasing
-    assert set(table["verdict"]) <= set(report.VERDICTS)
+        assert rows.loc["none", "verdict"] == decide.BASELINE and rows.loc["none", "delta_gap"] == 0
+        # Sorted by the decision, then by delta test score: never by the gap alone.
+        order = [decide.VERDICTS.index(v) if v in decide.VERDICTS else 99 for v in rows["verdict"]]
+        assert order == sorted(order)
+        assert rows.index[-1] == "none"
+    assert set(table["verdict"]) == {*decide.VERDICTS, decide.BASELINE}
 
 
-def test_unpaired_means_would_hide_the_effect(synthetic):
-    """The seed noise (sd 0.2) swamps a 0.3 effect in unpaired stds; pairing by seed is what finds it."""
+def test_a_lower_gap_bought_with_17_points_of_accuracy_is_never_helps(synthetic):
     table = pd.read_csv(report.build(synthetic) / "summary.csv").set_index(["model", "augmentation"])
-    good = table.loc[("small_cnn", "good")]
-    assert good["gap_loss_std"] > 0.05
-    assert good["delta_gap_loss_ci_high"] < 0
+    row = table.loc[("small_cnn", "underfit")]
+    assert row["delta_gap"] < 0 and row["delta_gap_ci_high"] < 0  # the gap is clearly lower ...
+    assert row["verdict"] == decide.COSTS != decide.HELPS  # ... and it is not recommended
+    assert row["underfits"] and "underfits" in row["flags"]
+    assert row["delta_train_clean_score"] == pytest.approx(-0.15)
+    assert table.loc[("small_cnn", "good"), "flags"] != table.loc[("small_cnn", "good"), "flags"]  # none (NaN)
+
+
+def test_unfinished_training_is_flagged_with_what_to_do(synthetic, capsys):
+    table = pd.read_csv(report.main(synthetic) / "summary.csv").set_index(["model", "augmentation"])
+    late = table.loc[("small_cnn", "late")]
+    assert late["unfinished"] and late["unfinished_seeds"] == "3/5" and "unfinished 3/5" in late["flags"]
+    assert not table.loc[("small_cnn", "good"), "unfinished"]
+    printed = capsys.readouterr().out
+    assert "unfinished training" in printed and "late" in printed
+    assert f"trainer.early_stopping.enabled=true trainer.epochs={2 * EPOCHS}" in printed
+
+
+def test_intervals_and_p_values_are_scipys_paired_t(synthetic):
+    """Every interval and p value equals scipy.stats.ttest_rel on the same per-seed numbers."""
+    table = pd.read_csv(report.build(synthetic) / "summary.csv").set_index(["model", "augmentation"])
+    base = _runs(synthetic, "none")
+    for name in EFFECTS:
+        runs, row = _runs(synthetic, name), table.loc[("small_cnn", name)]
+        for prefix, metric in (("delta_gap", "best/gap_loss"), ("delta_test_score", "test/accuracy")):
+            mine = np.array([r[metric] for r in runs])
+            theirs = np.array([r[metric] for r in base])
+            if np.ptp(mine - theirs) == 0:
+                continue
+            test = stats.ttest_rel(mine, theirs)
+            low, high = test.confidence_interval(0.95)
+            assert row[f"{prefix}_ci_low"] == pytest.approx(low, abs=1e-9), (name, prefix)
+            assert row[f"{prefix}_ci_high"] == pytest.approx(high, abs=1e-9), (name, prefix)
+            p = "p_gap" if prefix == "delta_gap" else "p_score"
+            assert row[p] == pytest.approx(test.pvalue, rel=1e-6, abs=1e-12), (name, prefix)
+    adjusted = table.loc["small_cnn"].drop("none")
+    assert (adjusted["p_gap_adjusted"] >= adjusted["p_gap"] - 1e-15).all()
+    assert np.allclose(adjusted["p_gap_adjusted"], stats.false_discovery_control(adjusted["p_gap"], method="bh"))
+
+
+def test_noisy_seeds_an_unpaired_interval_gets_wrong(make_cfg, tmp_path):
+    """Seeds that differ far more than the effect (gaps from 0.2 to 1.9, a steady -0.3): only the paired interval
+    excludes 0, and the report's interval is the paired one, to the exact value."""
+    cfg = make_cfg("experiment_name=noisy", f"tracking.report_dir={tmp_path}/reports")
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    exp_id = tracking.experiment_id(client, cfg.tracking, "noisy")
+    theirs = np.array([0.2, 1.4, 0.5, 1.9, 0.9])
+    mine = theirs - np.array([0.30, 0.32, 0.28, 0.31, 0.29])
+    for seed in SEEDS:
+        _log(client, exp_id, "digits", "small_cnn", "none", seed, theirs[seed], 0.9)
+        _log(client, exp_id, "digits", "small_cnn", "good", seed, mine[seed], 0.9 + 0.001 * seed)
+    unpaired = stats.ttest_ind(mine, theirs).confidence_interval(0.95)
+    paired = stats.ttest_rel(mine, theirs).confidence_interval(0.95)
+    assert unpaired.low < 0 < unpaired.high  # an unpaired report would call it undecided
+    assert paired.high < 0
+    row = pd.read_csv(report.build(cfg) / "summary.csv").set_index("augmentation").loc["good"]
+    assert row["delta_gap_ci_low"] == pytest.approx(paired.low, abs=1e-9)
+    assert row["delta_gap_ci_high"] == pytest.approx(paired.high, abs=1e-9)
+    assert row["gap_std"] > 0.5 and row["verdict"] == decide.HELPS
+
+
+def test_correction_none_and_holm_show_raw_and_adjusted(make_cfg, synthetic):
+    for correction in ("none", "holm"):
+        cfg = make_cfg("experiment_name=synthetic", f"tracking.report_dir={synthetic.tracking.report_dir}",
+                       f"report.correction={correction}")
+        table = pd.read_csv(report.build(cfg) / "summary.csv")
+        policies = table[(table["model"] == "small_cnn") & (table["augmentation"] != "none")]
+        if correction == "none":
+            assert np.allclose(policies["p_gap_adjusted"], policies["p_gap"])
+            assert (policies["verdict"] == policies["verdict_uncorrected"]).all()
+        else:
+            p = policies["p_gap"].to_numpy()
+            order = np.argsort(p)
+            expected = np.maximum.accumulate(np.minimum(1, (len(p) - np.arange(len(p))) * p[order]))
+            assert np.allclose(policies["p_gap_adjusted"].to_numpy()[order], expected)
+        assert "Holm" in (report.build(cfg) / "report.html").read_text() or correction == "none"
 
 
 def test_files_figures_and_failed_combinations(synthetic, tmp_path):
     out = report.build(synthetic)
     assert out == tmp_path / "reports" / "synthetic"
-    for name in ("summary.md", "curves.png", "gaps.png", "previews.png", "heatmap.png", "report.html"):
+    for name in ("summary.md", "forest.png", "curves.png", "gaps.png", "previews.png", "heatmap.png", "report.html"):
         assert (out / name).stat().st_size > 0, name
     page = (out / "report.html").read_text()
-    for image in ("curves.png", "gaps.png", "previews.png", "heatmap.png"):
+    for image in ("forest.png", "curves.png", "gaps.png", "previews.png", "heatmap.png"):
         assert f"src='{image}'" in page
-    assert "reduces gap" in page and "crashy" in page
+    assert page.index("class='badge'") < page.index("src='forest.png'") < page.index("class='details'")
+    assert "Benjamini-Hochberg" in page and "crashy" in page and decide.HURTS in page
     md = (out / "summary.md").read_text()
     assert "## Failed combinations" in md and "loss is NaN" in md
     assert pd.read_csv(out / "failed.csv")["run"].tolist() == ["crashy/small_cnn/s0"]
 
 
-def test_report_command_prints_the_table(synthetic, capsys):
+def test_report_command_prints_the_decision_first(synthetic, capsys):
     report.main(synthetic)
     printed = capsys.readouterr().out
-    assert "verdict" in printed and "reduces gap" in printed and "report.html" in printed
+    header = next(line for line in printed.splitlines() if "verdict" in line and "dataset" in line)
+    assert header.split()[:4] == ["dataset", "model", "augmentation", "verdict"]  # two models: which block
+    assert "delta test accuracy [95% CI]" in header and "report.html" in printed and decide.HELPS in printed
 
 
 def test_report_by_parent_run_id_finds_its_experiment(synthetic):
@@ -136,14 +241,16 @@ def test_image_tasks_without_accuracy_get_gap_verdicts_and_psnr(make_cfg, tmp_pa
     out = report.main(cfg)
     table = pd.read_csv(out / "summary.csv").set_index("augmentation")
     assert list(pd.read_csv(out / "summary.csv").columns[:len(report.COLUMNS)]) == report.COLUMNS
-    assert table.loc["hflip", "verdict"] == "reduces gap"
-    assert table.loc["hflip", "delta_gap_loss"] == pytest.approx(-0.01)
+    assert table.loc["hflip", "verdict"] == decide.HELPS  # gap lower, PSNR higher
+    assert table.loc["hflip", "delta_gap"] == pytest.approx(-0.01)
+    assert table.loc["hflip", "score_metric"] == "psnr"
+    assert table.loc["hflip", "delta_test_score"] == pytest.approx(1.0)
     assert table.loc["hflip", "delta_test_psnr"] == pytest.approx(1.0)
     assert table.loc["hflip", "test_psnr_mean"] == pytest.approx(21.2)
     assert set(table["task"]) == {"reconstruct"}
     assert table[["test_accuracy_mean", "gap_accuracy_mean", "delta_test_accuracy"]].isna().all().all()
     printed = capsys.readouterr().out
-    assert "test_psnr_mean" in printed and "test_accuracy_mean" not in printed and "reduces gap" in printed
+    assert "delta test psnr" in printed and "accuracy [" not in printed and decide.HELPS in printed
 
 
 def test_a_setting_the_sweep_varied_splits_the_rows_and_pairs_within_it(make_cfg, tmp_path, capsys):
@@ -167,7 +274,7 @@ def test_a_setting_the_sweep_varied_splits_the_rows_and_pairs_within_it(make_cfg
                 # What run.py logs: the whole config as params; only dataset.normalize differs between the modes
                 # (the seed, what follows it and the policy's own keys never count as settings).
                 client.log_batch(rid, params=[Param("dataset.normalize", mode), Param("seed", str(seed)),
-                                              Param("augmentation.name", augmentation), Param("trainer.epochs", "3"),
+                                              Param("augmentation.name", augmentation), Param("trainer.epochs", str(EPOCHS)),
                                               Param("tracking.uri", f"somewhere-{seed}"),
                                               Param("dataset.split_seed", str(seed))])  # follows the seed
     out = report.main(cfg)
@@ -178,11 +285,11 @@ def test_a_setting_the_sweep_varied_splits_the_rows_and_pairs_within_it(make_cfg
                                                                        "dataset.normalize=featurewise"}
     for mode, offset in effect.items():
         row = rows.loc[(f"dataset.normalize={mode}", "hflip")]
-        assert row["delta_gap_loss"] == pytest.approx(offset) and row["n_seeds"] == 5
-        assert row["verdict"] == ("reduces gap" if offset < 0 else "widens gap")
+        assert row["delta_gap"] == pytest.approx(offset) and row["n_seeds"] == 5
+        assert row["verdict"] == (decide.HELPS if offset < 0 else decide.WIDENS)
         # One policy name whose content differed between the modes stays one row per mode (its fingerprint is
         # constant within each).
-        assert rows.loc[(f"dataset.normalize={mode}", "mixed"), "delta_gap_loss"] == pytest.approx(offset)
+        assert rows.loc[(f"dataset.normalize={mode}", "mixed"), "delta_gap"] == pytest.approx(offset)
     assert (out / "heatmap.png").stat().st_size > 0  # one dataset and model, two settings
     printed = capsys.readouterr().out
     assert "setting" in printed and "dataset.normalize=featurewise" in printed
@@ -202,7 +309,7 @@ def test_one_policy_name_with_two_contents_is_two_rows(synthetic, tmp_path):
     table = pd.read_csv(report.build(synthetic) / "summary.csv")
     resnet = table[table["model"] == "resnet"].set_index("augmentation")
     assert {"good [aaaaaaaa]", "good [bbbbbbbb]"} <= set(resnet.index) and "good" not in resnet.index
-    assert resnet.loc["good [aaaaaaaa]", "verdict"] == "reduces gap"
-    assert resnet.loc["good [bbbbbbbb]", "verdict"] == "widens gap"
+    assert resnet.loc["good [aaaaaaaa]", "verdict"] == decide.HELPS
+    assert resnet.loc["good [bbbbbbbb]", "verdict"] == decide.HURTS  # gap 5.0 and accuracy 0.5
     assert table["setting"].isna().all()  # nothing else varied: no setting
     assert "good" in set(table[table["model"] == "small_cnn"]["augmentation"])

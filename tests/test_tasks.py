@@ -265,7 +265,7 @@ def test_reconstruct_runs_record_loss_gap_and_image_metrics_and_report_without_a
     assert table.loc["hflip", "gap_loss_mean"] == pytest.approx(metrics["best/gap_loss"])
     assert table.loc["hflip", "delta_test_psnr"] == pytest.approx(metrics["test/psnr"] - results["none"]["test/psnr"])
     assert table.loc["hflip", "verdict"] in report.VERDICTS
-    assert math.isnan(table.loc["hflip", "delta_gap_loss_ci_low"])  # one seed: no interval
+    assert math.isnan(table.loc["hflip", "delta_gap_ci_low"])  # one seed: no interval
     assert "psnr" in (out / "report.html").read_text()
 
 

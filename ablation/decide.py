@@ -4,8 +4,8 @@ For every policy of a sweep, against the baseline (`none`) of the same dataset, 
 - delta gap   = policy - baseline of the gap estimator (report.gap; lower = less overfitting);
 - delta score = policy - baseline of the test score (accuracy; PSNR for the image tasks; higher = better).
 Each is a paired t test over the seeds, with a 95% t interval of the mean difference. The k policies of one
-baseline are one family per endpoint, and their p values are adjusted for multiplicity (report.correction:
-Benjamini-Hochberg by default, Holm, or none). A test is significant when its adjusted p value is below
+baseline and both endpoints make one family of 2k tests, whose p values are adjusted for multiplicity
+(report.correction: Benjamini-Hochberg by default, Holm, or none). A test is significant when its adjusted p value is below
 report.alpha. Then, in this order:
 
 1. the score is significantly lower:   `regularizes, costs accuracy` when the gap is significantly lower too,
@@ -34,8 +34,8 @@ LEVEL = 0.95  # of every interval shown
 MAX_SEEDS = 50  # seeds_needed beyond this is reported as "more than 50"
 
 RULE = ("Each policy is compared with `none` paired by seed, on two endpoints: the gap (lower = less overfitting) "
-        "and the test score (accuracy; PSNR for image tasks). Paired t tests; the p values of a sweep's policies "
-        "are adjusted per endpoint ({correction}); significant = adjusted p < {alpha}. "
+        "and the test score (accuracy; PSNR for image tasks). Paired t tests; the p values of both endpoints of "
+        "all of a sweep's policies are adjusted together ({correction}); significant = adjusted p < {alpha}. "
         "hurts: the test score is significantly lower (with the gap also significantly lower: regularizes, "
         "costs accuracy). Never recommended. "
         "helps: the gap is significantly lower or the score significantly higher, and the score's 95% interval "
@@ -112,7 +112,10 @@ def decide(d_gap: np.ndarray, d_score: np.ndarray, correction: str = "bh", alpha
     """The whole decision for one family (rows = the policies of one baseline, columns = seeds): the paired
     statistics of both endpoints, raw and adjusted p values, the verdict with and without the correction."""
     gap, score = paired(d_gap), paired(d_score)
-    gap_adjusted, score_adjusted = adjust(gap["p"], correction), adjust(score["p"], correction)
+    # Both endpoints of every policy are one family: a sweep with no true effect gives any verdict at all with a
+    # chance of at most alpha (Holm), or at most alpha of its verdicts are wrong (BH).
+    both = adjust(np.concatenate([gap["p"], score["p"]], axis=-1), correction)
+    gap_adjusted, score_adjusted = both[..., :gap["p"].shape[-1]], both[..., gap["p"].shape[-1]:]
     return {"gap": gap, "score": score, "gap_p_adjusted": gap_adjusted, "score_p_adjusted": score_adjusted,
             "verdict": verdicts(gap, score, gap_adjusted, score_adjusted, alpha, margin),
             "verdict_raw": verdicts(gap, score, gap["p"], score["p"], alpha, margin)}

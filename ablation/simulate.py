@@ -51,7 +51,10 @@ def fit(runs: pd.DataFrame, baseline: str = "none", source: str = "") -> NoiseMo
         raise ValueError("a noise model needs at least one policy with two seeds paired with the baseline")
     pooled = np.cov(np.concatenate(residuals).T, ddof=0) / 2  # a difference carries two runs' noise
     sd = np.sqrt(np.diag(pooled))
-    scales = [float(np.sqrt(np.mean((s / np.sqrt(2) / sd) ** 2))) for s in spreads]
+    # A real difference's spread relative to the pooled one, r, carries the baseline's noise too: the policy's
+    # own noise is scaled by sqrt(2 r^2 - 1) so that policy noise plus baseline noise has the real spread.
+    relative = [float(np.mean((s / np.sqrt(2) / sd) ** 2)) for s in spreads]
+    scales = [float(np.sqrt(max(2 * r - 1, 0.05))) for r in relative]
     return NoiseModel(float(sd[0]), float(sd[1]), float(pooled[0, 1] / (sd[0] * sd[1])), scales, source)
 
 

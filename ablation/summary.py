@@ -121,8 +121,8 @@ def _block(key: dict, block: pd.DataFrame, opts: dict) -> list[dict]:
          for c in ("gap", "test_score", "train_score", *[f"gap_{e}" for e in curves.ESTIMATORS])}
     decision = decide.decide(d["gap"], d["test_score"], opts["correction"], opts["alpha"], margin)
     gap, score, train = decision["gap"], decision["score"], decide.paired(d["train_score"])
-    gap_level = decide.next_level(decision["gap_p_adjusted"], opts["alpha"], opts["correction"])
-    score_level = decide.next_level(decision["score_p_adjusted"], opts["alpha"], opts["correction"])
+    level = decide.next_level(np.r_[decision["gap_p_adjusted"], decision["score_p_adjusted"]], opts["alpha"],
+                              opts["correction"])
     rows = []
     for i, augmentation in enumerate(policies):
         verdict = str(decision["verdict"][i])
@@ -132,7 +132,7 @@ def _block(key: dict, block: pd.DataFrame, opts: dict) -> list[dict]:
                "delta_test_score_ci_high": score["high"][i], "delta_gap": gap["mean"][i],
                "delta_gap_ci_low": gap["low"][i], "delta_gap_ci_high": gap["high"][i],
                "n_seeds": int(gap["n"][i]) if len(base) else groups[augmentation]["seed"].nunique(),
-               "seeds_needed": decide.seeds_needed(verdict, gap, score, i, gap_level, score_level, margin,
+               "seeds_needed": decide.seeds_needed(verdict, gap, score, i, level, level, margin,
                                                    opts["power"]),
                "p_gap": gap["p"][i], "p_gap_adjusted": decision["gap_p_adjusted"][i], "p_score": score["p"][i],
                "p_score_adjusted": decision["score_p_adjusted"][i],

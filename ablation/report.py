@@ -113,6 +113,8 @@ def decision_view(table: pd.DataFrame) -> pd.DataFrame:
 
     def interval(prefix, r):
         mean, low, high = r[prefix], r[f"{prefix}_ci_low"], r[f"{prefix}_ci_high"]
+        if r["verdict"] == decide.BASELINE:
+            return "0"
         if not math.isfinite(mean):
             return ""
         return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]" if math.isfinite(low) else f"{mean:+.3f}"

@@ -12,6 +12,19 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
 
+def browser_or_skip(driver: bool = True) -> None:
+    """Headless Chromium (and its driver, for selenium) from Debian's packages, installed on first use by
+    scripts/install-browser.sh; the test skips, saying why, where they cannot be installed."""
+    import shutil
+    import subprocess
+
+    needed = ("chromium", "chromedriver") if driver else ("chromium",)
+    if not all(shutil.which(n) for n in needed):
+        subprocess.run(["bash", str(ROOT / "scripts" / "install-browser.sh")], capture_output=True, timeout=900)
+    if not all(shutil.which(n) for n in needed):
+        pytest.skip("no browser: chromium and chromium-driver could not be installed (scripts/install-browser.sh)")
+
+
 def options(group: str) -> list[str]:
     """Every option of a config group, from the files under conf/<group>/ (drives registry tests)."""
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))

@@ -8,7 +8,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from ablation import decide, report, tracking
+from ablation import decide, plots, report, tracking
 
 SEEDS = range(5)
 # Per-seed offsets from `none` of (gap, test accuracy), and the verdict each policy must get.
@@ -316,3 +316,31 @@ def test_one_policy_name_with_two_contents_is_two_rows(synthetic, tmp_path):
     assert resnet.loc["good [bbbbbbbb]", "verdict"] == decide.HURTS  # gap 5.0 and accuracy 0.5
     assert table["setting"].isna().all()  # nothing else varied: no setting
     assert "good" in set(table[table["model"] == "small_cnn"]["augmentation"])
+
+
+def test_report_page_opens_with_the_decision_in_a_real_browser(synthetic, tmp_path):
+    """report.html rendered by headless Chromium at a laptop's screen size; the screenshot is kept in the test's
+    folder (report.png). The first screen holds the verdict badges and the forest plots; the wide details
+    table scrolls inside its own box instead of widening the page."""
+    import subprocess
+
+    import matplotlib.image
+
+    from conftest import browser_or_skip
+
+    browser_or_skip(driver=False)
+    out = report.build(synthetic)
+    shot = tmp_path / "report.png"
+    subprocess.run(["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1440,900", f"--screenshot={shot}", (out / "report.html").as_uri()],
+                   capture_output=True, timeout=120, cwd=tmp_path)
+    image = matplotlib.image.imread(shot)[..., :3]
+    assert image.shape[:2] == (900, 1440)
+    # Each verdict's badge colour is on the first screen: the decision is readable without scrolling.
+    for verdict in (decide.HELPS, decide.HURTS, decide.COSTS, decide.WIDENS):
+        rgb = np.array([int(plots.VERDICT_COLORS[verdict][i:i + 2], 16) for i in (1, 3, 5)]) / 255
+        assert (np.abs(image - rgb).max(axis=-1) < 0.02).sum() > 50, verdict
+    # The forest plot is on the first screen too (its image is fetched and drawn: many distinct colours).
+    page = (out / "report.html").read_text()
+    assert "<div class='details'>" in page and "overflow-x:auto" in page
+    assert len(np.unique((image * 255).astype(int).reshape(-1, 3), axis=0)) > 200

@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from ablation import sweep
+from ablation import decide, sweep
 from conftest import CONF, ROOT, options
 
 EXPERIMENTS = {"digits_ablation", "shapes_ablation", "quick", "models_ablation"}
@@ -55,11 +55,19 @@ def test_quick_sweep_nests_runs_skips_finished_and_extends(tmp_path):
     assert all(r.data.tags["experiment"] == "quick" for r in children)
     for k in range(1, 5):
         assert f"[{k}/4] " in first.stdout
-    # The report was built at the end of the sweep, printed, and logged to the parent run.
-    assert "verdict" in first.stdout
+    # The report was built at the end of the sweep, printed (the decision columns first), and logged to the
+    # parent run.
+    header = next(line for line in first.stdout.splitlines() if "verdict" in line and "augmentation" in line)
+    assert header.split()[:3] == ["augmentation", "verdict", "flags"]
     report_dir = tmp_path / "reports" / "quick"
-    assert {"summary.csv", "summary.md", "curves.png", "gaps.png", "previews.png", "report.html"} <= {
+    assert {"summary.csv", "summary.md", "forest.png", "curves.png", "gaps.png", "previews.png", "report.html"} <= {
         p.name for p in report_dir.iterdir()}
+    table = pd.read_csv(report_dir / "summary.csv").set_index("augmentation")
+    assert set(table["verdict"]) <= {*decide.VERDICTS, decide.BASELINE}
+    assert table.loc["none", "verdict"] == decide.BASELINE and table.loc["hflip", "n_seeds"] == 2
+    # Two epochs (trainer=smoke): training is unfinished, flagged, and the printed advice says what to run.
+    assert table.loc["none", "unfinished"] and "unfinished" in table.loc["none", "flags"]
+    assert "trainer.early_stopping.enabled=true trainer.epochs=4" in first.stdout
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "quick")}
     assert "quick/summary.csv" in logged
 

@@ -11,14 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT
-
-
-def _browser_or_skip():
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        subprocess.run(["bash", str(ROOT / "scripts" / "install-browser.sh")], capture_output=True, timeout=900)
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip("no browser: chromium and chromium-driver could not be installed (scripts/install-browser.sh)")
+from conftest import ROOT, browser_or_skip
 
 
 def _free_port() -> int:
@@ -29,7 +22,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_ui_lists_the_sweeps_runs_in_a_real_browser(tmp_path):
-    _browser_or_skip()
+    browser_or_skip()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By

@@ -67,6 +67,7 @@ def validate(cfg: DictConfig):
         raise ConfigError(f"trainer.reduce_lr.factor: expected a number in (0, 1), got {cfg.trainer.reduce_lr.factor!r}")
 
     _augmentation_mode(cfg)
+    check_report(cfg)  # a sweep ends in its report: a bad report setting stops it before anything trains
     models.check(cfg.model)
     datasets.check(cfg.dataset)
     normalize.check(cfg.dataset)
@@ -82,6 +83,23 @@ def validate(cfg: DictConfig):
     policy = augment.build(cfg.augmentation, image_shape=(size, size, channels) if size and channels else None)
     tasks.check(cfg, policy)  # what task=reconstruct|inpaint asks of the model, trainer and policy
     return policy
+
+
+def check_report(cfg: DictConfig) -> None:
+    """report.*: how the report decides (ablation/decide.py)."""
+    from ablation import curves, decide
+
+    if cfg.get("report") is None:
+        return
+    _choice(cfg, "report.correction", decide.CORRECTIONS)
+    _choice(cfg, "report.gap", curves.ESTIMATORS)
+    for key in ("report.alpha", "report.power"):
+        _number(cfg, key, minimum=0, strict=True)
+        if OmegaConf.select(cfg, key) >= 1:
+            raise ConfigError(f"{key}: expected a number in (0, 1), got {OmegaConf.select(cfg, key)!r}")
+    for group in ("margin", "underfit"):
+        for metric in ("accuracy", "psnr"):
+            _number(cfg, f"report.{group}.{metric}", minimum=0)
 
 
 def _augmentation_mode(cfg: DictConfig) -> None:

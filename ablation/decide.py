@@ -151,15 +151,15 @@ def next_level(p_adjusted: np.ndarray, alpha: float, correction: str) -> float:
     return alpha * min(rejected + 1, k) / k
 
 
-def seeds_needed(verdict: str, gap: dict, score: dict, i: int, gap_level: float, score_level: float,
-                 margin: float, power: float = 0.8) -> float:
-    """For an undecided row i: the seeds at which its observed effect would be decided with the given power
-    (the endpoint that gets there first); for `gap lower, cost unclear`, the seeds at which the score's interval
+def seeds_needed(verdict: str, gap: dict, score: dict, i: int, level: float, margin: float,
+                 power: float = 0.8) -> float:
+    """For an undecided row i: the seeds at which its observed effect would be decided with the given power at
+    the raw p level the correction asks of the next rejection (next_level; the endpoint that gets there first); for `gap lower, cost unclear`, the seeds at which the score's interval
     would clear -margin. NaN for decided rows."""
     if verdict == COST_UNCLEAR:  # an interval that reaches below -margin: decided once it clears it
         room = score["mean"][i] + margin
         return seeds_for(room, score["sd"][i], 1 - LEVEL, power, sides=2) if room > 0 else np.inf
     if verdict != NO_EFFECT:
         return np.nan
-    return float(np.fmin(seeds_for(gap["mean"][i], gap["sd"][i], gap_level, power),
-                         seeds_for(score["mean"][i], score["sd"][i], score_level, power)))
+    return float(np.fmin(seeds_for(gap["mean"][i], gap["sd"][i], level, power),
+                         seeds_for(score["mean"][i], score["sd"][i], level, power)))

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from ablation import advice, decide, page, plots, summary, tracking
+from ablation import advice, config, decide, page, plots, summary, tracking
 
 KEYS = summary.KEYS
 BASELINE = summary.BASELINE
@@ -109,7 +109,9 @@ def previews(cfg: DictConfig, finished: pd.DataFrame, scratch: Path) -> list[tup
 def decision_view(table: pd.DataFrame) -> pd.DataFrame:
     """The decision columns as a person reads them: the verdict, its flags, both deltas with their intervals,
     the seeds there are and the seeds that would decide; one row per policy, in the table's order."""
-    several = table[["dataset", "model", "setting"]].drop_duplicates().shape[0] > 1
+    # Which block a row belongs to, where the report has several: the keys that vary.
+    where_keys = [k for k in summary.BLOCK if table[k].astype(str).nunique() > 1] if len(table) else []
+    offline = (table.get("mode", pd.Series(dtype=str)) == "offline").any()
 
     def interval(prefix, r):
         mean, low, high = r[prefix], r[f"{prefix}_ci_low"], r[f"{prefix}_ci_high"]
@@ -124,14 +126,17 @@ def decision_view(table: pd.DataFrame) -> pd.DataFrame:
         return "" if not isinstance(n, float) or math.isnan(n) else ">50" if math.isinf(n) else str(int(n))
     rows = []
     for _, r in table.iterrows():
-        where = {"dataset": r["dataset"], "model": r["model"], **({"setting": r["setting"]} if r["setting"] else {})}
         metric = r["score_metric"]
-        rows.append({**(where if several else {}), "augmentation": r["augmentation"], "verdict": r["verdict"],
-                     "flags": r["flags"] if isinstance(r["flags"], str) else "",
-                     f"delta test {metric} [95% CI]": interval("delta_test_score", r),
-                     f"delta gap ({r['gap_estimator']}) [95% CI]": interval("delta_gap", r),
-                     f"test {metric}": f"{r['test_score_mean']:.3f}", "seeds": int(r["n_seeds"]),
-                     "seeds to decide": needed(r)})
+        row = {**{k: r[k] for k in where_keys}, "augmentation": r["augmentation"], "verdict": r["verdict"],
+               "flags": r["flags"] if isinstance(r["flags"], str) else "",
+               f"delta test {metric} [95% CI]": interval("delta_test_score", r),
+               f"delta gap ({r['gap_estimator']}) [95% CI]": interval("delta_gap", r),
+               f"test {metric}": f"{r['test_score_mean']:.3f}", "seeds": int(r["n_seeds"]),
+               "seeds to decide": needed(r)}
+        if offline:  # online vs offline: their cost too
+            row.update(mode=r["mode"], time_total_s=f"{r['time_total_s_mean']:.1f}",
+                       expanded_mb=f"{r['expanded_bytes_mean'] / 1e6:.1f}" if r["expanded_bytes_mean"] == r["expanded_bytes_mean"] else "")
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -199,6 +204,11 @@ def show(table: pd.DataFrame, name: str, opts: dict | None = None) -> None:
 def main(cfg: DictConfig, parent: str | None = None) -> Path:
     """Build the report and print its summary; what `python -m ablation.report` and the end of a sweep do."""
     parent = parent or cfg.get("parent_run_id")
+    try:
+        config.check_report(cfg)
+    except config.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     finished, _, name = runs_of(cfg, parent)
     if finished.empty:
         print(f"error: experiment_name: no finished runs in MLflow experiment {name!r}", file=sys.stderr)

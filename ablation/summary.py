@@ -132,7 +132,7 @@ def _block(key: dict, block: pd.DataFrame, opts: dict) -> list[dict]:
                "delta_test_score_ci_high": score["high"][i], "delta_gap": gap["mean"][i],
                "delta_gap_ci_low": gap["low"][i], "delta_gap_ci_high": gap["high"][i],
                "n_seeds": int(gap["n"][i]) if len(base) else groups[augmentation]["seed"].nunique(),
-               "seeds_needed": decide.seeds_needed(verdict, gap, score, i, level, level, margin,
+               "seeds_needed": decide.seeds_needed(verdict, gap, score, i, level, margin,
                                                    opts["power"]),
                "p_gap": gap["p"][i], "p_gap_adjusted": decision["gap_p_adjusted"][i], "p_score": score["p"][i],
                "p_score_adjusted": decision["score_p_adjusted"][i],

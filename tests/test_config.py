@@ -22,6 +22,10 @@ CASES = [
     (["augmentation=idg_classic", "augmentation.idg.rotation_range=-5"], "augmentation.idg.rotation_range:"),
     (["+model.kernel=3"], "model.kernel: not an argument"),
     (["seed=-1"], "seed:"),
+    (["report.correction=bonferroni"], "report.correction: expected one of bh|holm|none, got 'bonferroni'"),
+    (["report.gap=median"], "report.gap: expected one of best|window|last5|auc|test_loss, got 'median'"),
+    (["report.alpha=1.5"], "report.alpha: expected a number in (0, 1), got 1.5"),
+    (["report.margin.accuracy=-0.01"], "report.margin.accuracy: expected a number >= 0, got -0.01"),
 ]
 
 
@@ -72,3 +76,12 @@ def test_unreachable_tracking_server_is_one_line_before_training(tmp_path):
         assert len(errors) == 1 and errors[0].startswith(f"error: tracking.uri: cannot reach the MLflow server at "
                                                           f"http://127.0.0.1:{port}"), result.stderr[-2000:]
         assert "Epoch" not in result.stdout
+
+
+def test_report_command_refuses_a_bad_report_setting_in_one_line(make_cfg, capsys):
+    from ablation import report
+
+    with pytest.raises(SystemExit) as info:
+        report.main(make_cfg("report.correction=fdr"))
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: report.correction: expected one of bh|holm|none, got 'fdr'"

@@ -2,7 +2,8 @@
 finished. The curves are the ones every run logs (train_clean/loss, val/loss and the monitored metric per epoch,
 steps from 1); the report reads them back from MLflow.
 
-Gap estimators (report.gap picks the one verdicts use; docs/decision.md compares their signal to noise):
+Gap estimators (report.gap picks the one verdicts use, auc by default; docs/decision.md compares their signal
+to noise):
 - best:   val loss - clean train loss at the best epoch (one point of a noisy curve; what runs log as best/gap_loss);
 - window: the mean gap over the 5 epochs centred on the best epoch;
 - last5:  the mean gap over the last 5 epochs trained;

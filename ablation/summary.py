@@ -27,7 +27,7 @@ COLUMNS = [*KEYS, "verdict", "flags", "delta_test_score", "delta_test_score_ci_l
            "mode", "time_total_s_mean", "time_expand_s_mean", "expanded_bytes_mean"]
 # The headline test score of a task and the clean-train score the underfitting flag compares.
 SCORES = {"classify": "accuracy", "reconstruct": "psnr", "inpaint": "psnr"}
-DEFAULTS = {"correction": "bh", "alpha": 0.05, "margin": {"accuracy": 0.01, "psnr": 0.5}, "gap": "window",
+DEFAULTS = {"correction": "bh", "alpha": 0.05, "margin": {"accuracy": 0.01, "psnr": 0.5}, "gap": "auc",
             "underfit": {"accuracy": 0.05, "psnr": 1.0}, "power": 0.8}
 
 

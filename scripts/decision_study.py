@@ -26,7 +26,7 @@ from ablation import curves, decide, report, simulate, summary  # noqa: E402
 from ablation.cli import compose_from_argv  # noqa: E402
 
 
-def per_run(experiment: str, overrides: list[str], estimator: str = "window") -> pd.DataFrame:
+def per_run(experiment: str, overrides: list[str], estimator: str = summary.DEFAULTS["gap"]) -> pd.DataFrame:
     cfg = compose_from_argv([f"experiment_name={experiment}", *overrides])
     finished, _, _ = report.runs_of(cfg)
     if finished.empty:
@@ -35,7 +35,7 @@ def per_run(experiment: str, overrides: list[str], estimator: str = "window") ->
 
 
 def estimators(experiments: list[str], overrides: list[str]) -> None:
-    print("| experiment | estimator | policies | median abs(t) | mean abs(t) | decided (BH 0.05) | pooled sd of d |")
+    print("| experiment | estimator | policies | signal / noise | median abs(t) | decided (BH 0.05) | pooled sd of d |")
     print("|---|---|---|---|---|---|---|")
     for experiment in experiments:
         runs = per_run(experiment, overrides)
@@ -45,9 +45,13 @@ def estimators(experiments: list[str], overrides: list[str]) -> None:
             stats_ = decide.paired(d)
             t = np.abs(stats_["mean"] / (stats_["sd"] / np.sqrt(stats_["n"])))
             decided = int(np.sum(decide.adjust(stats_["p"], "bh") < 0.05))
-            results.append((np.nanmedian(t), name, len(d), np.nanmean(t), decided, np.sqrt(np.nanmean(stats_["sd"] ** 2))))
-        for median, name, k, mean, decided, sd in sorted(results, reverse=True):
-            print(f"| {experiment} | {name} | {k} | {median:.2f} | {mean:.2f} | {decided} | {sd:.4f} |")
+            pooled = np.sqrt(np.nanmean(stats_["sd"] ** 2))
+            # How far apart the policies' mean effects lie, in units of one seed's noise: the estimator that
+            # tells policies apart with the fewest seeds has the highest.
+            signal = np.nanstd(stats_["mean"], ddof=1) / pooled
+            results.append((signal, name, len(d), np.nanmedian(t), decided, pooled))
+        for signal, name, k, median, decided, sd in sorted(results, reverse=True):
+            print(f"| {experiment} | {name} | {k} | {signal:.2f} | {median:.2f} | {decided} | {sd:.4f} |")
 
 
 def _differences(runs: pd.DataFrame, column: str) -> np.ndarray:
@@ -57,7 +61,7 @@ def _differences(runs: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def fit(experiment: str, out: Path, overrides: list[str]) -> None:
-    model = simulate.fit(per_run(experiment, overrides), source=f"{experiment} (gap: window estimator)")
+    model = simulate.fit(per_run(experiment, overrides), source=f"{experiment} (gap: {summary.DEFAULTS['gap']} estimator)")
     model.save(out)
     print(f"noise model of {experiment}: sd gap {model.sd_gap:.4f}, sd score {model.sd_score:.4f}, "
           f"correlation {model.correlation:+.2f}, {len(model.scales)} policies' scales -> {out}")
@@ -87,6 +91,23 @@ def simulate_all(path: Path, effect_from: str | None, overrides: list[str], n_sw
     for seeds in (3, 5, 8, 10):
         shares = [simulate.power(model, gap, score, n_sweeps, 20, seeds, c, decide.HELPS, seed=seeds)
                   for c in decide.CORRECTIONS]
+        print(f"| {seeds} | " + " | ".join(f"{s:.2f}" for s in shares) + " |")
+    # A sweep like the real one: every policy has the effect measured for it. Benjamini-Hochberg's threshold
+    # loosens as more policies are decided; Holm's does not.
+    policies = sorted(set(runs["augmentation"]) - {summary.BASELINE})
+    gaps = np.nanmean(_differences(runs, "gap"), axis=1)
+    scores = np.nanmean(_differences(runs, "test_score"), axis=1)
+    at = policies.index(policy)
+    print(f"\nPower in a sweep like {experiment}: its {len(policies)} policies, each with the effect measured for "
+          f"it; the share of sweeps that give {policy} `helps`.\n")
+    print("| seeds | bh | holm | none |")
+    print("|---|---|---|---|")
+    for seeds in (3, 5, 8, 10):
+        shares = []
+        for correction in decide.CORRECTIONS:
+            d_gap, d_score = simulate.sweeps(model, n_sweeps, len(policies), seeds, gaps, scores, seed=seeds)
+            v = simulate.verdicts(d_gap, d_score, correction)
+            shares.append((v[:, at] == decide.HELPS).mean())
         print(f"| {seeds} | " + " | ".join(f"{s:.2f}" for s in shares) + " |")
 
 

@@ -14,12 +14,12 @@ body{font-family:system-ui,sans-serif;margin:1.2em 2em;color:#24292f}
 h1{font-size:1.5em;margin:0 0 .3em}
 .rule{font-size:12px;color:#57606a;max-width:100em;margin:.2em 0 .8em}
 .decision{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}
-.decision table{border-collapse:collapse;font-size:13px}
-.decision td,.decision th{padding:3px 8px;border-bottom:1px solid #d0d7de;text-align:left;white-space:nowrap}
+.decision table{border-collapse:collapse;font-size:12.5px}
+.decision td,.decision th{padding:2px 7px;border-bottom:1px solid #d0d7de;text-align:left;white-space:nowrap}
 .decision td.num{text-align:right;font-variant-numeric:tabular-nums}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:12px;font-weight:600}
 .flag{color:#9a6700;font-size:12px}
-.forest{max-width:720px;width:100%}
+.forest{max-width:720px;width:100%;max-height:85vh;object-fit:contain;object-position:left top}
 .details{overflow-x:auto;max-width:100%;border:1px solid #d0d7de;max-height:32em}
 .details table{border-collapse:collapse;font-size:12px}
 .details td,.details th{border:1px solid #d0d7de;padding:2px 6px;text-align:right;white-space:nowrap}

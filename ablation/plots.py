@@ -133,7 +133,7 @@ def forest(summary, margins: dict | None = None) -> Figure:
     margin a recommended policy must stay within. Points coloured by verdict, rows in the report's order."""
     table = _with_setting(summary).reset_index(drop=True)
     n = max(len(table), 1)
-    fig = Figure(figsize=(9, 0.32 * n + 1.4), layout="constrained")
+    fig = Figure(figsize=(9, 0.26 * n + 1.4), layout="constrained")
     score_ax, gap_ax = fig.subplots(1, 2, sharey=True)
     y = np.arange(len(table))[::-1]
     colors = [VERDICT_COLORS.get(v, "#6e7781") for v in table["verdict"]]

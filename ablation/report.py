@@ -4,7 +4,6 @@ runs/reports/<experiment_name>/: summary.csv, summary.md, curves.png, gaps.png, 
 several datasets or models), report.html. The sweep callback builds it when a sweep ends."""
 from __future__ import annotations
 
-import html
 import math
 import sys
 from pathlib import Path

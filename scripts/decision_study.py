@@ -22,8 +22,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ablation import curves, decide, report, simulate, summary  # noqa: E402
-from ablation.cli import compose_from_argv  # noqa: E402
+from ablation import curves, decide, report, simulate, summary
+from ablation.cli import compose_from_argv
 
 
 def per_run(experiment: str, overrides: list[str], estimator: str = summary.DEFAULTS["gap"]) -> pd.DataFrame:
@@ -80,7 +80,7 @@ def simulate_all(path: Path, effect_from: str | None, overrides: list[str], n_sw
         return
     experiment, policy = effect_from.split(":")
     runs = per_run(experiment, overrides)
-    row = {c: _differences(runs, c)[list(sorted(set(runs["augmentation"]) - {summary.BASELINE})).index(policy)]
+    row = {c: _differences(runs, c)[sorted(set(runs["augmentation"]) - {summary.BASELINE}).index(policy)]
            for c in ("gap", "test_score")}
     gap, score = float(np.nanmean(row["gap"])), float(np.nanmean(row["test_score"]))
     print(f"\nPower: one policy with the effect {policy} shows on {experiment} (delta gap {gap:+.3f}, delta "

@@ -138,7 +138,7 @@ def test_without_correction_a_sweep_finds_effects_that_are_not_there(noise):
 
 
 def test_power_grows_with_seeds_for_a_real_effect(noise):
-    effect = dict(effect_gap=-3 * noise.sd_gap, effect_score=3 * noise.sd_score)
+    effect = {"effect_gap": -3 * noise.sd_gap, "effect_score": 3 * noise.sd_score}
     shares = [simulate.power(noise, **effect, n_sweeps=300, n_policies=20, n_seeds=n, correction="bh",
                              expected=decide.HELPS, seed=n) for n in (3, 5, 10)]
     assert shares[0] < shares[1] < shares[2] and shares[2] > 0.8

@@ -325,7 +325,6 @@ def test_report_page_opens_with_the_decision_in_a_real_browser(synthetic, tmp_pa
     import subprocess
 
     import matplotlib.image
-
     from conftest import browser_or_skip
 
     browser_or_skip(driver=False)
@@ -333,7 +332,7 @@ def test_report_page_opens_with_the_decision_in_a_real_browser(synthetic, tmp_pa
     shot = tmp_path / "report.png"
     subprocess.run(["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                     "--window-size=1440,900", f"--screenshot={shot}", (out / "report.html").as_uri()],
-                   capture_output=True, timeout=120, cwd=tmp_path)
+                   check=False, capture_output=True, timeout=120, cwd=tmp_path)
     image = matplotlib.image.imread(shot)[..., :3]
     assert image.shape[:2] == (900, 1440)
     # Each verdict's badge colour is on the first screen: the decision is readable without scrolling.
@@ -344,3 +343,25 @@ def test_report_page_opens_with_the_decision_in_a_real_browser(synthetic, tmp_pa
     page = (out / "report.html").read_text()
     assert "<div class='details'>" in page and "overflow-x:auto" in page
     assert len(np.unique((image * 255).astype(int).reshape(-1, 3), axis=0)) > 200
+
+
+def test_undecided_rows_get_the_seeds_that_decide_them_and_the_command(make_cfg, tmp_path, capsys):
+    """A real but noisy effect over 3 seeds: undecided, with the seeds a power calculation gives and the sweep
+    command that adds them (an experiment config of that name exists, so the command uses it)."""
+    cfg = make_cfg("experiment_name=quick", f"tracking.report_dir={tmp_path}/reports")
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    exp_id = tracking.experiment_id(client, cfg.tracking, "quick")
+    offsets = [-0.05, -0.12, 0.0]  # mean -0.057, sd 0.06: t = 1.6 over 3 seeds
+    for seed in range(3):
+        _log(client, exp_id, "digits", "small_cnn", "none", seed, 0.5, 0.9)
+        _log(client, exp_id, "digits", "small_cnn", "hflip", seed, 0.5 + offsets[seed], 0.9 + (0.01, -0.01, 0)[seed])
+    row = pd.read_csv(report.main(cfg) / "summary.csv").set_index("augmentation").loc["hflip"]
+    assert row["verdict"] == decide.NO_EFFECT
+    sd = np.std(offsets, ddof=1)
+    # Two tests (gap, score), none decided: BH asks the next one for p < 0.05 / 2.
+    assert row["seeds_needed"] == decide.seeds_for(np.mean(offsets), sd, 0.025)
+    n = int(row["seeds_needed"])
+    assert 3 < n <= decide.MAX_SEEDS
+    printed = capsys.readouterr().out
+    seeds = ",".join(str(s) for s in range(n))
+    assert f"python -m ablation -m experiment=quick augmentation=none,hflip seed={seeds}" in printed

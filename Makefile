@@ -16,7 +16,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run sweep report ui predict server server-stop bench test clean
+.PHONY: help install run sweep report ui predict server server-stop bench test clean clean-runs
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,8 +57,11 @@ test: $(STAMP) ## Run the whole test suite (TEST_WORKERS=1: in one process)
 	$(PY) -m pytest -q $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS)) $(ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
-clean: ## Remove outputs under runs/ (the MLflow store included) and caches; keeps .venv
+clean: ## Remove what can be rebuilt (decoded-dataset cache, offline expansions, __pycache__, build outputs); keeps the MLflow store and every result
+	rm -rf runs/cache runs/expanded build dist .pytest_cache
+	find . -path ./.venv -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+clean-runs: ## Delete every result under runs/: the MLflow store runs/mlflow.db, artifacts, reports, backups, the server's data
+	@echo "clean-runs: deleting everything under runs/: the MLflow store (runs/mlflow.db), artifacts, reports, backups, unsent journals, the tracking server's data"
 	bash scripts/server.sh stop
 	find runs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
-	find . -name __pycache__ -type d -prune -exec rm -rf {} +
-	rm -rf .pytest_cache

@@ -15,6 +15,26 @@ from ablation import mixing, tasks
 from ablation.augment import empty_batch
 
 
+class ReadyTimes:
+    """When each batch (epoch, index) was ready (time.perf_counter): marked by whichever thread built it, taken
+    once by the callback that measures the fit loop's input wait (measure.CleanGap) as that step ends."""
+
+    def __init__(self):
+        self._times: dict[tuple[int, int], float] = {}
+        self._lock = threading.Lock()
+
+    def mark(self, epoch: int, index: int) -> None:
+        with self._lock:
+            self._times[epoch, index] = time.perf_counter()
+
+    def take(self, epoch: int, index: int) -> float | None:
+        with self._lock:
+            return self._times.pop((epoch, index), None)
+
+    def __contains__(self, key: tuple[int, int]) -> bool:
+        return key in self._times
+
+
 class Batches(keras.utils.PyDataset):
     """(x, y) batches of uint8 images from uint8 arrays (read-only memory maps included).
 
@@ -59,9 +79,8 @@ class Batches(keras.utils.PyDataset):
         self._order = self._epoch_order(0)
         self._orders: dict[int, np.ndarray] = {}
         self._orders_lock = threading.Lock()
-        # When batch (epoch, index) was ready (perf_counter): the fit loop's input wait is measured against it
-        # (tracking.EpochLogger, which takes each entry out as its step ends).
-        self.ready_at: dict[tuple[int, int], float] = {}
+        # When each batch was ready: the fit loop's input wait is measured against it (measure.CleanGap).
+        self.ready = ReadyTimes()
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
         n = len(self.x)
@@ -101,9 +120,9 @@ class Batches(keras.utils.PyDataset):
             y = mixing.targets(y, numbers, on_device=not self.mix_images)
         if self.pad_to > 1:
             x, y, weights = _pad(x, y, self.pad_to)
-            self.ready_at[epoch, index] = time.perf_counter()
+            self.ready.mark(epoch, index)
             return x, y, weights
-        self.ready_at[epoch, index] = time.perf_counter()
+        self.ready.mark(epoch, index)
         return x, y
 
     def _order_of(self, epoch: int) -> np.ndarray:

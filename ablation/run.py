@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from ablation import (augment, backend, config, datasets, device, expand, models, normalize, plots, sweep,
-                      tasks, tracking)
+from ablation import (augment, backend, config, datasets, device, expand, measure, models, normalize, plots,
+                      sweep, tasks, tracking)
 from ablation.backup import Backup
 from ablation.batches import Batches
 
@@ -127,7 +127,7 @@ def _train_and_record(cfg, name, policy, key, splits, batches, model, backup, da
             pd.DataFrame(splits.skipped, columns=["file", "reason"]).to_csv(scratch / "skipped_images.csv", index=False)
             tracker.log_file(scratch / "skipped_images.csv")
 
-        epochs = tracker.callback(batches["train"], batches["train_clean"])
+        epochs = measure.CleanGap(batches["train"], batches["train_clean"], on_row=tracker.log_epoch)
         best_weights = scratch / "best.weights.h5"
         if backup:
             backup.start(tracker.run_id)
@@ -136,7 +136,7 @@ def _train_and_record(cfg, name, policy, key, splits, batches, model, backup, da
             # and no step is logged twice; training picks up at the next epoch with that epoch's shuffle.
             epochs.rows.extend(earlier)
             for row in earlier:
-                tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"], wait=False)
+                tracker.log_epoch(row)
             batches["train"].start_at(len(earlier))
         callbacks = [epochs] + _callbacks(t, best_weights, earlier)
         if backup:

@@ -13,7 +13,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import keras
 from omegaconf import DictConfig, OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -290,68 +289,10 @@ class Tracker:
             plt.close(figure)
             self.log_file(path, str(Path(name).parent) if Path(name).parent != Path(".") else None)
 
-    def callback(self, train, clean_train) -> "EpochLogger":
-        return EpochLogger(self, train, clean_train)
-
-
-class EpochLogger(keras.callbacks.Callback):
-    """Per epoch (step = epoch number, from 1): Keras' training metrics on augmented batches, a clean
-    evaluation of a fixed un-augmented training subset in inference mode, validation, the gaps, timings, and
-    the share of the training time the fit loop spent waiting for its next batch."""
-
-    def __init__(self, tracker: Tracker, train, clean_train):
-        super().__init__()
-        self.tracker = tracker
-        self.train = train
-        self.clean_train = clean_train
-        self.rows: list[dict] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        self._start = time.perf_counter()
-        self._train_end = None
-        self._waited = 0.0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._batch_begin = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        # The step pulled batch `batch` right after on_train_batch_begin (fit runs with shuffle=False, so step i
-        # is batch i); if the batch was finished later than that, the loop waited for it (Batches records when
-        # each batch was ready).
-        ready = self.train.ready_at.pop((self._epoch, batch), None)
-        if ready is not None:
-            self._waited += max(0.0, ready - self._batch_begin)
-
-    def on_test_begin(self, logs=None):
-        # fit's validation pass; the training part of the epoch is over.
-        self._train_end = self._train_end or time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        end = time.perf_counter()
-        train_s = (self._train_end or end) - self._start
-        logs = logs or {}
-        clean = self.model.evaluate(self.clean_train, verbose=0, return_dict=True)
-        # The compiled loss and metrics, whatever the task's are (accuracy; mae and psnr), for each split.
-        names = list(clean)
-        row = {
-            "epoch": epoch + 1,
-            **{f"train/{m}": logs.get(m) for m in names},
-            **{f"train_clean/{m}": clean.get(m) for m in names},
-            **{f"val/{m}": logs.get(f"val_{m}") for m in names},
-            "train/learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
-            "time/epoch_s": end - self._start,
-            "throughput/images_per_s": self.train.images_per_epoch / train_s,
-            "perf/input_wait_fraction": min(self._waited / train_s, 1.0),
-        }
-        # Tasks without accuracy (reconstruct, inpaint) have the gap of their own loss only.
-        if row.get("val/accuracy") is not None and row.get("train_clean/accuracy") is not None:
-            row["gap/accuracy"] = row["train_clean/accuracy"] - row["val/accuracy"]
-        if row["val/loss"] is not None and row["train_clean/loss"] is not None:
-            row["gap/loss"] = row["val/loss"] - row["train_clean/loss"]
-        self.rows.append(row)
-        # Queued, not waited for: the next epoch starts while the store writes (flushed when the run ends).
-        self.tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1, wait=False)
+    def log_epoch(self, row: dict) -> None:
+        """One epoch's row (measure.CleanGap), at step = its epoch; queued, not waited for: the next epoch starts
+        while the store writes (flushed when the run ends)."""
+        self.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"], wait=False)
 
 
 @contextmanager

@@ -115,7 +115,7 @@ def test_any_epoch_and_batch_can_be_asked_for_in_any_order():
     for epoch, i in [(2, 1), (0, 2), (1, 0), (2, 0), (0, 0), (1, 2)]:
         got = fresh.batch_at(epoch, i)
         assert all(np.array_equal(a, b) for a, b in zip(got, expected[epoch, i])), (epoch, i)
-    assert (2, 1) in fresh.ready_at
+    assert (2, 1) in fresh.ready
 
 
 @pytest.mark.parametrize("policy_name", ["none", "idg_classic", "rotate"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ablation import backend, models, tracking
+from ablation import backend, measure, models, tracking
 from ablation.batches import Batches
 
 
@@ -30,7 +30,7 @@ def _fit(make_cfg, policy):
     model = models.build_small_cnn((16, 16, 1), 2, filters=(4,), dense=8)
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
     with tracking.run(cfg, "perf", {}) as tracker:
-        logger = tracker.callback(train, Batches(x, y, 16))
+        logger = measure.CleanGap(train, Batches(x, y, 16), on_row=tracker.log_epoch)
         # The training input as runs feed it (backend.fit_input: tf.data on TensorFlow, the PyDataset elsewhere).
         data, steps = backend.fit_input(train)
         model.fit(data, steps_per_epoch=steps, validation_data=Batches(x, y, 16), epochs=3, callbacks=[logger],

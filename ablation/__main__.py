@@ -5,7 +5,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ablation.config import user_error
+from ablation.errors import user_error
 
 _interrupted_once = False
 

@@ -30,6 +30,8 @@ from albumentations.core.transforms_interface import BasicTransform  # noqa: E40
 from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
+from ablation import errors  # noqa: E402
+
 ROOT_KEY = "augmentation"
 # mode, copies, save_format, save_prefix: how the policy is applied (online per batch, or offline as a written
 # training set, ablation/expand.py); checked by ablation.config, not part of the policy itself.
@@ -71,8 +73,7 @@ INTERVAL_ARGS = ("limit", "scale", "ratio", "rotate", "translate_percent", "tran
 POSITIVE_ARGS = {"Affine": ("scale",)}
 
 
-class PolicyError(ValueError):
-    """A bad augmentation setting; the message is one line that starts with the config key."""
+PolicyError = errors.PolicyError  # raised throughout this module; defined with the other user errors
 
 
 # Batches are written into 64-byte aligned buffers: TensorFlow takes an aligned numpy array as a tensor without

@@ -7,7 +7,7 @@ from contextlib import contextmanager, nullcontext
 
 import keras
 
-from ablation.config import ConfigError
+from ablation.errors import ConfigError
 
 PRECISION_POLICIES = {False: "float32", True: "mixed_float16", "mixed_float16": "mixed_float16",
                       "mixed_bfloat16": "mixed_bfloat16"}

@@ -5,8 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 
-class ConfigError(ValueError):
-    """A bad setting; the message is one line that starts with the config key."""
+from ablation.errors import ConfigError, user_error  # noqa: F401  (re-exported: config.ConfigError, config.user_error)
 
 
 MONITORS = ("val_loss", "val_accuracy")
@@ -128,12 +127,3 @@ def _optimizer(name) -> None:
         keras.optimizers.get(name)
     except (ValueError, TypeError):
         raise ConfigError(f"trainer.optimizer: unknown Keras optimizer {name!r} (e.g. adam, sgd, rmsprop, adamw)") from None
-
-
-def user_error(exc: BaseException) -> bool:
-    """True for mistakes in the config or the data, which the user fixes from the one-line message."""
-    from ablation.augment import PolicyError
-    from ablation.datasets import DataError
-    from ablation.tracking import StoreUnavailable
-
-    return isinstance(exc, (ConfigError, PolicyError, DataError, StoreUnavailable))

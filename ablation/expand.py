@@ -34,7 +34,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ablation import augment, datasets
-from ablation.config import ConfigError
+from ablation.errors import ConfigError
 from ablation.datasets.images import Progress
 
 MODES = ("online", "offline")
@@ -286,7 +286,7 @@ def shortcuts(argv: list[str]) -> list[str]:
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from ablation.config import user_error
+    from ablation.errors import user_error
 
     try:
         expansion = from_config(cfg)

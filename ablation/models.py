@@ -15,7 +15,7 @@ import keras
 from keras import layers
 from omegaconf import DictConfig, OmegaConf
 
-from ablation.config import ConfigError
+from ablation.errors import ConfigError
 
 
 def _head_layer(num_classes: int, name: str = "head") -> layers.Dense:

@@ -28,7 +28,7 @@ import keras
 import numpy as np
 
 from ablation import datasets
-from ablation.config import ConfigError
+from ablation.errors import ConfigError
 
 MODES = ("rescale", "featurewise", "samplewise")
 DEFAULT = "rescale"

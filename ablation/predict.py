@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ablation import datasets, tracking
-from ablation.config import ConfigError, user_error
+from ablation.errors import ConfigError, user_error
 
 # Arguments of this command; everything else is a config override.
 ARGUMENTS = ("run_id", "data", "out", "batch_size")

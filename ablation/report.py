@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from ablation import advice, config, decide, page, plots, summary, tracking
+from ablation import advice, config, decide, errors, page, plots, summary, tracking
 
 KEYS = summary.KEYS
 BASELINE = summary.BASELINE
@@ -206,7 +206,7 @@ def main(cfg: DictConfig, parent: str | None = None) -> Path:
     parent = parent or cfg.get("parent_run_id")
     try:
         config.check_report(cfg)
-    except config.ConfigError as exc:
+    except errors.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     finished, _, name = runs_of(cfg, parent)

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from ablation import (augment, backend, config, datasets, device, expand, measure, models, normalize, plots,
-                      sweep, tasks, tracking)
+from ablation import (augment, backend, config, datasets, device, errors, expand, measure, models, normalize,
+                      plots, sweep, tasks, tracking)
 from ablation.backup import Backup
 from ablation.batches import Batches
 
@@ -207,7 +207,9 @@ class FailOnNonFiniteLoss(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss} in epoch {epoch + 1}; lower trainer.learning_rate")
+            rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            raise errors.TrainingDiverged(f"trainer.learning_rate: the training loss became {loss} in epoch "
+                                          f"{epoch + 1} at learning rate {rate:g}; lower trainer.learning_rate")
 
 
 def _callbacks(t: DictConfig, best_weights: Path, earlier: list[dict]) -> list[keras.callbacks.Callback]:

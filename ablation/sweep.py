@@ -39,7 +39,7 @@ def expand(jobs: list[list[str]], defaults: DictConfig) -> list[list[str]]:
     full policy and the policy without each of its units; add_one_in gives `none` and each unit alone. Units come
     from the policy file itself (augment.units). Jobs reached twice (the baseline of every policy) run once."""
     from ablation import augment
-    from ablation.config import ConfigError
+    from ablation.errors import ConfigError
 
     out: list[list[str]] = []
     seen: set[tuple[str, ...]] = set()
@@ -162,7 +162,7 @@ class SweepCallback(Callback):
         overrides = list(config.hydra.overrides.task)
         params = {"overrides": " ".join(overrides) or "(none)", "sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
                   "design": config.get("design", "grid")}
-        from ablation.config import ConfigError
+        from ablation.errors import ConfigError
 
         try:
             os.environ[tracking.PARENT_RUN_ENV] = tracking.open_parent(config, params)

@@ -28,7 +28,7 @@ import numpy as np
 from keras import ops
 from omegaconf import DictConfig, OmegaConf
 
-from ablation.config import ConfigError
+from ablation.errors import ConfigError
 
 TASKS = ("classify", "reconstruct", "inpaint")
 SHAPES = ("rectangle", "ellipse")

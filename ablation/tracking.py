@@ -15,6 +15,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ablation import errors
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs"
 # MLflow 3's UI opens other experiments in its GenAI view (traces), where runs are not listed.
@@ -81,7 +83,7 @@ def client(tracking):
     elif uri.startswith(("http://", "https://")) and uri not in _reachable:
         import urllib.request
 
-        from ablation.config import ConfigError
+        from ablation.errors import ConfigError
 
         try:
             urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10).close()
@@ -174,8 +176,7 @@ def finished_run(cfg: DictConfig, key: str):
     return found
 
 
-class StoreUnavailable(RuntimeError):
-    """The tracking server stopped answering during a run; what the run logged is kept in a local journal."""
+StoreUnavailable = errors.StoreUnavailable  # defined with the other user errors
 
 
 def unsent_root() -> Path:

@@ -56,6 +56,23 @@ def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_a_diverging_run_is_one_error_line_and_failed_in_mlflow(tmp_path):
+    """A known failure with a known fix (the loss became NaN): one `error:` line naming the setting, no
+    traceback, and the run closed FAILED with the reason."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    result = _cli("trainer=smoke", "trainer.optimizer=sgd", "trainer.learning_rate=1e12", "dataset.train_size=48",
+                  f"tracking.uri={uri}", f"tracking.artifact_root={tmp_path}/artifacts", f"hydra.run.dir={tmp_path}/out")
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: trainer.learning_rate: the training loss became nan")
+    assert "Traceback" not in result.stderr
+    client = MlflowClient(tracking_uri=uri)
+    (failed,) = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+    assert failed.info.status == "FAILED" and "lower trainer.learning_rate" in failed.data.tags["error"]
+
+
 def test_cli_unknown_group_option_names_the_group(tmp_path):
     result = _cli("augmentation=rotat", f"hydra.run.dir={tmp_path}/out")
     assert result.returncode != 0

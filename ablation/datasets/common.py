@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from ablation import errors
+
 SPLIT_NAMES = ("train", "val", "test")
 # Images decoded per round of the thread pool: bounds the pending tasks for folders far larger than memory.
 DECODE_CHUNK = 512
@@ -21,8 +23,7 @@ MISSING = "???"  # OmegaConf's mark for a mandatory value nobody set
 BAD_IMAGE_CHOICES = ("error", "skip")
 
 
-class DataError(ValueError):
-    """Unusable dataset config or data; the one-line message starts with the config key (usually dataset.path)."""
+DataError = errors.DataError  # raised by every source; defined with the other user errors
 
 
 def _fail(key: str, message: str) -> DataError:

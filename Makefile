@@ -16,7 +16,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run sweep report ui predict server server-stop bench test clean clean-runs
+.PHONY: help install run sweep report ui predict server server-stop bench lint test clean clean-runs
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,7 +53,10 @@ server-stop: ## Stop the tracking server and its PostgreSQL (nothing running is 
 bench: $(STAMP) ## Input-pipeline benchmark side by side (QUICK=1: 32 and 128 px, under two minutes) -> runs/bench/pipeline.md
 	$(PY) benchmarks/pipeline.py $(if $(QUICK),--quick)
 
-test: $(STAMP) ## Run the whole test suite (TEST_WORKERS=1: in one process)
+lint: $(STAMP) ## ruff (pyflakes, isort, bugbear, pyupgrade; settings in pyproject.toml)
+	$(PY) -m ruff check ablation hydra_plugins tests benchmarks scripts
+
+test: lint ## Lint, then run the whole test suite (TEST_WORKERS=1: in one process)
 	$(PY) -m pytest -q $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS)) $(ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 

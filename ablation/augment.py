@@ -21,16 +21,16 @@ from typing import Any
 # albumentations checks PyPI for a newer version on import: slow or hanging on offline machines.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from albumentations.core.composition import BaseCompose  # noqa: E402
-from albumentations.augmentations.dropout.transforms import BaseDropout  # noqa: E402
-from albumentations.core.transforms_interface import BasicTransform  # noqa: E402
-from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
-from pydantic import ValidationError  # noqa: E402
+import albumentations as A
+import cv2
+import numpy as np
+from albumentations.augmentations.dropout.transforms import BaseDropout
+from albumentations.core.composition import BaseCompose
+from albumentations.core.transforms_interface import BasicTransform
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from pydantic import ValidationError
 
-from ablation import errors  # noqa: E402
+from ablation import errors
 
 ROOT_KEY = "augmentation"
 # mode, copies, save_format, save_prefix: how the policy is applied (online per batch, or offline as a written
@@ -989,14 +989,14 @@ def _try(policy: Policy, nodes: list[_Node], image_shape: tuple[int, ...]) -> No
         return
     except PolicyError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure here is the policy's, reported as a config error
+    except Exception as exc:  # any failure here is the policy's, reported as a config error
         problem = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
     culprit = ROOT_KEY
     for node in nodes:  # blame the first transform that fails on its own
         try:
             Policy(policy.name, [node], _make_compose([node], image_shape[:2])).augment_batch(
                 blank, np.random.default_rng(0))
-        except Exception:  # noqa: BLE001
+        except Exception:
             culprit = f"{node.path}: {node.label}"
             break
     raise PolicyError(f"{culprit}: fails on a {'x'.join(map(str, image_shape))} image ({problem})")

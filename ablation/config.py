@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-
 from ablation.errors import ConfigError, user_error  # noqa: F401  (re-exported: config.ConfigError, config.user_error)
-
 
 MONITORS = ("val_loss", "val_accuracy")
 

@@ -203,10 +203,10 @@ class RandomShear(_Augmentation):
         self.supports_jit = False
 
     def augment(self, images):
-        height, width = images.shape[1], images.shape[2]
+        height = images.shape[1]
         s = self._uniform((_batch(images),), -self.shear_range, self.shear_range) * (math.pi / 180)
         sin, cos = ops.sin(s), ops.cos(s)
-        cx, cy = (width - 1) / 2, (height - 1) / 2
+        cy = (height - 1) / 2  # a shear along x about the centre row moves x only
         zero, one = ops.zeros_like(s), ops.ones_like(s)
         # Output pixel (x, y) samples input (a0 x + a1 y + a2, b0 x + b1 y + b2).
         transform = ops.stack([one, -sin, sin * cy, zero, cos, cy * (1 - cos), zero, zero], axis=1)

@@ -34,8 +34,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ablation import augment, datasets
-from ablation.errors import ConfigError
 from ablation.datasets.images import Progress
+from ablation.errors import ConfigError
 
 MODES = ("online", "offline")
 FORMATS = ("png", "jpg")

@@ -11,7 +11,7 @@ goes to `on_row` (a run's Tracker.log_epoch), and all rows stay in `rows`."""
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 

@@ -12,8 +12,22 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from ablation import (augment, backend, config, datasets, device, errors, expand, measure, models, normalize,
-                      plots, sweep, tasks, tracking)
+from ablation import (
+    augment,
+    backend,
+    config,
+    datasets,
+    device,
+    errors,
+    expand,
+    measure,
+    models,
+    normalize,
+    plots,
+    sweep,
+    tasks,
+    tracking,
+)
 from ablation.backup import Backup
 from ablation.batches import Batches
 

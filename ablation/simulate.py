@@ -40,7 +40,7 @@ def fit(runs: pd.DataFrame, baseline: str = "none", source: str = "") -> NoiseMo
     """The noise model of per-run rows (summary.per_run: augmentation, seed, gap, test_score) of one block."""
     base = runs[runs["augmentation"] == baseline].set_index("seed")[["gap", "test_score"]].astype(float)
     residuals, spreads = [], []
-    for augmentation, group in runs[runs["augmentation"] != baseline].groupby("augmentation"):
+    for _, group in runs[runs["augmentation"] != baseline].groupby("augmentation"):
         d = (group.set_index("seed")[["gap", "test_score"]].astype(float) - base).dropna()
         if len(d) < 2:
             continue

@@ -234,7 +234,7 @@ class Tracker:
         for i in range(0, len(items), MAX_PARAMS_PER_CALL):
             chunk = items[i:i + MAX_PARAMS_PER_CALL]
             self._send({"kind": "params", "params": {p.key: p.value for p in chunk}},
-                       lambda: self.client.log_batch(self.run_id, params=chunk))
+                       lambda chunk=chunk: self.client.log_batch(self.run_id, params=chunk))
 
     def log_metrics(self, metrics: dict, step: int = 0, wait: bool = True) -> None:
         """All metrics of one step in a single request; non-finite values are skipped, not stored as NaN.

@@ -59,16 +59,16 @@ EXPERIMENT = "bench"  # MLflow experiment of the benchmark's runs (in its own st
 IDG_ARGS = dict(rotation_range=45, zoom_range=0.4, width_shift_range=0.2, height_shift_range=0.2,
                 horizontal_flip=True, fill_mode="nearest")
 
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+import albumentations as A
+import cv2
+import keras
+import numpy as np
+from hydra import compose, initialize_config_dir
+from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+from omegaconf import OmegaConf
 
-from ablation import augment, backend, datasets, models  # noqa: E402
-from ablation.batches import Batches  # noqa: E402
+from ablation import augment, backend, datasets, models
+from ablation.batches import Batches
 
 logging.getLogger("mlflow").setLevel(logging.ERROR)
 logging.getLogger("alembic").setLevel(logging.ERROR)
@@ -312,7 +312,7 @@ def throughput(sizes: dict[int, int], repeats: int, fit_epochs: int) -> tuple[li
         x, y = images(n, size)
         print(f"  {size} px, {n} images ...", flush=True)
 
-        def make(workers):
+        def make(workers, x=x, y=y):
             return Batches(x, y, BATCH, policy=policy, shuffle=True, workers=workers)
 
         layers_one_pass, origin = layers_pass(x)

@@ -8,11 +8,11 @@ import threading
 import numpy as np
 import pytest
 from PIL import Image
+from test_datasets import SOURCES, class_folder, compose, write_image
 
 from ablation import augment, datasets
 from ablation.datasets import DataError
 from conftest import options
-from test_datasets import SOURCES, class_folder, compose, write_image
 
 FILES = ("train_x.npy", "train_y.npy", "val_x.npy", "val_y.npy", "test_x.npy", "test_y.npy", "meta.json")
 
@@ -165,7 +165,7 @@ def test_parallel_loads_of_an_uncached_folder_publish_one_copy(make_cfg, folder,
         start.wait()
         try:
             results.append(datasets.load(cfg))
-        except Exception as exc:  # noqa: BLE001 - reported below, with the others
+        except Exception as exc:  # reported below, with the others
             errors.append(exc)
 
     threads = [threading.Thread(target=job) for _ in range(4)]

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 from PIL import Image
+from test_sources import csv_dataset, keras_mnist_dataset
 
 from ablation import datasets
 from ablation.datasets import DataError
 from conftest import options
-from test_sources import csv_dataset, keras_mnist_dataset
 
 
 @pytest.fixture(autouse=True)

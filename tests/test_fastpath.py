@@ -32,7 +32,6 @@ def _per_image(policy, images, rng):
 @pytest.mark.parametrize("channels", [1, 3])
 def test_batch_path_matches_the_per_image_distribution(channels):
     policy = _policy("idg_classic")
-    rng = np.random.default_rng(0)
     image = np.zeros((15, 21, channels), np.uint8)
     image[2:7, 3:9] = 255  # an off-centre block: flips, shifts and rotations all move its mass
     images = np.repeat(image[None], 1500, axis=0)

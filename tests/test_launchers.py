@@ -65,7 +65,7 @@ def test_a_fresh_process_per_call_carrying_the_sweeps_environment(hydra_config, 
     # A process that did not inherit the variable (a worker started earlier, another machine) still gets it.
     monkeypatch.delenv(tracking.PARENT_RUN_ENV)
     first, second = job(task_cfg), job(task_cfg)
-    for pid, env, num, experiment in (first, second):
+    for _pid, env, num, experiment in (first, second):
         assert (env.get(tracking.PARENT_RUN_ENV), num, experiment) == ("parent-123", 3, task_cfg.experiment_name)
     assert len({first[0], second[0], os.getpid()}) == 3
 

@@ -3,7 +3,6 @@ import time
 
 import keras
 import numpy as np
-import pytest
 from mlflow.tracking import MlflowClient
 
 from ablation import backend, measure, models, tracking

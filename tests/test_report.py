@@ -325,6 +325,7 @@ def test_report_page_opens_with_the_decision_in_a_real_browser(synthetic, tmp_pa
     import subprocess
 
     import matplotlib.image
+
     from conftest import browser_or_skip
 
     browser_or_skip(driver=False)

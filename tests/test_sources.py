@@ -481,7 +481,7 @@ def test_keras_datasets_check_names_the_key(make_cfg, tmp_path, overrides, key, 
 def test_keras_cache_key_follows_the_cached_file(make_cfg, tmp_path):
     write_mnist(tmp_path / "a" / "datasets")
     write_mnist(tmp_path / "b" / "datasets")
-    key = lambda home: datasets.cache_key(make_cfg(  # noqa: E731
+    key = lambda home: datasets.cache_key(make_cfg(
         "dataset=keras_datasets", "dataset.which=mnist", f"dataset.keras_home={home}").dataset)
     base = key(tmp_path / "a")
     assert key(tmp_path / "a") == base and key(tmp_path / "b") != base

@@ -17,23 +17,48 @@ import inspect
 from pathlib import Path
 
 from ablation.datasets import csv, digits, folder, keras_datasets, npz, shapes
+
 # _discard, _decode_into, _images_in and _read_image are re-exported for ablation.expand and ablation.predict, which
 # write their own folders and decode images exactly as the folder source does.
 from ablation.datasets.cache import (  # noqa: F401
-    CACHE_ENV, PROJECT_ROOT, _cache_root, _discard, _fill_cache, _key, _open_cache,
+    CACHE_ENV,
+    PROJECT_ROOT,
+    _cache_root,
+    _discard,
+    _fill_cache,
+    _key,
+    _open_cache,
 )
 from ablation.datasets.common import (
-    BAD_IMAGE_CHOICES, DECODE_CHUNK, MISSING, SPLIT_NAMES, DataError, Split, Splits, _fail,
+    BAD_IMAGE_CHOICES,
+    DECODE_CHUNK,
+    MISSING,
+    SPLIT_NAMES,
+    DataError,
+    Split,
+    Splits,
+    _fail,
 )
 from ablation.datasets.csv import CSV_SPLITS, check_csv, load_csv
 from ablation.datasets.digits import load_digits
 from ablation.datasets.folder import SPLIT_FOLDERS, load_folder
 from ablation.datasets.images import (  # noqa: F401
-    IMAGE_EXTENSIONS, MAGIC, BadImage, _decode_into, _images_in, _read_image,
+    IMAGE_EXTENSIONS,
+    MAGIC,
+    BadImage,
+    _decode_into,
+    _images_in,
+    _read_image,
 )
 from ablation.datasets.keras_datasets import (
-    CIFAR10_CLASSES, CIFAR100_CLASSES, FASHION_CLASSES, FASHION_FILES, KERAS_DATASETS, check_keras_datasets,
-    keras_datasets_dir, load_keras_datasets,
+    CIFAR10_CLASSES,
+    CIFAR100_CLASSES,
+    FASHION_CLASSES,
+    FASHION_FILES,
+    KERAS_DATASETS,
+    check_keras_datasets,
+    keras_datasets_dir,
+    load_keras_datasets,
 )
 from ablation.datasets.npz import load_npz
 from ablation.datasets.shapes import SHAPE_AXES, SHAPES, load_shapes

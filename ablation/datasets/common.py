@@ -144,7 +144,7 @@ def _subsample(y, train, val, test, train_size, seed):
 
 
 def _splits(x, y, class_names, train, val, test, train_size, seed) -> Splits:
-    part = lambda idx: Split(x[idx], y[idx].astype(np.int64))  # noqa: E731
+    part = lambda idx: Split(x[idx], y[idx].astype(np.int64))
     train, val, test = _subsample(y, train, val, test, train_size, seed)
     return Splits(part(train), part(val), part(test), list(class_names))
 

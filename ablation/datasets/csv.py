@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from ablation.datasets.common import (
-    MISSING, SPLIT_NAMES, Splits, _common, _fail, _fill_splits, _on_bad_image, _stamp, _subsample,
+    MISSING,
+    SPLIT_NAMES,
+    Splits,
+    _common,
+    _fail,
+    _fill_splits,
+    _on_bad_image,
+    _stamp,
+    _subsample,
 )
 from ablation.datasets.images import _decode_splits
 

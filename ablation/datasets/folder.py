@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from ablation.datasets.common import (
-    Splits, _common, _fail, _fill_splits, _on_bad_image, _path, _stamp, _subsample,
+    Splits,
+    _common,
+    _fail,
+    _fill_splits,
+    _on_bad_image,
+    _path,
+    _stamp,
+    _subsample,
 )
 from ablation.datasets.images import IMAGE_EXTENSIONS, _decode_splits, _images_in
 

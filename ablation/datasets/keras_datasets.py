@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from ablation.datasets.common import (
-    DataError, Splits, _common, _fail, _fill_splits, _resize, _splits, _stamp, _to_channels,
+    DataError,
+    Splits,
+    _common,
+    _fail,
+    _fill_splits,
+    _resize,
+    _splits,
+    _stamp,
+    _to_channels,
 )
 
 KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"

@@ -11,7 +11,15 @@ from pathlib import Path
 import numpy as np
 
 from ablation.datasets.common import (
-    Splits, _common, _fail, _fill_splits, _path, _resize, _splits, _stamp, _to_channels,
+    Splits,
+    _common,
+    _fail,
+    _fill_splits,
+    _path,
+    _resize,
+    _splits,
+    _stamp,
+    _to_channels,
 )
 
 

@@ -59,7 +59,7 @@ def _draw_shapes(rng, n, classes, size, narrow, wide, wide_axes):
     def sample(axis, draw):
         return np.where(is_wide[:, (*SHAPE_AXES, "brightness").index(axis)], draw(wide[axis]), draw(narrow[axis]))
 
-    uniform = lambda bounds: rng.uniform(*bounds, n)  # noqa: E731
+    uniform = lambda bounds: rng.uniform(*bounds, n)
     radius = sample("scale", uniform) * size
     middle = (size - 1) / 2
     room = np.maximum(middle - radius, 0.0)

@@ -7,12 +7,12 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobStatus
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,19 +20,19 @@ from omegaconf import DictConfig, OmegaConf
 @dataclass
 class AblationSweeperConf:
     _target_: str = "hydra_plugins.ablation_sweeper.ablation_sweeper.AblationSweeper"
-    max_batch_size: Optional[int] = None
-    params: Optional[Dict[str, str]] = None
+    max_batch_size: int | None = None
+    params: dict[str, str] | None = None
     # Run every job in a new process of its own, so TensorFlow's state and GPU memory end with the job.
     # null: only under hydra/launcher=joblib, whose workers otherwise take job after job (ablation.sweep.Job).
-    fresh_process: Optional[bool] = None
+    fresh_process: bool | None = None
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="ablation", node=AblationSweeperConf, provider="ablation")
 
 
 class AblationSweeper(BasicSweeper):
-    def __init__(self, max_batch_size: Optional[int], params: Optional[Dict[str, str]] = None,
-                 fresh_process: Optional[bool] = None) -> None:
+    def __init__(self, max_batch_size: int | None, params: dict[str, str] | None = None,
+                 fresh_process: bool | None = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.fresh_process = fresh_process
 
@@ -43,8 +43,9 @@ class AblationSweeper(BasicSweeper):
         self.job = sweep.Job(task_function, fresh_process=fresh)
         super().setup(hydra_context=hydra_context, task_function=self.job, config=config)
 
-    def sweep(self, arguments: List[str]) -> Any:
-        from ablation import config as ablation_config, sweep
+    def sweep(self, arguments: list[str]) -> Any:
+        from ablation import config as ablation_config
+        from ablation import sweep
 
         params = self._parse_config()
         params.extend(arguments)
@@ -76,7 +77,7 @@ class AblationSweeper(BasicSweeper):
             sweep.finish(self.config, interrupted=exc)
             raise
 
-    def _validate(self, jobs: List[List[str]], ablation_config) -> None:
+    def _validate(self, jobs: list[list[str]], ablation_config) -> None:
         """Compose and check every job before any trains: a bad combination stops the sweep up front."""
         bad = []
         for job in jobs:

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from ablation import augment, plots
 from ablation.augment import KerasAffine, PolicyError, keras_affine_matrix
+from helpers import textured
 
 matplotlib.use("Agg")
 
@@ -32,15 +33,6 @@ REQUIRED = {"none", "hflip", "vflip", "rotate", "shift", "zoom", "shear", "brigh
 
 def load(name: str):
     return OmegaConf.load(POLICY_DIR / f"{name}.yaml")
-
-
-def textured(channels: int, size: int = 32) -> np.ndarray:
-    """Asymmetric and textured, so flips, small shifts, colour and contrast changes all show."""
-    y, x = np.mgrid[0:size, 0:size]
-    base = 40 + 3 * x + 2 * y + 25 * ((x // 4 + y // 3) % 2)
-    base[2:7, 3:12] = 250  # an off-centre bright block breaks every symmetry
-    planes = [base, (base * 0.6 + 60 * (y > size // 2)), 220 - base * 0.7][:channels]
-    return np.clip(np.stack(planes, axis=-1), 0, 255).astype(np.uint8)
 
 
 def idg(**kwargs):

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from ablation import augment, device
 from ablation.augment import PolicyError
 from ablation.models import build_small_cnn
+from helpers import textured
 
 POLICY_DIR = Path(__file__).resolve().parents[1] / "conf" / "augmentation"
 POLICIES = sorted(p.stem for p in POLICY_DIR.glob("*.yaml"))
@@ -27,15 +28,6 @@ SIZE = 32
 
 def load(name: str):
     return OmegaConf.load(POLICY_DIR / f"{name}.yaml")
-
-
-def textured(channels: int, size: int = SIZE) -> np.ndarray:
-    """Asymmetric and textured (uint8), so flips, shifts, colour and contrast changes all show."""
-    y, x = np.mgrid[0:size, 0:size]
-    base = 40 + 3 * x + 2 * y + 25 * ((x // 4 + y // 3) % 2)
-    base[2:7, 3:12] = 250
-    planes = [base, base * 0.6 + 60 * (y > size // 2), 220 - base * 0.7][:channels]
-    return np.clip(np.stack(planes, axis=-1), 0, 255).astype(np.uint8)
 
 
 def batch_of(image: np.ndarray, n: int) -> np.ndarray:

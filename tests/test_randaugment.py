@@ -18,16 +18,15 @@ from omegaconf import OmegaConf
 from ablation import augment, device
 from ablation.augment import PolicyError, RandAugment
 from ablation.run import run
-from tests.test_device import textured as device_textured
+from helpers import textured as _textured
 
 POLICY = Path(__file__).resolve().parents[1] / "conf" / "augmentation" / "randaugment.yaml"
 SIZE = 24
 TARGET = "ablation.augment.RandAugment"
 
 
-def textured(channels: int, size: int = SIZE) -> np.ndarray:
-    """Asymmetric and textured (uint8), so every warp, colour and contrast change shows."""
-    return device_textured(channels, size)
+def textured(channels: int, size: int = SIZE):
+    return _textured(channels, size)
 
 
 def policy(**args):

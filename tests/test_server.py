@@ -4,7 +4,6 @@ PostgreSQL that cannot be installed or started fails these tests: they never ski
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import ROOT
+from helpers import free_port
 
 SCRIPT = ROOT / "scripts" / "server.sh"
 EPOCH_KEYS = ["train/loss", "train/accuracy", "train_clean/loss", "train_clean/accuracy", "val/loss", "val/accuracy",
@@ -27,12 +27,6 @@ FINAL_KEYS = ["test/loss", "test/accuracy", "best_epoch", "best/gap_loss", "best
 # What every run of the quick sweep logs (ablation/run.py); each artifact a run lists is checked.
 ARTIFACTS = {"config.yaml", "policy.json", "augmentation_preview.png", "history.csv", "learning_curves.png",
              "model.keras"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _script(env, *args, timeout=600):
@@ -68,7 +62,7 @@ def server():
     # Not under pytest's tmp_path: PostgreSQL's user must be able to reach its data folder.
     folder = Path(tempfile.mkdtemp(prefix="ablation-server-"))
     folder.chmod(0o755)
-    port, pg_port = _free_port(), _free_port()
+    port, pg_port = free_port(), free_port()
     env = {**os.environ, "PY": sys.executable, "ABLATION_SERVER_DIR": str(folder),
            "ABLATION_SERVER_PORT": str(port), "ABLATION_PG_PORT": str(pg_port)}
     env.pop("ABLATION_SERVER_HOST", None)  # the default bind address is what is tested
@@ -85,7 +79,7 @@ def server():
 
 
 def test_an_unreachable_server_is_one_line_before_anything_trains(tmp_path):
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     result = subprocess.run(
         [sys.executable, "-m", "ablation", "tracking=server", f"hydra.run.dir={tmp_path}/run"], cwd=ROOT,
         env={**os.environ, "ABLATION_SERVER_PORT": str(port)}, capture_output=True, text=True, timeout=300)

@@ -2,7 +2,6 @@
 journal keeps it), the run says so loudly, and the journal is sent once the server answers again."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,15 +12,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import ROOT
+from helpers import free_port
 
 EPOCHS = 4
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start_server(tmp_path: Path, port: int) -> subprocess.Popen:
@@ -48,7 +42,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.mark.slow
 def test_server_lost_mid_run_then_journal_sent(tmp_path):
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     unsent = tmp_path / "unsent"
     # MLflow's client would otherwise retry a refused connection for minutes before the run notices.

@@ -3,7 +3,6 @@ appear in the rendered runs table."""
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -12,12 +11,7 @@ import urllib.request
 import pytest
 
 from conftest import ROOT, browser_or_skip
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers import free_port
 
 
 @pytest.mark.slow
@@ -33,7 +27,7 @@ def test_ui_lists_the_sweeps_runs_in_a_real_browser(tmp_path):
                            cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert sweep.returncode == 0, sweep.stderr[-3000:]
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "ablation.ui", "--port", str(port), f"tracking.uri={uri}"],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)

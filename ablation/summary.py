@@ -90,9 +90,10 @@ def per_run(finished: pd.DataFrame, history: pd.DataFrame, gap_estimator: str) -
 
 
 def _matrix(group: pd.DataFrame, base: pd.DataFrame, column: str, seeds: list[int]) -> np.ndarray:
-    """Policy minus baseline of one column, per seed (NaN where either lacks the seed)."""
-    mine = group.set_index("seed")[column].astype(float).reindex(seeds)
-    theirs = base.set_index("seed")[column].astype(float).reindex(seeds)
+    """Policy minus baseline of one column, per seed (NaN where either lacks the seed; two runs of one seed, which
+    finished combinations never are, would count as their mean)."""
+    mine = group[column].astype(float).groupby(group["seed"]).mean().reindex(seeds)
+    theirs = base[column].astype(float).groupby(base["seed"]).mean().reindex(seeds)
     return (mine - theirs).to_numpy(float)
 
 

@@ -53,16 +53,17 @@ server-stop: ## Stop the tracking server and its PostgreSQL (nothing running is 
 bench: $(STAMP) ## Input-pipeline benchmark side by side (QUICK=1: 32 and 128 px, under two minutes) -> runs/bench/pipeline.md
 	$(PY) benchmarks/pipeline.py $(if $(QUICK),--quick)
 
-lint: $(STAMP) ## ruff (pyflakes, isort, bugbear, pyupgrade) and the import contracts (lint-imports); settings in pyproject.toml
+lint: $(STAMP) ## ruff (pyflakes, isort, bugbear, pyupgrade), the import contracts (lint-imports), the docs site (mkdocs --strict)
 	$(PY) -m ruff check ablation hydra_plugins tests benchmarks scripts
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mkdocs build --strict --quiet
 
 test: lint ## Lint, then run the whole test suite (TEST_WORKERS=1: in one process)
 	$(PY) -m pytest -q $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS)) $(ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 clean: ## Remove what can be rebuilt (decoded-dataset cache, offline expansions, __pycache__, build outputs); keeps the MLflow store and every result
-	rm -rf runs/cache runs/expanded build dist .pytest_cache .ruff_cache .grimp_cache .import_linter_cache
+	rm -rf runs/cache runs/expanded runs/site build dist .pytest_cache .ruff_cache .grimp_cache .import_linter_cache
 	find . -path ./.venv -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 clean-runs: ## Delete every result under runs/: the MLflow store runs/mlflow.db, artifacts, reports, backups, the server's data

@@ -12,7 +12,7 @@
 #   scripts/server.sh status           exit 0 when both are running
 #
 # Settings (environment): ABLATION_SERVER_DIR (runs/server), ABLATION_SERVER_HOST (127.0.0.1: set it, e.g. to
-# 0.0.0.0, only to expose the server; see the README), ABLATION_SERVER_PORT (5001), ABLATION_PG_PORT (5433),
+# 0.0.0.0, only to expose the server; see docs/tracking.md), ABLATION_SERVER_PORT (5001), ABLATION_PG_PORT (5433),
 # ABLATION_SERVER_WORKERS (2), ABLATION_PG_BIN (PostgreSQL's bin folder; default: the newest
 # /usr/lib/postgresql/*/bin), PY (the Python with mlflow and psycopg2; default .venv/bin/python).
 # PostgreSQL refuses to run as root: as root its commands run as the `postgres` user (ABLATION_PG_USER).
@@ -148,7 +148,7 @@ start() {
     case "$HOST" in
       127.0.0.1 | localhost | ::1) ;;
       *) echo "server: WARNING: listening on $HOST:$PORT; anyone who can reach it can read, change and delete every" \
-        "run and artifact (no authentication). See the README's Tracking server section." >&2 ;;
+        "run and artifact (no authentication). See docs/tracking.md, Tracking server." >&2 ;;
     esac
     mkdir -p "$DIR/artifacts"
     # MLflow's job runner (GenAI evaluation jobs) is not used by training runs and costs a dozen processes.

@@ -20,16 +20,15 @@ class ReadyTimes:
     once by the callback that measures the fit loop's input wait (measure.CleanGap) as that step ends."""
 
     def __init__(self):
+        # A dict's item assignment and pop are atomic under the GIL: the threads that build batches and the fit
+        # loop that takes their times need no lock.
         self._times: dict[tuple[int, int], float] = {}
-        self._lock = threading.Lock()
 
     def mark(self, epoch: int, index: int) -> None:
-        with self._lock:
-            self._times[epoch, index] = time.perf_counter()
+        self._times[epoch, index] = time.perf_counter()
 
     def take(self, epoch: int, index: int) -> float | None:
-        with self._lock:
-            return self._times.pop((epoch, index), None)
+        return self._times.pop((epoch, index), None)
 
     def __contains__(self, key: tuple[int, int]) -> bool:
         return key in self._times

@@ -52,6 +52,9 @@ def store(tracking) -> tuple[str, str | None]:
 _prepared: set[Path] = set()
 
 
+SCHEMA_ATTEMPTS = 10
+
+
 def _prepare_sqlite(uri: str, path: Path) -> None:
     """Create the store's schema once and switch it to write-ahead logging, so readers never block writers and
     parallel jobs do not all run MLflow's first-time schema migration at once (a known failure). The sweep
@@ -61,7 +64,17 @@ def _prepare_sqlite(uri: str, path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # creates or migrates the schema
+    # Creates or migrates the schema. Another process opening a new store at the same moment (a second sweep, the
+    # UI, a script reading the runs) runs the same first-time migration and one of the two fails half-way ("table
+    # _alembic_tmp_... already exists", "No such index"); once the other has finished, the schema is complete.
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+            break
+        except Exception:
+            if attempt == SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.5)
     with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S) as db:
         db.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the database file
     _prepared.add(path)

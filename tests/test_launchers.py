@@ -181,6 +181,9 @@ def test_ctrl_c_stops_a_joblib_sweep_without_hanging(tmp_path):
                                start_new_session=True)
     try:
         deadline = time.time() + 240
+        while not (tmp_path / "sweep").exists():  # the sweep's process has created the store and its parent run
+            assert process.poll() is None and time.time() < deadline, process.communicate()
+            time.sleep(0.5)
         while not any(r.info.status == "RUNNING" for r in _runs(tmp_path)[1]):  # a job is training
             assert process.poll() is None and time.time() < deadline, process.communicate()
             time.sleep(1)

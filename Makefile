@@ -9,7 +9,7 @@ ARGS   ?=
 EXP    ?= digits_ablation
 JOBS   ?=
 # Test processes (pytest-xdist): most of the suite's time is spent in subprocesses importing TensorFlow, servers
-# starting and sweeps waiting on each other, so 2 processes on 2 cores take about 8 minutes instead of 13.
+# starting and sweeps waiting on each other, so 2 processes on 2 cores take about 9 to 11 minutes instead of 13 or more.
 TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(min(4, os.cpu_count() or 1))')
 
 export NO_ALBUMENTATIONS_UPDATE := 1

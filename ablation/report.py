@@ -19,7 +19,7 @@ KEYS = summary.KEYS
 BASELINE = summary.BASELINE
 COLUMNS = summary.COLUMNS
 VERDICTS = decide.VERDICTS
-# The curves the plots draw and the estimators read; val/accuracy for runs that monitor it (unfinished flag).
+# The curves the plots draw and the estimators read; val/accuracy only for runs that monitor it.
 CURVE_METRICS = ("train_clean/loss", "val/loss", "val/accuracy")
 # Params that never set runs apart in the report: the seed (runs are paired over it), where and how a run is
 # tracked or executed, and the policy itself (its name is the augmentation column; see settings() for its content).
@@ -82,7 +82,9 @@ def histories(cfg: DictConfig, finished: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for run in finished.itertuples(index=False):
         info = dict(zip(finished.columns, run))
-        for metric in CURVE_METRICS:
+        # val/accuracy is read only where it is what the run monitored (the unfinished flag follows it).
+        monitored = info.get("params.trainer.monitor") == "val_accuracy"
+        for metric in (m for m in CURVE_METRICS if m != "val/accuracy" or monitored):
             for point in mlflow_client.get_metric_history(info["run_id"], metric):
                 rows.append({"run_id": info["run_id"], **{k: info[k] for k in KEYS}, "seed": info["seed"],
                              "metric": metric, "epoch": point.step, "value": point.value})

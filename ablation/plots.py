@@ -153,11 +153,11 @@ def forest(summary, margins: dict | None = None) -> Figure:
     if margins and metric in margins:
         score_ax.axvspan(-margins[metric], 0, color="tab:green", alpha=0.08, label=f"margin ({margins[metric]})")
     score_ax.set_yticks(y, _row_labels(table), fontsize=8)
-    score_ax.legend(fontsize=7, loc="lower left")
+    score_ax.legend(fontsize=7, loc="best")
     for verdict, color in VERDICT_COLORS.items():
         if verdict in set(table["verdict"]):
             gap_ax.scatter([], [], c=color, label=verdict, s=28)
-    gap_ax.legend(fontsize=7, loc="lower right")
+    gap_ax.legend(fontsize=7, loc="best")  # where it hides the fewest intervals
     fig.suptitle("policy - none, paired by seed, with 95% intervals", fontsize=10)
     return fig
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import keras
 
-from ablation.tracking import RUNS
+from ablation import paths
 
 
 class Backup:
     def __init__(self, key: str, root: Path | None = None):
-        self.folder = (root or Path(os.environ.get("ABLATION_BACKUP_DIR", RUNS / "backup"))) / key
+        self.folder = (root or paths.folder("backup")) / key
         self.keras_dir = self.folder / "keras"
         self.best_weights = self.folder / "best.weights.h5"
         self._history = self.folder / "history.json"

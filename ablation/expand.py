@@ -33,7 +33,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from ablation import augment, datasets
+from ablation import augment, datasets, paths
 from ablation.datasets.images import Progress
 from ablation.errors import ConfigError
 
@@ -41,8 +41,7 @@ MODES = ("online", "offline")
 FORMATS = ("png", "jpg")
 # save_prefix: a plain file-name start (no folders, not hidden, which the folder loader would skip).
 PREFIX_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
-EXPANDED_ENV = "ABLATION_EXPANDED_DIR"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+EXPANDED_ENV = paths.FOLDERS["expanded"]
 # Split -> folder name in the written layout (the names the folder loader reads back).
 SPLIT_FOLDERS = {"train": "train", "val": "validation", "test": "test"}
 # Images augmented per draw of the generator: the images of copy c, chunk k come from default_rng([seed, c, k]).
@@ -65,9 +64,7 @@ def label(cfg: DictConfig, policy_name: str) -> str:
 
 
 def root() -> Path:
-    # Read at every call, so a test's environment takes effect without reloading the module.
-    configured = os.environ.get(EXPANDED_ENV)
-    return Path(configured).expanduser() if configured else PROJECT_ROOT / "runs" / "expanded"
+    return paths.folder("expanded")
 
 
 def key(cfg: DictConfig, policy: augment.Policy) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ablation import datasets, tracking
+from ablation import datasets, paths, tracking
 from ablation.errors import ConfigError, user_error
 
 # Arguments of this command; everything else is a config override.
@@ -69,7 +69,7 @@ def list_images(data) -> tuple[Path, list[Path]]:
 
 def output_csv(out, run_id: str) -> Path:
     if not out:
-        return tracking.RUNS / "predictions" / run_id / "predictions.csv"
+        return paths.folder("predictions") / run_id / "predictions.csv"
     path = Path(out).expanduser()
     return path if path.suffix.lower() == ".csv" else path / "predictions.csv"
 

@@ -7,16 +7,16 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from ablation import augment, datasets, plots
+from ablation import augment, datasets, paths, plots
 
-ROOT = Path(__file__).resolve().parents[1]
 N_AUGMENTED = 8
 
 
-def write_preview(cfg: DictConfig, out_dir: Path = ROOT / "runs" / "previews", n: int = N_AUGMENTED) -> Path:
+def write_preview(cfg: DictConfig, out_dir: Path | None = None, n: int = N_AUGMENTED) -> Path:
     policy = augment.build(cfg.augmentation)  # before loading data: a bad policy fails fast
     train = datasets.load(cfg.dataset).train.x
     fig = plots.preview_grid(train[0], policy, n=n, seed=cfg.seed, partners=train[1:n + 1])
+    out_dir = paths.folder("previews") if out_dir is None else out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{policy.name}.png"
     fig.savefig(path, dpi=120)

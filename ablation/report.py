@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from ablation import advice, config, decide, errors, page, plots, summary, tracking
+from ablation import advice, config, decide, errors, page, paths, plots, summary, tracking
 
 KEYS = summary.KEYS
 BASELINE = summary.BASELINE
@@ -160,7 +160,7 @@ def rule(opts: dict) -> str:
 def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | None = None) -> Path:
     """Write the report files; returns their folder."""
     finished, failed, name = runs_of(cfg, parent_run_id)
-    out_dir = Path(out_root or cfg.tracking.get("report_dir") or tracking.RUNS / "reports") / name
+    out_dir = Path(out_root or cfg.tracking.get("report_dir") or paths.folder("reports")) / name
     out_dir.mkdir(parents=True, exist_ok=True)
     opts = summary.options(cfg.get("report"))
     curves = histories(cfg, finished)

@@ -189,11 +189,15 @@ def test_an_unreadable_cache_is_rebuilt(make_cfg, folder, cache_root):
     assert sorted(os.listdir(datasets.cache_path(cfg))) == sorted(FILES)
 
 
-def test_cache_root_is_the_projects_unless_set(make_cfg, monkeypatch, cache_root):
+def test_cache_root_is_under_the_home_unless_set(make_cfg, monkeypatch, cache_root, tmp_path):
     cfg = make_cfg("dataset=digits").dataset
     assert datasets.cache_path(cfg).parent == cache_root
     monkeypatch.delenv("ABLATION_CACHE_DIR")
-    assert datasets.cache_path(cfg).parent == datasets.PROJECT_ROOT / "runs" / "cache"
+    monkeypatch.delenv("ABLATION_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert datasets.cache_path(cfg).parent == tmp_path / "runs" / "cache"  # the working directory's runs/
+    monkeypatch.setenv("ABLATION_HOME", str(tmp_path / "home"))
+    assert datasets.cache_path(cfg).parent == tmp_path / "home" / "cache"
 
 
 def test_memmapped_splits_feed_every_policy(make_cfg, tmp_path):

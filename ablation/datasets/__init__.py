@@ -22,7 +22,6 @@ from ablation.datasets import csv, digits, folder, keras_datasets, npz, shapes
 # write their own folders and decode images exactly as the folder source does.
 from ablation.datasets.cache import (  # noqa: F401
     CACHE_ENV,
-    PROJECT_ROOT,
     _cache_root,
     _discard,
     _fill_cache,
@@ -68,7 +67,7 @@ __all__ = [
     "load_digits", "load_shapes", "load_folder", "load_npz", "load_csv", "load_keras_datasets",
     "check_csv", "check_keras_datasets", "keras_datasets_dir", "BadImage",
     "BAD_IMAGE_CHOICES", "CACHE_ENV", "CIFAR10_CLASSES", "CIFAR100_CLASSES", "CSV_SPLITS", "DECODE_CHUNK",
-    "FASHION_CLASSES", "FASHION_FILES", "IMAGE_EXTENSIONS", "KERAS_DATASETS", "MAGIC", "MISSING", "PROJECT_ROOT",
+    "FASHION_CLASSES", "FASHION_FILES", "IMAGE_EXTENSIONS", "KERAS_DATASETS", "MAGIC", "MISSING",
     "SHAPES", "SHAPE_AXES", "SPLIT_FOLDERS", "SPLIT_NAMES",
 ]
 

@@ -23,18 +23,16 @@ import numpy as np
 import PIL
 import sklearn
 
+from ablation import paths
 from ablation.datasets.common import DECODE_CHUNK, SPLIT_NAMES, Split, Splits, _fail
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CACHE_ENV = "ABLATION_CACHE_DIR"
+CACHE_ENV = paths.FOLDERS["cache"]
 
 log = logging.getLogger(__name__)
 
 
 def _cache_root() -> Path:
-    # Read at every call, so a test's monkeypatched environment takes effect without reloading the module.
-    configured = os.environ.get(CACHE_ENV)
-    return Path(configured).expanduser() if configured else PROJECT_ROOT / "runs" / "cache"
+    return paths.folder("cache")
 
 
 @cache

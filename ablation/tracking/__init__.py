@@ -1,0 +1,36 @@
+"""The only package that talks to MLflow.
+
+    store     where the store is (URI, artifact root), the SQLite store's preparation, a server's health
+    connect   an MlflowClient for a `tracking` config node (prepared, reachable, journals replayed)
+    identity  flat params and the combination's key (config_hash) that makes sweeps resumable
+    tracker   Tracker (logging into one open run) and run() (its lifecycle: FINISHED, FAILED or KILLED)
+    journal   what a run keeps locally while its server is away; replay sends it later
+    process   which process a run belongs to (dead runs are told from live ones)
+    runs      an experiment's runs: the finished one of a combination, a sweep's parent and children, reading back
+
+Callers import from here; the modules above import each other only downwards in this list.
+"""
+from ablation.errors import StoreUnavailable
+from ablation.tracking.connect import client
+from ablation.tracking.identity import NOT_IDENTITY, config_hash, flatten
+from ablation.tracking.journal import unsent_root
+from ablation.tracking.replay import replay_unsent
+from ablation.tracking.runs import (
+    close_dead_children,
+    close_parent,
+    count_children,
+    download,
+    experiment_of,
+    find_run,
+    finished_run,
+    load_runs,
+    log_to_run,
+    open_parent,
+)
+from ablation.tracking.store import EXPERIMENT_TAGS, experiment_id, sqlite_path, store
+from ablation.tracking.tracker import PARENT_RUN_ENV, Tracker, run, scratch_dir
+
+__all__ = ["EXPERIMENT_TAGS", "NOT_IDENTITY", "PARENT_RUN_ENV", "StoreUnavailable", "Tracker", "client",
+           "close_dead_children", "close_parent", "config_hash", "count_children", "download", "experiment_id",
+           "experiment_of", "find_run", "finished_run", "flatten", "load_runs", "log_to_run", "open_parent",
+           "replay_unsent", "run", "scratch_dir", "sqlite_path", "store", "unsent_root"]

@@ -1,0 +1,5 @@
+import sys
+
+from ablation.tracking.replay import main
+
+sys.exit(main())

@@ -1,0 +1,139 @@
+"""The runs of an experiment as a whole: the finished run of a combination (what a resumed sweep skips), a sweep's
+parent run and its children, dead runs marked KILLED, and reading runs and artifacts back."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from ablation.tracking.connect import client
+from ablation.tracking.process import mark_dead, may_be_alive, on_this_host, process_gone, process_tags
+from ablation.tracking.store import experiment_id, store
+from ablation.tracking.tracker import Tracker
+
+
+def finished_run(cfg: DictConfig, key: str):
+    """The latest FINISHED run of this combination, or None. Runs left RUNNING by a crash are marked KILLED,
+    so that only what actually finished counts."""
+    mlflow_client = client(cfg.tracking)
+    exp = mlflow_client.get_experiment_by_name(cfg.experiment_name)
+    if exp is None:
+        return None
+    found = None
+    for previous in mlflow_client.search_runs([exp.experiment_id], f"tags.config_hash = '{key}'",
+                                              order_by=["attributes.start_time DESC"]):
+        if previous.info.status == "RUNNING":
+            if not may_be_alive(previous):
+                mark_dead(mlflow_client, previous, "left RUNNING (the process died); marked KILLED")
+        elif previous.info.status == "FINISHED" and found is None:
+            found = previous
+    return found
+
+
+def load_runs(tracking, experiment_name: str):
+    """Every run of an experiment as a pandas DataFrame (mlflow.search_runs: params.*, metrics.*, tags.*)."""
+    import mlflow
+
+    uri, _ = store(tracking)
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(experiment_names=[experiment_name], max_results=50000)
+
+
+def open_parent(cfg: DictConfig, params: dict) -> str:
+    """The parent run of a sweep: its jobs' runs are nested under it (tag mlflow.parentRunId)."""
+    mlflow_client = client(cfg.tracking)
+    exp_id = experiment_id(mlflow_client, cfg.tracking, cfg.experiment_name)
+    name = f"sweep/{cfg.experiment_name}/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    _close_dead_parents(mlflow_client, exp_id)
+    parent = mlflow_client.create_run(exp_id, run_name=name, tags={"sweep": "parent", "experiment": cfg.experiment_name,
+                                                                    **process_tags()})
+    Tracker(mlflow_client, parent.info.run_id).log_params(params)
+    return parent.info.run_id
+
+
+def _close_dead_parents(mlflow_client, exp_id: str) -> None:
+    """A sweep whose process was killed (kill -9, a lost machine) left its parent run RUNNING; a sweep on the
+    same machine marks it KILLED when the process it names is gone."""
+    for parent in mlflow_client.search_runs([exp_id], "tags.sweep = 'parent' and attributes.status = 'RUNNING'"):
+        if process_gone(parent):
+            mark_dead(mlflow_client, parent, "left RUNNING (the sweep's process died); marked KILLED")
+
+
+def close_dead_children(cfg: DictConfig, parent_run_id: str, grace_s: float = 15.0) -> list[str]:
+    """After a sweep is interrupted: its runs still RUNNING whose process on this machine has ended (a launcher
+    kills its workers on Ctrl-C, sometimes before a job has closed its run) are marked KILLED. A process still
+    alive gets up to `grace_s` to close its run itself; runs on other machines (a cluster's jobs) are left as
+    they are. Returns the names of the runs marked."""
+    mlflow_client = client(cfg.tracking)
+    exp_id = mlflow_client.get_run(parent_run_id).info.experiment_id
+    query = f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"
+    deadline = time.time() + grace_s
+    marked = []
+    while True:
+        waiting = 0
+        for r in mlflow_client.search_runs([exp_id], query, max_results=50000):
+            # This process's own jobs (the basic launcher runs them here) have all returned or raised by now.
+            if process_gone(r) or (on_this_host(r) and r.data.tags["pid"] == str(os.getpid())):
+                mark_dead(mlflow_client, r, "the sweep was interrupted and the job's process ended before closing "
+                                             "the run; marked KILLED")
+                marked.append(r.info.run_name)
+            elif may_be_alive(r):  # still closing its run, perhaps: look again
+                waiting += 1
+        if not waiting or time.time() > deadline:
+            return marked
+        time.sleep(0.5)
+
+
+def count_children(cfg: DictConfig, parent_run_id: str) -> int:
+    """How many runs this sweep trained (whatever their status)."""
+    mlflow_client = client(cfg.tracking)
+    parent = mlflow_client.get_run(parent_run_id)
+    return len(mlflow_client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                                         max_results=50000))
+
+
+def log_to_run(cfg: DictConfig, run_id: str, metrics: dict | None = None, params: dict | None = None,
+               folder: Path | None = None) -> None:
+    tracker = Tracker(client(cfg.tracking), run_id)
+    if metrics:
+        tracker.log_metrics(metrics)
+    if params:
+        tracker.log_params(params)
+    if folder is not None:
+        tracker.client.log_artifacts(run_id, str(folder), artifact_path=Path(folder).name)
+
+
+def close_parent(cfg: DictConfig, run_id: str, status: str, reason: str | None = None) -> None:
+    mlflow_client = client(cfg.tracking)
+    if reason:
+        mlflow_client.set_tag(run_id, "error", reason[:5000])
+    mlflow_client.set_terminated(run_id, status)
+
+
+def experiment_of(tracking, run_id: str) -> str:
+    mlflow_client = client(tracking)
+    return mlflow_client.get_experiment(mlflow_client.get_run(run_id).info.experiment_id).name
+
+
+def download(tracking, run_id: str, artifact: str, folder: Path) -> Path | None:
+    """One artifact of a run into folder; None when the run has no such artifact."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(client(tracking).download_artifacts(run_id, artifact, str(folder)))
+    except Exception:
+        return None
+
+
+def find_run(tracking, run_id: str):
+    """The run with this id, or None when the store holds none (a malformed id included)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client(tracking).get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+

@@ -281,7 +281,7 @@ def shortcuts(argv: list[str]) -> list[str]:
     return out
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from ablation.errors import user_error
 

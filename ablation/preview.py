@@ -23,7 +23,7 @@ def write_preview(cfg: DictConfig, out_dir: Path | None = None, n: int = N_AUGME
     return path
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     print(write_preview(cfg, n=int(cfg.get("n", N_AUGMENTED))))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parent / "conf"
 DESIGNS = ("grid", "leave_one_out", "add_one_in")
 START_ENV = "ABLATION_SWEEP_START"
 SIZE_ENV = "ABLATION_SWEEP_SIZE"

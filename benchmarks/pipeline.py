@@ -50,12 +50,12 @@ warnings.filterwarnings("ignore")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-CONF = ROOT / "conf"
+CONF = ROOT / "ablation" / "conf"
 OUT_DIR = ROOT / "runs" / "bench"
 BATCH = 64
 POLICY = "idg_classic"
 EXPERIMENT = "bench"  # MLflow experiment of the benchmark's runs (in its own stores, never runs/mlflow.db)
-# ImageDataGenerator arguments identical to conf/augmentation/idg_classic.yaml.
+# ImageDataGenerator arguments identical to ablation/conf/augmentation/idg_classic.yaml.
 IDG_ARGS = dict(rotation_range=45, zoom_range=0.4, width_shift_range=0.2, height_shift_range=0.2,
                 horizontal_flip=True, fill_mode="nearest")
 
@@ -502,7 +502,7 @@ CIFAR_METRICS = ("throughput/images_per_s", "perf/input_wait_fraction", "time/ep
 
 
 def write_cifar_like(path: Path, n_train: int, n_eval: int, size: int = 32) -> None:
-    """A stand-in for CIFAR-10 as an .npz (conf/dataset/npz.yaml): n_train training images and n_eval each for
+    """A stand-in for CIFAR-10 as an .npz (ablation/conf/dataset/npz.yaml): n_train training images and n_eval each for
     validation and test, size x size RGB uint8, 10 balanced classes. Noise rather than photos: what the input
     path costs (augmentation, batching, the copy to the device) does not depend on what the pixels show."""
     rng = np.random.default_rng(0)

@@ -20,9 +20,10 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from ablation import sweep
+    from ablation import paths, sweep
     from ablation.run import run
 
+    paths.configure(cfg.get("paths"))  # before anything is written: the store, caches, backups
     # SIGTERM (a scheduler, `kill`) ends a run like Ctrl-C: the run is closed KILLED, never left RUNNING.
     signal.signal(signal.SIGTERM, _interrupt)
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN

@@ -10,5 +10,9 @@ CONF = Path(__file__).resolve().parent / "conf"
 
 
 def compose_from_argv(overrides: list[str]) -> DictConfig:
+    from ablation import paths
+
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=overrides)
+        cfg = compose("config", overrides=overrides)
+    paths.configure(cfg.get("paths"))
+    return cfg

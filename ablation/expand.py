@@ -285,6 +285,7 @@ def shortcuts(argv: list[str]) -> list[str]:
 def main(cfg: DictConfig) -> None:
     from ablation.errors import user_error
 
+    paths.configure(cfg.get("paths"))
     try:
         expansion = from_config(cfg)
     except Exception as exc:

@@ -25,6 +25,7 @@ def write_preview(cfg: DictConfig, out_dir: Path | None = None, n: int = N_AUGME
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    paths.configure(cfg.get("paths"))
     print(write_preview(cfg, n=int(cfg.get("n", N_AUGMENTED))))
 
 

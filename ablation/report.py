@@ -23,9 +23,9 @@ VERDICTS = decide.VERDICTS
 CURVE_METRICS = ("train_clean/loss", "val/loss", "val/accuracy")
 # Params that never set runs apart in the report: the seed (runs are paired over it), where and how a run is
 # tracked or executed, and the policy itself (its name is the augmentation column; see settings() for its content).
-NOT_SETTINGS = ("seed", "experiment_name", "force", "design", "tracking.", "report.", "augmentation.", "data/", "dataset.cache",
-                "trainer.verbose", "trainer.workers", "trainer.use_multiprocessing", "trainer.max_queue_size",
-                "trainer.resume", "trainer.devices", "trainer.jit_compile")
+NOT_SETTINGS = ("seed", "experiment_name", "force", "design", "tracking.", "report.", "paths.", "augmentation.", "data/",
+                "dataset.cache", "trainer.verbose", "trainer.workers", "trainer.use_multiprocessing",
+                "trainer.max_queue_size", "trainer.resume", "trainer.devices", "trainer.jit_compile")
 SETTING_KEYS_KEPT = ("augmentation.where",)  # a policy on the host and on the device are different runs
 
 

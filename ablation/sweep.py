@@ -152,11 +152,12 @@ def fresh_by_default(launcher: DictConfig) -> bool:
 # The parent run
 
 class SweepCallback(Callback):
-    """Registered in conf/config.yaml under hydra.callbacks."""
+    """Registered in ablation/conf/config.yaml under hydra.callbacks."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from ablation import tracking
+        from ablation import paths, tracking
 
+        paths.configure(config.get("paths"))  # the parent run's store, and every job's outputs (they inherit it)
         failures.clear()
         os.environ[START_ENV] = str(time.time())
         overrides = list(config.hydra.overrides.task)

@@ -22,8 +22,8 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
     return out
 
 
-# Settings that change how a combination is run, recorded or reported, not what is trained.
-NOT_IDENTITY = ("tracking", "force", "design", "report")
+# Settings that change how a combination is run, recorded or reported, or where its outputs go, not what is trained.
+NOT_IDENTITY = ("tracking", "force", "design", "report", "paths")
 
 
 def config_hash(cfg: DictConfig, policy_fingerprint: str) -> str:

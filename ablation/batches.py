@@ -11,8 +11,8 @@ import time
 import keras
 import numpy as np
 
-from ablation import mixing, tasks
-from ablation.augment import empty_batch
+from ablation import tasks
+from ablation.augment import empty_batch, mixing
 
 
 class ReadyTimes:

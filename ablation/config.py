@@ -72,7 +72,7 @@ def validate(cfg: DictConfig):
     if size and channels:  # known before loading for every source but npz with stored sizes
         models.check_input(cfg.model, (size, size, channels))
         if cfg.augmentation.get("where") == "device":  # a transform without a Keras layer is named now
-            from ablation import device
+            from ablation.augment import device
 
             device.layers_for(cfg.augmentation, (size, size, channels), cfg.seed)
     # With the image shape known, the policy is also tried once on a blank image of it: a transform that fails

@@ -140,7 +140,7 @@ def expand(cfg: DictConfig, splits: datasets.Splits, policy: augment.Policy) -> 
     if manifest is not None:
         return Expansion(target, manifest, created=False, seconds=time.perf_counter() - started)
     if target.exists():  # no readable manifest: an interrupted copy moved by hand, or edited; set aside, rewrite
-        datasets._discard(target, rename=True)
+        datasets.discard(target, rename=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     scratch.chmod(target.parent.stat().st_mode & 0o777)  # mkdtemp's 0700 -> as readable as its parent
@@ -166,7 +166,7 @@ def expand(cfg: DictConfig, splits: datasets.Splits, policy: augment.Policy) -> 
             raise datasets.DataError(f"augmentation.mode: cannot read {target / 'manifest.json'} just written")
     finally:
         if scratch.exists():
-            datasets._discard(scratch)
+            datasets.discard(scratch)
     return Expansion(target, manifest, created=True, seconds=time.perf_counter() - started)
 
 

@@ -185,9 +185,9 @@ def check_input(cfg, input_shape) -> None:
 def for_inference(model: keras.Model) -> keras.Model:
     """What a run saves as model.keras: the trained model as it predicts, which plain Keras loads. Without the
     mixing train step (mixing.plain) and without device augmentation in front of the backbone: its layers pass
-    images through outside training, and are ablation.device classes a plain load would not know. Weights are
+    images through outside training, and are ablation.augment.device classes a plain load would not know. Weights are
     shared with `model`."""
-    from ablation import device, mixing
+    from ablation.augment import device, mixing
 
     model = mixing.plain(model)
     backbone = model.layers[-1]
@@ -207,7 +207,7 @@ def build(cfg, input_shape, num_classes: int, augmentation: keras.Sequential | N
     picks the head of a model that has more than one: classes, or an image for reconstruct and inpaint.
     `mix` (augmentation.mix, ablation/mixing.py): "host" or "device" gives a mixing.MixingModel, which trains on
     mixed batches, and with "device" mixes their images in its train step."""
-    from ablation import device
+    from ablation.augment import device
 
     check(cfg)
     check_input(cfg, input_shape)
@@ -228,7 +228,7 @@ def build(cfg, input_shape, num_classes: int, augmentation: keras.Sequential | N
     inputs = keras.Input(shape=tuple(input_shape), dtype="uint8", name="images")
     outputs = backbone(layers.Rescaling(1 / 255, name="rescale")(inputs))
     if mix is not None:
-        from ablation.mixing import MixingModel
+        from ablation.augment.mixing import MixingModel
 
         return MixingModel(inputs, outputs, name=backbone.name, mix_on_device=mix == "device")
     return keras.Model(inputs, outputs, name=backbone.name)

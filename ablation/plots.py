@@ -19,7 +19,7 @@ def preview_grid(image: np.ndarray, policy, n: int, seed: int, columns: int = 9,
     augmented = policy.augment_batch(np.repeat(image[None], n, axis=0), rng)
     titles = [f"#{i + 1}" for i in range(n)]
     if policy.mix is not None and partners is not None and len(partners):
-        from ablation import mixing
+        from ablation.augment import mixing
 
         others = policy.augment_batch(partners[np.arange(n) % len(partners)], rng)
         numbers = mixing.draw(policy.mix, 2 * n, *image.shape[:2], rng)

@@ -2,7 +2,7 @@
 a logged model's predictions for every image under a folder (recursively, sorted by relative path).
 
 The run's model.keras is loaded from MLflow; each image is decoded and resized by the folder loader's reader
-(datasets._read_image), so it reaches the model exactly as a training image of a folder dataset did, without
+(datasets.read_image), so it reaches the model exactly as a training image of a folder dataset did, without
 augmentation (the model runs in inference mode, which also switches off in-model augmentation layers).
 
 Classifiers: one CSV row per image with the predicted class (names from the run's labels.json), its probability
@@ -61,7 +61,7 @@ def list_images(data) -> tuple[Path, list[Path]]:
         raise ConfigError(f"data: folder {root} does not exist")
     if not root.is_dir():
         raise ConfigError(f"data: {root} is a file; expected a folder of images")
-    files = sorted(datasets._images_in(root), key=lambda p: p.relative_to(root).as_posix())
+    files = sorted(datasets.images_in(root), key=lambda p: p.relative_to(root).as_posix())
     if not files:
         raise ConfigError(f"data: {root} holds no images ({' '.join(datasets.IMAGE_EXTENSIONS)}, searched recursively)")
     return root, files
@@ -78,7 +78,7 @@ def load_run(tracking_cfg, run_id: str, scratch: Path):
     """(the model, its class names or None); one-line errors for an unknown run or one without a model."""
     import keras
 
-    from ablation import device  # noqa: F401  registers the in-model augmentation layers for loading
+    from ablation.augment import device  # noqa: F401  registers the in-model augmentation layers for loading
 
     run = tracking.find_run(tracking_cfg, run_id)
     if run is None:
@@ -118,9 +118,9 @@ def task_of(model, class_names: list[str] | None, run_id: str) -> tuple[str, lis
 
 
 def decode(root: Path, files: list[Path], size: int, channels: int) -> np.ndarray:
-    """The images as the folder loader decodes them (datasets._read_image, threaded); an unreadable one is an error."""
+    """The images as the folder loader decodes them (datasets.read_image, threaded); an unreadable one is an error."""
     x = np.empty((len(files), size, size, channels), np.uint8)
-    bad = datasets._decode_into(x, files, size, channels, stop=False)
+    bad = datasets.decode_into(x, files, size, channels, stop=False)
     if bad:
         i, reason = bad[0]
         more = f" ({len(bad) - 1} more unreadable)" if len(bad) > 1 else ""

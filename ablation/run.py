@@ -17,7 +17,6 @@ from ablation import (
     backend,
     config,
     datasets,
-    device,
     errors,
     expand,
     measure,
@@ -28,6 +27,7 @@ from ablation import (
     tasks,
     tracking,
 )
+from ablation.augment import device
 from ablation.backup import Backup
 from ablation.batches import Batches
 

@@ -3,14 +3,14 @@ callback that opens one parent MLflow run per sweep and builds the report when t
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from ablation import guard
 
 CONF = Path(__file__).resolve().parent / "conf"
 DESIGNS = ("grid", "leave_one_out", "add_one_in")
@@ -34,13 +34,17 @@ def _value(job: list[str], key: str) -> str | None:
     return value
 
 
-def expand(jobs: list[list[str]], defaults: DictConfig) -> list[list[str]]:
+def expand(jobs: list[list[str]], defaults: DictConfig, load=None) -> list[list[str]]:
     """Each job's overrides -> the jobs its design asks for. grid keeps the job; leave_one_out gives `none`, the
     full policy and the policy without each of its units; add_one_in gives `none` and each unit alone. Units come
-    from the policy file itself (augment.units). Jobs reached twice (the baseline of every policy) run once."""
+    from the policy as Hydra composes it for the job (augment.units): load(job) -> the job's config, from the
+    sweeper's own config loader, so a policy found through hydra.searchpath counts like a packaged one. Without
+    a loader the job is composed from the packaged configs. Jobs reached twice (the baseline of every policy)
+    run once."""
     from ablation import augment
     from ablation.errors import ConfigError
 
+    load = load or compose_job
     out: list[list[str]] = []
     seen: set[tuple[str, ...]] = set()
     for job in jobs:
@@ -48,10 +52,10 @@ def expand(jobs: list[list[str]], defaults: DictConfig) -> list[list[str]]:
         if design not in DESIGNS:
             raise ConfigError(f"design: expected one of {'|'.join(DESIGNS)}, got {design!r}")
         expanded = [job]
-        policy = _value(job, "augmentation") or defaults.augmentation.name
-        path = CONF / "augmentation" / f"{policy}.yaml"
-        if design != "grid" and path.exists():
-            units = augment.units(OmegaConf.load(path))
+        if design != "grid":
+            cfg = load(job)
+            policy = cfg.hydra.runtime.choices.get("augmentation") or _value(job, "augmentation")
+            units = augment.units(cfg.augmentation)
             base = [o for o in job if _name(o) not in ("augmentation", "design")]
             full = [*base, f"augmentation={policy}"]
             if design == "leave_one_out":
@@ -64,6 +68,29 @@ def expand(jobs: list[list[str]], defaults: DictConfig) -> list[list[str]]:
                 seen.add(tuple(one))
                 out.append(one)
     return out
+
+
+def compose_job(job: list[str]) -> DictConfig:
+    """A job's config composed from the packaged configs, with its hydra node (outside a running sweep)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return missing_config_is_user_error(lambda: compose("config", overrides=list(job), return_hydra_config=True))
+
+
+def missing_config_is_user_error(compose_it):
+    """compose_it(), with Hydra's "Could not find 'augmentation/my_policy'" turned into a ConfigError (one
+    `error:` line naming the option, where it was looked for and the options there are)."""
+    from hydra.errors import MissingConfigException
+
+    from ablation.errors import ConfigError
+
+    try:
+        return compose_it()
+    except MissingConfigException as exc:
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise ConfigError(f"{message} (a config of your own: add its folder with hydra.searchpath=[file://DIR])") \
+            from None
 
 
 def _name(override: str) -> str:
@@ -149,6 +176,33 @@ def fresh_by_default(launcher: DictConfig) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# A job
+
+_interrupted_once = False
+
+
+def job(cfg: DictConfig, train) -> float:
+    """One combination of a sweep, trained by train(cfg). A failure is recorded and the sweep goes on; it lists
+    the failures at the end. The first Ctrl-C ends this job (its run KILLED) and the sweep goes on; the second
+    stops the sweep."""
+    global _interrupted_once
+    from hydra.core.hydra_config import HydraConfig
+
+    guard.sigterm_interrupts()
+    try:
+        metrics = train(cfg)
+    except KeyboardInterrupt:
+        if _interrupted_once:
+            print("interrupted: the run is marked KILLED", file=sys.stderr)
+            raise
+        _interrupted_once = True
+        failures.append((list(HydraConfig.get().overrides.task), "interrupted (marked KILLED)"))
+        print("interrupted: the run is marked KILLED; the sweep goes on (Ctrl-C again stops it)", file=sys.stderr)
+        return float("nan")
+    return metrics.get("best/val_loss", float("nan"))
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The parent run
 
 class SweepCallback(Callback):
@@ -163,25 +217,14 @@ class SweepCallback(Callback):
         overrides = list(config.hydra.overrides.task)
         params = {"overrides": " ".join(overrides) or "(none)", "sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
                   "design": config.get("design", "grid")}
-        from ablation.errors import ConfigError
-
-        try:
+        with guard.guard():  # e.g. the tracking server does not answer: one line, and nothing trains
             os.environ[tracking.PARENT_RUN_ENV] = tracking.open_parent(config, params)
-        except ConfigError as exc:  # e.g. the tracking server does not answer: nothing may train
-            print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
-        # SIGTERM (`kill`, a scheduler) stops the sweep like Ctrl-C, so the parent run is closed KILLED. A job's
-        # own process gets the same from ablation.__main__; this is for the sweep's process when the jobs run
-        # elsewhere (joblib, submitit).
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _terminate)
+        # SIGTERM (`kill`, a scheduler) stops the sweep like Ctrl-C, so the parent run is closed KILLED; this is
+        # for the sweep's process when the jobs run elsewhere (joblib, submitit).
+        guard.sigterm_interrupts()
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         finish(config)
-
-
-def _terminate(signum, frame):
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def finish(config: DictConfig, interrupted: BaseException | None = None) -> None:

@@ -256,14 +256,14 @@ def idg_pass(x, y):
 
 
 def keras_layers(shape, seed: int = 0):
-    """The policy as Keras 3 preprocessing layers: ablation.device.layers_for when it exists, else built here."""
+    """The policy as Keras 3 preprocessing layers: ablation.augment.device.layers_for when it exists, else built here."""
     try:
-        from ablation.device import layers_for
+        from ablation.augment.device import layers_for
     except ImportError:
         layers_for = None
     if layers_for is not None:
         built = layers_for(policy_cfg(), shape, seed)  # a keras.Sequential
-        return [built], "ablation.device.layers_for"
+        return [built], "ablation.augment.device.layers_for"
     fill = IDG_ARGS["fill_mode"]
     zoom = (-IDG_ARGS["zoom_range"], IDG_ARGS["zoom_range"])
     stack = [keras.layers.RandomRotation(IDG_ARGS["rotation_range"] / 360, fill_mode=fill, seed=seed),

@@ -1,19 +1,19 @@
-"""Device-side augmentation (ablation.device): every policy in conf/augmentation/ either becomes Keras layers or is
+"""Device-side augmentation (ablation.augment.device): every policy in conf/augmentation/ either becomes Keras layers or is
 refused in one line naming the key and the transform; the layers augment only in training, agree with the host
 policy, leave a wrapped model's predictions unchanged, and survive a .keras round trip."""
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from ablation import augment, device
-from ablation.augment import PolicyError
+from ablation import augment
+from ablation.augment import PolicyError, device
 from ablation.models import build_small_cnn
+from conftest import CONF
 from helpers import textured
 
-POLICY_DIR = Path(__file__).resolve().parents[1] / "conf" / "augmentation"
+POLICY_DIR = CONF / "augmentation"
 POLICIES = sorted(p.stem for p in POLICY_DIR.glob("*.yaml"))
 # Policies the device cannot run, and the transform each refusal must name. A new policy file either builds on
 # the device or is listed here, so none goes untested.

@@ -5,7 +5,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from ablation import augment
-from ablation.fastpath import BatchPath
+from ablation.augment.fastpath import BatchPath
 from conftest import CONF
 
 

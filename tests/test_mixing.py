@@ -6,23 +6,19 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from ablation import augment, config, mixing
-from ablation.augment import PolicyError
+from ablation import augment, config
+from ablation.augment import PolicyError, mixing
 from ablation.batches import Batches
 from ablation.config import ConfigError
 from ablation.run import run
-from tests.conftest import CONF
+from conftest import CONF
+from helpers import random_images
 
 MIXERS = {"mixup": keras.layers.MixUp(), "cutmix": keras.layers.CutMix()}
 
 
 def _policy(name):
     return augment.build(OmegaConf.load(CONF / "augmentation" / f"{name}.yaml"))
-
-
-def _images(n=12, size=10, channels=3):
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8), np.arange(n) % 4
 
 
 @pytest.mark.parametrize("value, message", [
@@ -61,7 +57,7 @@ def test_drawn_numbers_follow_keras_definitions():
 
 
 def test_host_mixing_of_pixels():
-    x, _ = _images()
+    x, _ = random_images(12, 10, classes=4)
     up = mixing.draw(mixing.Mix("mixup", 1.0), len(x), 10, 10, np.random.default_rng(2))
     mixed = mixing.mix_images(x, up)
     w = up["weight"].reshape(-1, 1, 1, 1)
@@ -79,7 +75,7 @@ def test_host_mixing_of_pixels():
 
 @pytest.mark.parametrize("name", ["mixup", "cutmix"])
 def test_the_device_mixes_pixels_as_the_host_does(name):
-    x, y = _images(n=16, size=12)
+    x, y = random_images(16, 12, classes=4)
     policy = _policy(name)
     host = Batches(x, y, 8, policy=policy, shuffle=True, seed=4, mix=policy.mix)
     device = Batches(x, y, 8, policy=policy, shuffle=True, seed=4, mix=policy.mix, mix_images=False)
@@ -99,7 +95,7 @@ def test_the_device_mixes_pixels_as_the_host_does(name):
 
 
 def test_batches_carry_the_numbers_and_pad_them_for_devices():
-    x, y = _images(n=10)
+    x, y = random_images(10, 10, classes=4)
     policy = _policy("cutmix")
     bx, by, weights = Batches(x, y, 4, policy=policy, shuffle=True, seed=0, mix=policy.mix, pad_to=3,
                               mix_images=False).batch_at(0, 2)
@@ -174,7 +170,7 @@ def test_mixup_runs_on_the_host_and_on_the_device_alike(make_cfg, tmp_path):
 def test_the_preview_shows_the_mixing():
     from ablation import plots
 
-    x, _ = _images(n=9, size=16)
+    x, _ = random_images(9, 16, classes=4)
     fig = plots.preview_grid(x[0], _policy("cutmix"), n=8, seed=0, partners=x[1:])
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0] == "original" and all(t.endswith("own)") for t in titles[1:9])
@@ -183,7 +179,7 @@ def test_the_preview_shows_the_mixing():
 
 def test_a_replica_with_part_of_the_batch_pairs_within_its_share():
     """TensorFlow's MirroredStrategy gives each replica a share of the batch: the permutation is taken modulo it."""
-    x, y = _images(n=8, size=6)
+    x, y = random_images(8, 6, classes=4)
     numbers = mixing.draw(mixing.Mix("cutmix", 1.0), 8, 6, 6, np.random.default_rng(7))
     share = {k: v[4:] for k, v in mixing.targets(y, numbers, on_device=True).items()}
     mixed, share_y = mixing.mix_on_device(keras.ops.convert_to_tensor(x[4:]),

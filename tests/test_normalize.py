@@ -10,11 +10,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from ablation import config, datasets, device, models, normalize, predict
+from ablation import config, datasets, models, normalize, predict
+from ablation.augment import device
 from ablation.batches import Batches
 from ablation.config import ConfigError
 from ablation.run import run
 from conftest import CONF
+from helpers import random_images
 
 # Per-channel pixel levels: the training images are dark, the validation and test images bright, so statistics
 # taken from anything but the training split are far from the training split's own.
@@ -28,16 +30,11 @@ def cache_in_tmp(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def _images(rng, n, levels, spread=15):
-    base = np.asarray(levels, np.int64).reshape(1, 1, 1, 3)
-    return np.clip(base + rng.integers(-spread, spread + 1, (n, 8, 8, 3)), 0, 255).astype(np.uint8)
-
-
 @pytest.fixture
 def dark_bright_npz(tmp_path):
     """x_train dark, x_val and x_test bright; two classes in every split."""
     rng = np.random.default_rng(0)
-    arrays = {"x_train": _images(rng, 40, DARK), "x_val": _images(rng, 16, BRIGHT), "x_test": _images(rng, 16, BRIGHT)}
+    arrays = {"x_train": random_images(40, 8, around=DARK, rng=rng), "x_val": random_images(16, 8, around=BRIGHT, rng=rng), "x_test": random_images(16, 8, around=BRIGHT, rng=rng)}
     for split, x in list(arrays.items()):
         arrays[split.replace("x_", "y_")] = np.arange(len(x)) % 2
     path = tmp_path / "dark_bright.npz"

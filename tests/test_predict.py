@@ -8,22 +8,19 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 from PIL import Image
 from sklearn.datasets import load_digits
 
 from ablation import datasets, predict, tracking
 from ablation.run import run
-from conftest import ROOT
+from conftest import ROOT, compose_config, store_overrides
 
 FILES = ["a.png", "b-c/x.png", "b/0.png", "b/c/deep.png", "b/c/z.bmp", "z.jpg"]
 
 
 def _compose(store, *overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=["trainer=smoke", "trainer.epochs=1", *overrides,
-                                            f"tracking.uri=sqlite:///{store}/mlflow.db",
-                                            f"tracking.artifact_root={store}/artifacts"])
+    """make_cfg's composition for the module's shared store (a module-scoped fixture cannot take make_cfg)."""
+    return compose_config("trainer.epochs=1", *overrides, *store_overrides(store))
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +88,7 @@ def test_classifier_predictions_match_the_model_on_the_training_decoding(store, 
     _check_classifier(table, class_names)
     # The same probabilities as the logged model on images decoded by the folder loader's reader.
     model = keras.models.load_model(tracking.download(tracking_cfg, runs["digits"], "model.keras", tmp_path / "m"))
-    x = np.stack([datasets._read_image(images / f, 32, "L") for f in FILES])
+    x = np.stack([datasets.read_image(images / f, 32, "L") for f in FILES])
     expected = model.predict(x, verbose=0)
     assert np.allclose(table[[f"p_{n}" for n in class_names]].to_numpy(), expected, atol=1e-5)
     printed = capsys.readouterr().out
@@ -106,7 +103,7 @@ def test_two_class_model_sigmoid_is_probability_of_class_one(store, images, tmp_
     assert (tmp_path / "predictions.csv").exists()  # out= a folder
     _check_classifier(table, ["circle", "square"])
     model = keras.models.load_model(tracking.download(tracking_cfg, runs["binary"], "model.keras", tmp_path / "m"))
-    x = np.stack([datasets._read_image(images / f, 16, "RGB") for f in FILES])
+    x = np.stack([datasets.read_image(images / f, 16, "RGB") for f in FILES])
     assert np.allclose(table["p_square"], model.predict(x, verbose=0)[:, 0], atol=1e-5)
 
 
@@ -135,7 +132,7 @@ def test_image_to_image_model_writes_png_outputs(store, images, tmp_path):
     for file, output in zip(table["file"], table["output"]):
         written = np.asarray(Image.open(tmp_path / "out" / output))
         # The identity model returns its input: the image as the reader decodes it for a 16x16 RGB model.
-        assert np.array_equal(written, datasets._read_image(images_copy / file, 16, "RGB"))
+        assert np.array_equal(written, datasets.read_image(images_copy / file, 16, "RGB"))
 
 
 def _fails(argv, capsys) -> str:

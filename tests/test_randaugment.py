@@ -6,7 +6,6 @@ import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from pathlib import Path
 
 import albumentations as A
 import keras
@@ -15,18 +14,15 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from ablation import augment, device
-from ablation.augment import PolicyError, RandAugment
+from ablation import augment
+from ablation.augment import PolicyError, RandAugment, device
 from ablation.run import run
-from helpers import textured as _textured
+from conftest import CONF
+from helpers import textured
 
-POLICY = Path(__file__).resolve().parents[1] / "conf" / "augmentation" / "randaugment.yaml"
+POLICY = CONF / "augmentation" / "randaugment.yaml"
 SIZE = 24
 TARGET = "ablation.augment.RandAugment"
-
-
-def textured(channels: int, size: int = SIZE):
-    return _textured(channels, size)
 
 
 def policy(**args):
@@ -44,7 +40,7 @@ def keras_rand_augment(factor=0.5) -> keras.layers.RandAugment:
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_policy_file_changes_images_and_keeps_shape_and_dtype(channels):
-    image = textured(channels)
+    image = textured(channels, SIZE)
     batch = np.repeat(image[None], 16, axis=0)
     out = augment.build(OmegaConf.load(POLICY)).augment_batch(batch, np.random.default_rng(0))
     assert out.shape == batch.shape and out.dtype == np.uint8
@@ -55,7 +51,7 @@ def test_policy_file_changes_images_and_keeps_shape_and_dtype(channels):
 
 def test_reproducible_from_the_rng_and_serialized_like_albumentations():
     ra = policy(num_ops=2, factor=0.5)
-    batch = np.stack([textured(3)] * 8)
+    batch = np.stack([textured(3, SIZE)] * 8)
     first = ra.augment_batch(batch, np.random.default_rng(3))
     np.testing.assert_array_equal(first, ra.augment_batch(batch, np.random.default_rng(3)))
     assert not np.array_equal(first, ra.augment_batch(batch, np.random.default_rng(4)))
@@ -71,7 +67,7 @@ def test_operations_are_drawn_per_image():
     """With factor 0 every operation is deterministic, so a batch of one image repeated shows how many different
     operations were drawn: per image, several; once per batch (Keras' own layer), one."""
     ra = policy(num_ops=1, factor=0.0)
-    out = ra.augment_batch(np.stack([textured(3)] * 64), np.random.default_rng(0))
+    out = ra.augment_batch(np.stack([textured(3, SIZE)] * 64), np.random.default_rng(0))
     assert len({o.tobytes() for o in out}) >= 5
     ops = [name for _ in range(200) for name, _ in RandAugment(num_ops=3).sample_ops(np.random.default_rng(_))]
     assert set(ops) == set(RandAugment.OPS) and len(ops) == 600
@@ -127,7 +123,7 @@ def test_the_operations_are_keras_randaugments():
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("name", RandAugment.OPS)
 def test_each_operation_does_what_its_keras_layer_does(name, channels):
-    image = textured(channels)
+    image = textured(channels, SIZE)
     if name == "auto_contrast":  # the texture spans almost 0-255: squeeze it so the stretch shows
         image = (image // 2 + 40).astype(np.uint8)
     images = image[None].astype("float32")
@@ -212,7 +208,7 @@ def test_device_policy_is_keras_randaugment_and_passes_images_through_at_inferen
     assert isinstance(ra, keras.layers.RandAugment)
     assert (tuple(ra.value_range), ra.num_ops, tuple(ra.factor), ra.interpolation) == ((0, 1), 2, (0, 0.5),
                                                                                      "bilinear")
-    x = np.repeat(textured(3)[None].astype("float32") / 255, 8, axis=0)
+    x = np.repeat(textured(3, SIZE)[None].astype("float32") / 255, 8, axis=0)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layers(x, training=False)), x)
     trained = keras.ops.convert_to_numpy(layers(x, training=True))
     assert trained.shape == x.shape and trained.min() >= 0 and trained.max() <= 1
@@ -226,7 +222,7 @@ def test_device_draws_operations_per_image_like_the_host():
     cfg = {"name": "ra", "transforms": [{"_target_": TARGET, "num_ops": 1, "factor": 0.0, "interpolation": 0}]}
     layers = device.layers_for(cfg, (SIZE, SIZE, 3), seed=0)
     assert layers.layers[0].interpolation == "nearest"
-    x = np.repeat(textured(3)[None].astype("float32") / 255, 64, axis=0)
+    x = np.repeat(textured(3, SIZE)[None].astype("float32") / 255, 64, axis=0)
     out = np.round(keras.ops.convert_to_numpy(layers(x, training=True)), 4)
     assert len({o.tobytes() for o in out}) >= 5
 
@@ -269,7 +265,7 @@ def test_inpainting_with_randaugment_stops_before_training_naming_the_key(make_c
 def test_device_equalization_counts_each_image_on_its_own(channels):
     """A batch of a textured image, a dark low-contrast one and a flat one: each comes out as the host equalizes
     it alone (Keras' Equalization would spread one histogram over all three, changing each by its neighbours)."""
-    textured_image = textured(channels)
+    textured_image = textured(channels, SIZE)
     dark = (textured_image // 8 + 10).astype(np.uint8)
     flat = np.full_like(textured_image, 77)
     batch = np.stack([textured_image, dark, flat])

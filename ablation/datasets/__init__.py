@@ -18,15 +18,15 @@ from pathlib import Path
 
 from ablation.datasets import csv, digits, folder, keras_datasets, npz, shapes
 
-# _discard, _decode_into, _images_in and _read_image are re-exported for ablation.expand and ablation.predict, which
+# discard, decode_into, images_in and read_image are re-exported for ablation.expand and ablation.predict, which
 # write their own folders and decode images exactly as the folder source does.
 from ablation.datasets.cache import (  # noqa: F401
     CACHE_ENV,
-    _cache_root,
-    _discard,
-    _fill_cache,
-    _key,
-    _open_cache,
+    cache_root,
+    discard,
+    fill_cache,
+    key_of,
+    open_cache,
 )
 from ablation.datasets.common import (
     BAD_IMAGE_CHOICES,
@@ -36,7 +36,7 @@ from ablation.datasets.common import (
     DataError,
     Split,
     Splits,
-    _fail,
+    fail,
 )
 from ablation.datasets.csv import CSV_SPLITS, check_csv, load_csv
 from ablation.datasets.digits import load_digits
@@ -45,9 +45,9 @@ from ablation.datasets.images import (  # noqa: F401
     IMAGE_EXTENSIONS,
     MAGIC,
     BadImage,
-    _decode_into,
-    _images_in,
-    _read_image,
+    decode_into,
+    images_in,
+    read_image,
 )
 from ablation.datasets.keras_datasets import (
     CIFAR10_CLASSES,
@@ -75,10 +75,10 @@ __all__ = [
 # sees of the files it reads (sources generated in code have no listing: settings and code say everything).
 LOADERS = {"digits": load_digits, "shapes": load_shapes, "folder": load_folder, "npz": load_npz,
            "csv": load_csv, "keras_datasets": load_keras_datasets}
-CHECKS = {"digits": digits._check_digits, "shapes": shapes._check_shapes, "folder": folder._check_folder,
-          "npz": npz._check_npz, "csv": check_csv, "keras_datasets": check_keras_datasets}
-LISTINGS = {"folder": folder._folder_listing, "npz": npz._npz_listing, "csv": csv._csv_listing,
-            "keras_datasets": keras_datasets._keras_listing}
+CHECKS = {"digits": digits.check_digits, "shapes": shapes.check_shapes, "folder": folder.check_folder,
+          "npz": npz.check_npz, "csv": check_csv, "keras_datasets": check_keras_datasets}
+LISTINGS = {"folder": folder.folder_listing, "npz": npz.npz_listing, "csv": csv.csv_listing,
+            "keras_datasets": keras_datasets.keras_listing}
 
 
 def load(cfg) -> Splits:
@@ -89,10 +89,10 @@ def load(cfg) -> Splits:
     if not cached:
         return LOADERS[name](**args)
     listing = _source_listing(name, args)
-    target = _cache_root() / f"{name}-{_key(name, args, listing)}"
-    splits = _open_cache(target)
+    target = cache_root() / f"{name}-{key_of(name, args, listing)}"
+    splits = open_cache(target)
     if splits is None:
-        splits = _fill_cache(name, LOADERS[name], args, target, lambda: _source_listing(name, args) == listing)
+        splits = fill_cache(name, LOADERS[name], args, target, lambda: _source_listing(name, args) == listing)
     return splits
 
 
@@ -107,12 +107,12 @@ def cache_key(cfg) -> str:
     source and the decoding libraries' versions. Any change gives a new key, so a stale cache is never read.
     Lists the folder but reads no image."""
     name, args, _ = _settings(cfg)
-    return _key(name, args, _source_listing(name, args))
+    return key_of(name, args, _source_listing(name, args))
 
 
 def cache_path(cfg) -> Path:
     """The folder load(cfg) reads from or writes to with `cache: true` (it may not exist yet)."""
-    return _cache_root() / f"{_settings(cfg)[0]}-{cache_key(cfg)}"
+    return cache_root() / f"{_settings(cfg)[0]}-{cache_key(cfg)}"
 
 
 def _source_listing(name: str, args: dict):
@@ -125,7 +125,7 @@ def _settings(cfg) -> tuple[str, dict, bool]:
     given = _as_dict(cfg)
     cached = given.pop("cache", True)
     if not isinstance(cached, bool):
-        raise _fail("cache", f"expected true or false, got {cached!r}")
+        raise fail("cache", f"expected true or false, got {cached!r}")
     # How the model normalises its input (ablation/normalize.py, validated there): not a loader setting, and the
     # arrays and their cache key are the same whatever it is.
     given.pop("normalize", None)
@@ -137,12 +137,12 @@ def _arguments(given: dict) -> dict:
     """The loader's keyword arguments: its defaults overlaid with the config, every value vetted."""
     name = given.get("name")
     if name not in LOADERS:
-        raise _fail("name", f"unknown dataset {name!r} (choose {', '.join(LOADERS)})")
+        raise fail("name", f"unknown dataset {name!r} (choose {', '.join(LOADERS)})")
     # Keyword-only parameters take runtime values (where to decode to), never config keys.
     params = {k: p for k, p in inspect.signature(LOADERS[name]).parameters.items() if p.kind is not p.KEYWORD_ONLY}
     for key in given:
         if key != "name" and key not in params:
-            raise _fail(key, f"not a setting of dataset {name} (settings: {', '.join([*params, 'cache'])})")
+            raise fail(key, f"not a setting of dataset {name} (settings: {', '.join([*params, 'cache'])})")
     args = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
     args.update(given)
     CHECKS[name](args)

@@ -1,7 +1,7 @@
 """The decode cache under runs/cache/ (or $ABLATION_CACHE_DIR): a load's splits saved once as .npy files in
 <name>-<key>/ and memory-mapped read-only afterwards, so the jobs of a sweep decode a dataset once between them.
 
-The key (`_key`) hashes the loader's settings, the source's listing (sizes and mtimes, see ablation.datasets'
+The key (`cache_key`) hashes the loader's settings, the source's listing (sizes and mtimes, see ablation.datasets'
 LISTINGS), every file of this package and the decoding libraries' versions, so a stale copy is never read. A copy
 is built in a private folder and renamed into place, so parallel jobs each publish a whole copy or none.
 No Keras, no MLflow.
@@ -24,14 +24,14 @@ import PIL
 import sklearn
 
 from ablation import paths
-from ablation.datasets.common import DECODE_CHUNK, SPLIT_NAMES, Split, Splits, _fail
+from ablation.datasets.common import DECODE_CHUNK, SPLIT_NAMES, Split, Splits, fail
 
 CACHE_ENV = paths.FOLDERS["cache"]
 
 log = logging.getLogger(__name__)
 
 
-def _cache_root() -> Path:
+def cache_root() -> Path:
     return paths.folder("cache")
 
 
@@ -53,12 +53,12 @@ def _canonical(args: dict) -> dict:
     return settings
 
 
-def _key(name: str, args: dict, listing) -> str:
+def key_of(name: str, args: dict, listing) -> str:
     identity = {"name": name, "settings": _canonical(args), "source": listing, "code": _code_fingerprint()}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _open_cache(folder: Path) -> Splits | None:
+def open_cache(folder: Path) -> Splits | None:
     """The cached splits, images memory-mapped read-only; None when absent or unreadable."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
@@ -71,15 +71,15 @@ def _open_cache(folder: Path) -> Splits | None:
         return None
 
 
-def _fill_cache(name: str, loader, args: dict, target: Path, unchanged) -> Splits:
+def fill_cache(name: str, loader, args: dict, target: Path, unchanged) -> Splits:
     """Build the cache with loader(**args) in a private sibling folder and rename it into place: readers only ever
     see a complete folder, and parallel jobs that raced to build it each publish a whole copy or none.
     unchanged() -> whether the source's files still match the listing the key was made from."""
     if target.exists():
-        splits = _open_cache(target)
+        splits = open_cache(target)
         if splits is not None:
             return splits  # a parallel job published it a moment ago
-        _discard(target, rename=True)  # unreadable (half deleted by hand, disk full): make room for a fresh copy
+        discard(target, rename=True)  # unreadable (half deleted by hand, disk full): make room for a fresh copy
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     # mkdtemp's folder is private (0700); the published copy should be as readable as the cache root.
@@ -104,21 +104,21 @@ def _fill_cache(name: str, loader, args: dict, target: Path, unchanged) -> Split
             # Files changed while decoding: this copy may match neither listing, so it serves this run only.
             # Its maps outlive the folder's removal below (POSIX keeps unlinked mapped files readable).
             log.warning("dataset.path: files changed while decoding; this copy is not cached")
-            return _open_cache(scratch)
+            return open_cache(scratch)
         try:
             os.rename(scratch, target)
         except OSError as exc:
             if not target.exists():
-                raise _fail("cache", f"cannot move {scratch} to {target} ({exc})") from None
+                raise fail("cache", f"cannot move {scratch} to {target} ({exc})") from None
             # Another job of the sweep published first; its copy is as good as this one, which goes.
             log.debug("%s: another job published first; discarding this copy", target)
-        splits = _open_cache(target)
+        splits = open_cache(target)
         if splits is None:
-            raise _fail("cache", f"cannot read the cache folder {target} just written; delete it and run again")
+            raise fail("cache", f"cannot read the cache folder {target} just written; delete it and run again")
         return splits
     finally:
         if scratch.exists():
-            _discard(scratch)
+            discard(scratch)
 
 
 def _store(file: Path, x: np.ndarray) -> None:
@@ -141,7 +141,7 @@ def _store(file: Path, x: np.ndarray) -> None:
     os.replace(part, file)
 
 
-def _discard(folder: Path, rename: bool = False) -> None:
+def discard(folder: Path, rename: bool = False) -> None:
     if rename:  # out of the cache's name first, so no reader sees it half deleted
         aside = folder.with_name(f".{folder.name}.{os.getpid()}.{os.urandom(4).hex()}.stale")
         try:

@@ -26,7 +26,7 @@ BAD_IMAGE_CHOICES = ("error", "skip")
 DataError = errors.DataError  # raised by every source; defined with the other user errors
 
 
-def _fail(key: str, message: str) -> DataError:
+def fail(key: str, message: str) -> DataError:
     return DataError(f"dataset.{key}: {message}".replace("\n", " "))
 
 
@@ -57,7 +57,7 @@ class Splits:
         return tuple(int(d) for d in self.train.x.shape[1:])
 
 
-def _stamp(file: Path) -> tuple[int, int]:
+def stamp(file: Path) -> tuple[int, int]:
     """(size, mtime_ns): what a cache key sees of a file, without opening it."""
     stat = file.stat()
     return stat.st_size, stat.st_mtime_ns
@@ -65,7 +65,7 @@ def _stamp(file: Path) -> tuple[int, int]:
 
 # ---------------------------------------------------------------------------------------------- resize, channels
 
-def _resize(x: np.ndarray, size: int | None) -> np.ndarray:
+def resize_images(x: np.ndarray, size: int | None) -> np.ndarray:
     if size is None or x.shape[1:3] == (size, size):
         return x
     # Area averaging when shrinking avoids aliasing; bilinear when enlarging.
@@ -76,7 +76,7 @@ def _resize(x: np.ndarray, size: int | None) -> np.ndarray:
     return out
 
 
-def _to_channels(x: np.ndarray, channels: int | None) -> np.ndarray:
+def to_channels(x: np.ndarray, channels: int | None) -> np.ndarray:
     if channels is None or x.shape[-1] == channels:
         return x
     if channels == 3:
@@ -107,35 +107,35 @@ def _take(y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return kept, taken
 
 
-def _three_way(y: np.ndarray, val_fraction: float, test_fraction: float, seed: int, blame: str = "path"):
+def three_way(y: np.ndarray, val_fraction: float, test_fraction: float, seed: int, blame: str = "path"):
     """Positions (train, val, test) into y; both fractions are of len(y)."""
     n_test, n_val = _count(len(y), test_fraction), _count(len(y), val_fraction)
     if len(y) - n_test - n_val < 1:
-        raise _fail(blame, f"{len(y)} images are too few to take validation ({val_fraction:g}) "
+        raise fail(blame, f"{len(y)} images are too few to take validation ({val_fraction:g}) "
                            f"and test ({test_fraction:g}) fractions from")
     rest, test = _take(y, n_test, seed)
     train, val = _take(y[rest], n_val, seed)
     return rest[train], rest[val], test
 
 
-def _fill_splits(y, pools: dict[str, np.ndarray], val_fraction, test_fraction, seed):
+def fill_splits(y, pools: dict[str, np.ndarray], val_fraction, test_fraction, seed):
     """Index arrays (train, val, test) into y: the splits the source lacks are taken from its train pool."""
     pool = pools["train"]
     if "val" not in pools and "test" not in pools:
-        train, val, test = _three_way(y[pool], val_fraction, test_fraction, seed)
+        train, val, test = three_way(y[pool], val_fraction, test_fraction, seed)
         return pool[train], pool[val], pool[test]
     taken = dict(pools)
     for split, fraction in (("val", val_fraction), ("test", test_fraction)):
         if split not in pools:
             keep, take = _take(y[pool], _count(len(pool), fraction), seed)
             if len(keep) == 0:
-                raise _fail("path", f"{len(pool)} training images are too few to take a {split} fraction "
+                raise fail("path", f"{len(pool)} training images are too few to take a {split} fraction "
                                     f"of {fraction:g} from")
             taken[split], pool = pool[take], pool[keep]
     return pool, taken["val"], taken["test"]
 
 
-def _subsample(y, train, val, test, train_size, seed):
+def subsample(y, train, val, test, train_size, seed):
     if train_size is not None and train_size < len(train):
         # Fewer training images make overfitting, and what augmentation does about it, visible.
         _, kept = _take(y[train], train_size, seed)
@@ -143,70 +143,70 @@ def _subsample(y, train, val, test, train_size, seed):
     return train, val, test
 
 
-def _splits(x, y, class_names, train, val, test, train_size, seed) -> Splits:
+def make_splits(x, y, class_names, train, val, test, train_size, seed) -> Splits:
     part = lambda idx: Split(x[idx], y[idx].astype(np.int64))
-    train, val, test = _subsample(y, train, val, test, train_size, seed)
+    train, val, test = subsample(y, train, val, test, train_size, seed)
     return Splits(part(train), part(val), part(test), list(class_names))
 
 
 # ---------------------------------------------------------------------------------------------- checks
 
-def _integer(args, key, minimum, optional=False):
+def integer_arg(args, key, minimum, optional=False):
     value = args.get(key)
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _fail(key, f"expected an integer >= {minimum}{' or null' if optional else ''}, got {value!r}")
+        raise fail(key, f"expected an integer >= {minimum}{' or null' if optional else ''}, got {value!r}")
 
 
-def _number(value) -> bool:
+def number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _fraction(args, key):
     value = args.get(key)
-    if not _number(value) or not 0 <= value < 1:
-        raise _fail(key, f"expected a fraction in [0, 1), got {value!r}")
+    if not number(value) or not 0 <= value < 1:
+        raise fail(key, f"expected a fraction in [0, 1), got {value!r}")
 
 
-def _common(args, split_keys=None, size_optional=False, channels_optional=False, train_size=True):
-    _integer(args, "image_size", 8, optional=size_optional)
+def common_args(args, split_keys=None, size_optional=False, channels_optional=False, train_size=True):
+    integer_arg(args, "image_size", 8, optional=size_optional)
     channels = args.get("channels")
     if not (channels in (1, 3) and not isinstance(channels, bool)) and not (channels is None and channels_optional):
-        raise _fail("channels", f"expected 1 or 3{' or null' if channels_optional else ''}, got {channels!r}")
-    _integer(args, "split_seed", 0)
+        raise fail("channels", f"expected 1 or 3{' or null' if channels_optional else ''}, got {channels!r}")
+    integer_arg(args, "split_seed", 0)
     if train_size:
-        _integer(args, "train_size", 1, optional=True)
+        integer_arg(args, "train_size", 1, optional=True)
     if split_keys:
         for key in split_keys:
             _fraction(args, key)
         total = sum(args[key] for key in split_keys)
         if total >= 1:
-            raise _fail(split_keys[-1], f"{' + '.join(split_keys)} = {total:g} leaves no training images (must be < 1)")
+            raise fail(split_keys[-1], f"{' + '.join(split_keys)} = {total:g} leaves no training images (must be < 1)")
 
 
-def _on_bad_image(args):
+def bad_image_policy(args):
     if args.get("on_bad_image") not in BAD_IMAGE_CHOICES:
-        raise _fail("on_bad_image", f"expected one of {'|'.join(BAD_IMAGE_CHOICES)}, got {args.get('on_bad_image')!r}")
+        raise fail("on_bad_image", f"expected one of {'|'.join(BAD_IMAGE_CHOICES)}, got {args.get('on_bad_image')!r}")
 
 
-def _path(args, kind, example):
+def path_arg(args, kind, example):
     value = args.get("path")
     if value in (None, "", MISSING):
-        raise _fail("path", f"required, e.g. dataset.path={example}")
+        raise fail("path", f"required, e.g. dataset.path={example}")
     path = Path(str(value)).expanduser()
     if not path.exists():
-        raise _fail("path", f"{kind} {path} does not exist")
+        raise fail("path", f"{kind} {path} does not exist")
     if kind == "folder" and not path.is_dir():
-        raise _fail("path", f"{path} is a file; expected a folder of class folders")
+        raise fail("path", f"{path} is a file; expected a folder of class folders")
     if kind == "file" and path.is_dir():
-        raise _fail("path", f"{path} is a folder; expected an .npz file")
+        raise fail("path", f"{path} is a folder; expected an .npz file")
 
 
-def _interval(args, key, low, high, positive=False):
+def interval(args, key, low, high, positive=False):
     value = args.get(key)
-    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(_number(v) for v in value)
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(number(v) for v in value)
     ok = ok and low <= value[0] <= value[1] <= high and not (positive and value[0] <= 0)
     if not ok:
         bounds = f"{'(' if positive else '['}{low:g}, {high:g}]"
-        raise _fail(key, f"expected [low, high] with low <= high within {bounds}, got {value!r}")
+        raise fail(key, f"expected [low, high] with low <= high within {bounds}, got {value!r}")

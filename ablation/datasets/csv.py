@@ -15,14 +15,14 @@ from ablation.datasets.common import (
     MISSING,
     SPLIT_NAMES,
     Splits,
-    _common,
-    _fail,
-    _fill_splits,
-    _on_bad_image,
-    _stamp,
-    _subsample,
+    bad_image_policy,
+    common_args,
+    fail,
+    fill_splits,
+    stamp,
+    subsample,
 )
-from ablation.datasets.images import _decode_splits
+from ablation.datasets.images import decode_splits
 
 # Values of the split column (case-insensitive) -> split; the same names the folder layout accepts.
 CSV_SPLITS = {"train": "train", "validation": "val", "val": "val", "valid": "val", "test": "test"}
@@ -42,11 +42,11 @@ def load_csv(path: str, x_col: str = "filename", y_col: str = "class", split_col
     its line (on_bad_image="skip"). allocate: as for load_folder."""
     files, y, owner, class_names = _csv_index(path, x_col, y_col, split_col)
     pools = {split: np.flatnonzero(owner == split) for split in SPLIT_NAMES if np.any(owner == split)}
-    indices = _fill_splits(y, pools, validation_split, test_split, split_seed)
-    indices = _subsample(y, *indices, train_size, split_seed)
+    indices = fill_splits(y, pools, validation_split, test_split, split_seed)
+    indices = subsample(y, *indices, train_size, split_seed)
     table = Path(path).expanduser()
     # Row i is line i + 2 of the table (the header is line 1), as in _csv_index's messages.
-    return _decode_splits(files, y, indices, class_names, image_size, channels, on_bad_image, allocate,
+    return decode_splits(files, y, indices, class_names, image_size, channels, on_bad_image, allocate,
                           where=lambda i: f"{table} line {i + 2}: image file {files[i]}",
                           listed=lambda i, reason: (os.path.abspath(files[i]), f"{table.name} line {i + 2}: {reason}"))
 
@@ -61,16 +61,16 @@ def _csv_index(path, x_col, y_col, split_col) -> tuple[list[Path], np.ndarray, n
         # Every cell as text: integer labels are recognised below, never turned into floats by an empty cell.
         table = pd.read_csv(table_file, dtype=str, keep_default_na=False, skipinitialspace=True)
     except pd.errors.EmptyDataError:
-        raise _fail("path", f"{table_file} is empty; expected a header line ({x_col},{y_col}) and one row per "
+        raise fail("path", f"{table_file} is empty; expected a header line ({x_col},{y_col}) and one row per "
                             "image") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
-        raise _fail("path", f"{table_file}: cannot read as CSV ({exc})") from None
+        raise fail("path", f"{table_file}: cannot read as CSV ({exc})") from None
     columns = [str(c) for c in table.columns]
     for key, column in (("x_col", x_col), ("y_col", y_col), ("split_col", split_col)):
         if column is not None and column not in columns:
-            raise _fail(key, f"{table_file} has no column {column!r} (columns: {', '.join(columns)})")
+            raise fail(key, f"{table_file} has no column {column!r} (columns: {', '.join(columns)})")
     if table.empty:
-        raise _fail("path", f"{table_file} has a header but no rows")
+        raise fail("path", f"{table_file} has a header but no rows")
 
     paths, labels = table[x_col].str.strip(), table[y_col].str.strip()
     if split_col is None:
@@ -79,25 +79,25 @@ def _csv_index(path, x_col, y_col, split_col) -> tuple[list[Path], np.ndarray, n
         owner = np.asarray([_csv_split(table_file, split_col, i, v) for i, v in enumerate(table[split_col])],
                            dtype=object)
         if not np.any(owner == "train"):
-            raise _fail("split_col", f"{table_file}: no row has {split_col}=train; the training rows fix the "
+            raise fail("split_col", f"{table_file}: no row has {split_col}=train; the training rows fix the "
                                      "classes")
     files = []
     for i, (value, label) in enumerate(zip(paths, labels)):
         if not value:
-            raise _fail("path", f"{table_file} line {i + 2}: empty {x_col!r}")
+            raise fail("path", f"{table_file} line {i + 2}: empty {x_col!r}")
         if not label:
-            raise _fail("path", f"{table_file} line {i + 2}: empty {y_col!r}")
+            raise fail("path", f"{table_file} line {i + 2}: empty {y_col!r}")
         file = Path(value).expanduser()
         file = file if file.is_absolute() else table_file.parent / file
         if not file.is_file():
-            raise _fail("path", f"{table_file} line {i + 2}: image file {value} not found ({file})")
+            raise fail("path", f"{table_file} line {i + 2}: image file {value} not found ({file})")
         files.append(file)
 
     train = owner == "train"
     if all(INTEGER.fullmatch(v) for v in labels):
         y = labels.astype(np.int64).to_numpy()
         if y.min() < 0:
-            raise _fail("path", f"{table_file} line {int(np.argmin(y)) + 2}: integer labels are class indices "
+            raise fail("path", f"{table_file} line {int(np.argmin(y)) + 2}: integer labels are class indices "
                                 f">= 0, got {y.min()}")
         class_names = [str(k) for k in range(int(y[train].max()) + 1)]
         known = y < len(class_names)
@@ -109,10 +109,10 @@ def _csv_index(path, x_col, y_col, split_col) -> tuple[list[Path], np.ndarray, n
         i = int(np.flatnonzero(~known)[0])
         shown = ", ".join(class_names[:10]) + (", ..." if len(class_names) > 10 else "")
         split = {"val": "validation", "test": "test"}[owner[i]]
-        raise _fail("path", f"{table_file} line {i + 2}: label {labels.iloc[i]!r} of a {split} row is not among "
+        raise fail("path", f"{table_file} line {i + 2}: label {labels.iloc[i]!r} of a {split} row is not among "
                             f"the training rows' classes ({shown})")
     if len(set(y[train])) < 2:
-        raise _fail("path", f"{table_file}: the training rows have only one class ({class_names[y[train][0]]}); "
+        raise fail("path", f"{table_file}: the training rows have only one class ({class_names[y[train][0]]}); "
                             "a classifier needs two or more")
     return files, y, owner.astype(str), class_names
 
@@ -120,7 +120,7 @@ def _csv_index(path, x_col, y_col, split_col) -> tuple[list[Path], np.ndarray, n
 def _csv_split(table_file, split_col, i, value) -> str:
     split = CSV_SPLITS.get(str(value).strip().lower())
     if split is None:
-        raise _fail("split_col", f"{table_file} line {i + 2}: {split_col} is {value!r}; expected train, "
+        raise fail("split_col", f"{table_file} line {i + 2}: {split_col} is {value!r}; expected train, "
                                  "validation (or val, valid) or test")
     return split
 
@@ -128,26 +128,26 @@ def _csv_split(table_file, split_col, i, value) -> str:
 def check_csv(args):
     value = args.get("path")
     if value in (None, "", MISSING):
-        raise _fail("path", "required, e.g. dataset.path=/data/labels.csv")
+        raise fail("path", "required, e.g. dataset.path=/data/labels.csv")
     table = Path(str(value)).expanduser()
     if not table.exists():
-        raise _fail("path", f"table {table} does not exist")
+        raise fail("path", f"table {table} does not exist")
     if table.is_dir():
-        raise _fail("path", f"{table} is a folder; expected a CSV table")
+        raise fail("path", f"{table} is a folder; expected a CSV table")
     for key in ("x_col", "y_col", "split_col"):
         column = args.get(key)
         if not (isinstance(column, str) and column.strip()) and not (key == "split_col" and column is None):
-            raise _fail(key, f"expected a column name{' or null' if key == 'split_col' else ''}, got {column!r}")
+            raise fail(key, f"expected a column name{' or null' if key == 'split_col' else ''}, got {column!r}")
     if args["x_col"] == args["y_col"] or args["split_col"] in (args["x_col"], args["y_col"]):
-        raise _fail("y_col" if args["x_col"] == args["y_col"] else "split_col",
+        raise fail("y_col" if args["x_col"] == args["y_col"] else "split_col",
                     f"x_col, y_col and split_col must name different columns, got {args['x_col']!r}, "
                     f"{args['y_col']!r}, {args['split_col']!r}")
-    _common(args, ("validation_split", "test_split"))
-    _on_bad_image(args)
+    common_args(args, ("validation_split", "test_split"))
+    bad_image_policy(args)
 
 
-def _csv_listing(args):
+def csv_listing(args):
     """The table's size and mtime, and every image file it names with its own."""
     table = Path(args["path"]).expanduser()
     files = _csv_index(table, args["x_col"], args["y_col"], args["split_col"])[0]
-    return [_stamp(table), [(str(f), *_stamp(f)) for f in files]]
+    return [stamp(table), [(str(f), *stamp(f)) for f in files]]

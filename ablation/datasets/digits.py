@@ -7,7 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ablation.datasets.common import Splits, _common, _splits, _three_way, _to_channels
+from ablation.datasets.common import Splits, common_args, make_splits, three_way, to_channels
 
 
 def load_digits(image_size: int = 32, channels: int = 1, train_size: int | None = 500, validation_split: float = 0.2,
@@ -20,11 +20,11 @@ def load_digits(image_size: int = 32, channels: int = 1, train_size: int | None 
     if image_size != images.shape[1]:
         # Cubic keeps strokes round when blowing 8 px up 4x; it overshoots a little, hence the clip.
         images = np.stack([cv2.resize(im, (image_size, image_size), interpolation=cv2.INTER_CUBIC) for im in images])
-    x = _to_channels(np.clip(np.rint(images), 0, 255).astype(np.uint8)[..., None], channels)
+    x = to_channels(np.clip(np.rint(images), 0, 255).astype(np.uint8)[..., None], channels)
     y = bunch.target.astype(np.int64)
-    train, val, test = _three_way(y, validation_split, test_split, split_seed, blame="validation_split")
-    return _splits(x, y, [str(i) for i in range(10)], train, val, test, train_size, split_seed)
+    train, val, test = three_way(y, validation_split, test_split, split_seed, blame="validation_split")
+    return make_splits(x, y, [str(i) for i in range(10)], train, val, test, train_size, split_seed)
 
 
-def _check_digits(args):
-    _common(args, ("validation_split", "test_split"))
+def check_digits(args):
+    common_args(args, ("validation_split", "test_split"))

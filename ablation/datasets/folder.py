@@ -11,15 +11,15 @@ import numpy as np
 
 from ablation.datasets.common import (
     Splits,
-    _common,
-    _fail,
-    _fill_splits,
-    _on_bad_image,
-    _path,
-    _stamp,
-    _subsample,
+    bad_image_policy,
+    common_args,
+    fail,
+    fill_splits,
+    path_arg,
+    stamp,
+    subsample,
 )
-from ablation.datasets.images import IMAGE_EXTENSIONS, _decode_splits, _images_in
+from ablation.datasets.images import IMAGE_EXTENSIONS, decode_splits, images_in
 
 # Folder layout: split name -> accepted folder names ("valid" is what Roboflow exports).
 SPLIT_FOLDERS = {"train": ("train",), "val": ("validation", "val", "valid"), "test": ("test",)}
@@ -40,11 +40,11 @@ def load_folder(path: str, image_size: int = 64, channels: int = 3, validation_s
     """
     files, y, owner, present, class_names = _folder_index(path)
     # The file list is split first, so only the images a split keeps are decoded, straight into its array.
-    indices = _fill_splits(y, {split: np.flatnonzero(owner == split) for split in present},
+    indices = fill_splits(y, {split: np.flatnonzero(owner == split) for split in present},
                            validation_split, test_split, split_seed)
-    indices = _subsample(y, *indices, train_size, split_seed)
+    indices = subsample(y, *indices, train_size, split_seed)
     root = Path(path).expanduser()
-    return _decode_splits(files, y, indices, class_names, image_size, channels, on_bad_image, allocate,
+    return decode_splits(files, y, indices, class_names, image_size, channels, on_bad_image, allocate,
                           where=lambda i: str(files[i]), listed=lambda i, reason: (_listed(root, files[i]), reason))
 
 
@@ -62,21 +62,21 @@ def _folder_index(path) -> tuple[list[Path], np.ndarray, np.ndarray, list[str], 
         layout = {"train": root}
     found = {split: _class_files(folder) for split, folder in layout.items()}
     if not found["train"]:
-        raise _fail("path", f"{layout['train']} has no class folders with images ({' '.join(IMAGE_EXTENSIONS)})")
+        raise fail("path", f"{layout['train']} has no class folders with images ({' '.join(IMAGE_EXTENSIONS)})")
     for split, folder in layout.items():
         for sub in _subfolders(folder):
             if sub.name not in found[split]:
                 # Left out, it would silently shift every later class's label index.
-                raise _fail("path", f"{sub}: empty class folder (no {' '.join(IMAGE_EXTENSIONS)} files); add images "
+                raise fail("path", f"{sub}: empty class folder (no {' '.join(IMAGE_EXTENSIONS)} files); add images "
                                     f"or remove the folder")
     class_names = sorted(found["train"])
     if len(class_names) < 2:
-        raise _fail("path", f"{layout['train']} has only one class folder ({class_names[0]}); "
+        raise fail("path", f"{layout['train']} has only one class folder ({class_names[0]}); "
                             "a classifier needs two or more")
     for split, classes in found.items():
         for name in classes:
             if name not in found["train"]:
-                raise _fail("path", f"{layout[split] / name}: class {name!r} has no images in {layout['train']}")
+                raise fail("path", f"{layout[split] / name}: class {name!r} has no images in {layout['train']}")
 
     files, labels, owner = [], [], []
     for split, classes in found.items():
@@ -95,14 +95,14 @@ def _folder_layout(root: Path) -> dict[str, Path]:
     for split, names in SPLIT_FOLDERS.items():
         present = [root / name for name in names if (root / name).is_dir()]
         if len(present) > 1:
-            raise _fail("path", f"{root} has both {present[0].name}/ and {present[1].name}/; keep one")
+            raise fail("path", f"{root} has both {present[0].name}/ and {present[1].name}/; keep one")
         if present:
             layout[split] = present[0]
     known = {p.name for p in layout.values()}
     for other in (p for p in _subfolders(root) if p.name not in known):
-        if _class_files(other) or _images_in(other):
+        if _class_files(other) or images_in(other):
             # Silently ignoring it would hide a misspelt split (e.g. "validaton") and shrink the data.
-            raise _fail("path", f"{other}: unexpected folder beside train/ (expected validation/ or val/, and test/)")
+            raise fail("path", f"{other}: unexpected folder beside train/ (expected validation/ or val/, and test/)")
     return layout
 
 
@@ -114,19 +114,19 @@ def _class_files(folder: Path) -> dict[str, list[Path]]:
     """Class folder name -> its image files, recursive and sorted as Keras does; folders without images left out."""
     classes = {}
     for sub in _subfolders(folder):
-        files = _images_in(sub)
+        files = images_in(sub)
         if files:
             classes[sub.name] = files
     return classes
 
 
-def _check_folder(args):
-    _path(args, "folder", "/data/flowers")
-    _common(args, ("validation_split", "test_split"))
-    _on_bad_image(args)
+def check_folder(args):
+    path_arg(args, "folder", "/data/flowers")
+    common_args(args, ("validation_split", "test_split"))
+    bad_image_policy(args)
 
 
-def _folder_listing(args):
+def folder_listing(args):
     """Every image's path relative to the folder, with its size and mtime; stat() only, no image is opened."""
     root = Path(args["path"]).expanduser()
-    return [(f.relative_to(root).as_posix(), *_stamp(f)) for f in _folder_index(root)[0]]
+    return [(f.relative_to(root).as_posix(), *stamp(f)) for f in _folder_index(root)[0]]

@@ -1,6 +1,6 @@
 """Image files -> uint8 arrays, for the sources that read files (folder, csv) and for ablation.predict: finding
-image files, decoding one (`_read_image`, naming what is wrong with a broken one), decoding many in threads, and
-decoding a source's train/val/test files into their arrays with on_bad_image=error|skip (`_decode_splits`).
+image files, decoding one (`read_image`, naming what is wrong with a broken one), decoding many in threads, and
+decoding a source's train/val/test files into their arrays with on_bad_image=error|skip (`decode_splits`).
 
 Pillow and numpy only; no Keras, no MLflow.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from ablation.datasets.common import DECODE_CHUNK, SPLIT_NAMES, Split, Splits, _fail
+from ablation.datasets.common import DECODE_CHUNK, SPLIT_NAMES, Split, Splits, fail
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 # What a file's first bytes say it is, for naming the problem when PIL cannot even open it.
@@ -30,14 +30,14 @@ class BadImage(Exception):
     """An image file that cannot be decoded; the message is the reason, e.g. "truncated JPEG"."""
 
 
-def _images_in(folder: Path) -> list[Path]:
+def images_in(folder: Path) -> list[Path]:
     """Image files under folder. Other files (notes, .DS_Store) are not data; hidden ones (macOS' ._x.jpg
     resource forks, .ipynb_checkpoints/) are copies or metadata, not images of the class."""
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-def _decode_splits(files: list[Path], y: np.ndarray, indices, class_names: list[str], image_size: int, channels: int,
+def decode_splits(files: list[Path], y: np.ndarray, indices, class_names: list[str], image_size: int, channels: int,
                    on_bad_image: str, allocate, where, listed) -> Splits:
     """Splits whose images are files[idx] for each index array of indices (train, val, test), every image decoded
     here straight into its split's array: allocate(split, shape) -> uint8 array (default np.empty; the cache
@@ -51,7 +51,7 @@ def _decode_splits(files: list[Path], y: np.ndarray, indices, class_names: list[
     progress = Progress(sum(len(idx) for idx in indices))
     for split, idx in zip(SPLIT_NAMES, indices):
         x = allocate(split, (len(idx), image_size, image_size, channels))
-        bad = _decode_into(x, [files[i] for i in idx], image_size, channels, stop=on_bad_image == "error",
+        bad = decode_into(x, [files[i] for i in idx], image_size, channels, stop=on_bad_image == "error",
                            where=lambda i, idx=idx: where(idx[i]), progress=progress)
         if bad:
             skipped += [listed(idx[i], reason) for i, reason in bad]
@@ -73,7 +73,7 @@ def _check_skips(train: Split, class_names: list[str], labels_before: np.ndarray
     """A class whose every training image was skipped would silently never be learnt: an error instead."""
     emptied = np.setdiff1d(np.unique(labels_before), np.unique(train.y))
     if len(emptied):
-        raise _fail("path", f"class {class_names[emptied[0]]!r} has no readable training images left after skipping "
+        raise fail("path", f"class {class_names[emptied[0]]!r} has no readable training images left after skipping "
                             f"{len(skipped)} unreadable file(s) (first: {skipped[0][0]}: {skipped[0][1]})")
 
 
@@ -100,7 +100,7 @@ class Progress:
             self.log.info("%s %s images in %.0f s", self.label, f"{self.done:,}", time.monotonic() - self.started)
 
 
-def _decode_into(out: np.ndarray, files: list[Path], size: int, channels: int, stop: bool = True,
+def decode_into(out: np.ndarray, files: list[Path], size: int, channels: int, stop: bool = True,
                  where=None, progress: Progress | None = None) -> list:
     """Decode files[i] into out[i]. stop: raise DataError at the first unreadable file (in file order), naming it
     as where(i) (default: its path); otherwise return [(i, reason)] for the unreadable ones, whose rows are left
@@ -110,7 +110,7 @@ def _decode_into(out: np.ndarray, files: list[Path], size: int, channels: int, s
 
     def decode(i):
         try:
-            out[i] = _read_image(files[i], size, mode)
+            out[i] = read_image(files[i], size, mode)
         except BadImage as exc:
             return i, str(exc)
         return None
@@ -121,7 +121,7 @@ def _decode_into(out: np.ndarray, files: list[Path], size: int, channels: int, s
         for start in range(0, len(files), DECODE_CHUNK):
             for result in pool.map(decode, range(start, min(start + DECODE_CHUNK, len(files)))):
                 if result is not None and stop:
-                    raise _fail("path", f"{where(result[0])}: cannot decode image ({result[1]}); fix or remove the "
+                    raise fail("path", f"{where(result[0])}: cannot decode image ({result[1]}); fix or remove the "
                                         f"file, or set dataset.on_bad_image=skip to leave such files out")
                 if result is not None:
                     bad.append(result)
@@ -130,7 +130,7 @@ def _decode_into(out: np.ndarray, files: list[Path], size: int, channels: int, s
     return bad
 
 
-def _read_image(file: Path, size: int, mode: str) -> np.ndarray:
+def read_image(file: Path, size: int, mode: str) -> np.ndarray:
     """One image as uint8 (size, size, 1 or 3). Raises BadImage with a short reason.
 
     Conversions: grayscale is repeated into R, G and B; colour becomes gray by ITU-R 601 luma; alpha is dropped

@@ -18,13 +18,13 @@ import numpy as np
 from ablation.datasets.common import (
     DataError,
     Splits,
-    _common,
-    _fail,
-    _fill_splits,
-    _resize,
-    _splits,
-    _stamp,
-    _to_channels,
+    common_args,
+    fail,
+    fill_splits,
+    make_splits,
+    resize_images,
+    stamp,
+    to_channels,
 )
 
 KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
@@ -69,17 +69,17 @@ def load_keras_datasets(which: str, label_mode: str = "fine", keras_home: str | 
     else:
         (x_train, y_train), (x_test, y_test), class_names = _read_cifar(which, sources[0], label_mode)
     if len(x_train) == 0 or len(x_test) == 0:
-        raise _fail("which", f"{which}: {sources[0]} holds {len(x_train)} training and {len(x_test)} test images; "
+        raise fail("which", f"{which}: {sources[0]} holds {len(x_train)} training and {len(x_test)} test images; "
                              "expected both")
     y = np.concatenate([y_train, y_test]).astype(np.int64)
     if y.min() < 0 or y.max() >= len(class_names):
-        raise _fail("which", f"{which}: {sources[0]}: labels must lie in 0..{len(class_names) - 1}, found "
+        raise fail("which", f"{which}: {sources[0]}: labels must lie in 0..{len(class_names) - 1}, found "
                              f"{y.min()}..{y.max()}")
     x = np.concatenate([x_train, x_test])
-    x = _to_channels(_resize(x if x.ndim == 4 else x[..., None], image_size), channels)
+    x = to_channels(resize_images(x if x.ndim == 4 else x[..., None], image_size), channels)
     pools = {"train": np.arange(len(x_train)), "test": np.arange(len(x_train), len(x))}
-    train, val, test = _fill_splits(y, pools, validation_split, 0.0, split_seed)
-    return _splits(x, y, class_names, train, val, test, train_size, split_seed)
+    train, val, test = fill_splits(y, pools, validation_split, 0.0, split_seed)
+    return make_splits(x, y, class_names, train, val, test, train_size, split_seed)
 
 
 def keras_datasets_dir(keras_home: str | None = None) -> Path:
@@ -139,15 +139,15 @@ def _read_mnist(file: Path):
         with np.load(file, allow_pickle=False) as data:
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in data.files]
             if missing:
-                raise _fail("which", f"mnist: {file} has no array {missing[0]!r} (found: "
+                raise fail("which", f"mnist: {file} has no array {missing[0]!r} (found: "
                                      f"{', '.join(data.files) or 'none'})")
             arrays = {k: data[k] for k in ("x_train", "y_train", "x_test", "y_test")}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise _fail("which", f"mnist: {file}: cannot read as .npz ({exc})") from None
+        raise fail("which", f"mnist: {file}: cannot read as .npz ({exc})") from None
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.dtype != np.uint8 or x.ndim != 3 or y.shape != (len(x),):
-            raise _fail("which", f"mnist: {file}: expected uint8 x_{split} (N, H, W) and y_{split} (N,), got "
+            raise fail("which", f"mnist: {file}: expected uint8 x_{split} (N, H, W) and y_{split} (N,), got "
                                  f"{x.dtype} {x.shape} and {y.shape}")
     return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
 
@@ -159,13 +159,13 @@ def _read_fashion(files: list[Path]):
             with gzip.open(file, "rb") as stream:
                 return np.frombuffer(stream.read(), np.uint8, offset=header)
         except (OSError, EOFError, ValueError) as exc:
-            raise _fail("which", f"fashion_mnist: {file}: cannot read as a gzipped IDX file ({exc})") from None
+            raise fail("which", f"fashion_mnist: {file}: cannot read as a gzipped IDX file ({exc})") from None
 
     splits = []
     for labels_file, images_file in (files[:2], files[2:]):
         y, pixels = read(labels_file, 8), read(images_file, 16)
         if pixels.size != len(y) * 28 * 28:
-            raise _fail("which", f"fashion_mnist: {images_file} holds {pixels.size} pixels, not the 28x28 images "
+            raise fail("which", f"fashion_mnist: {images_file} holds {pixels.size} pixels, not the 28x28 images "
                                  f"for the {len(y)} labels of {labels_file.name}")
         splits.append((pixels.reshape(len(y), 28, 28), y))
     return splits
@@ -176,7 +176,7 @@ def _read_cifar(which: str, source: Path, label_mode: str):
     batches = _cifar_pickles(which, source, inner, (*train_files, test_file, "meta"))
     for name in (*train_files, test_file):
         if name not in batches:
-            raise _fail("which", f"{which}: {source} has no {inner}/{name}")
+            raise fail("which", f"{which}: {source} has no {inner}/{name}")
     label_key = label_keys[label_mode]
     parts = []
     for names in (train_files, (test_file,)):
@@ -186,7 +186,7 @@ def _read_cifar(which: str, source: Path, label_mode: str):
             data, labels = batch.get(b"data"), batch.get(label_key)
             if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 \
                     or labels is None or len(labels) != len(data):
-                raise _fail("which", f"{which}: {source}: {name} is not a CIFAR batch (b'data' (N, 3072) uint8 and "
+                raise fail("which", f"{which}: {source}: {name} is not a CIFAR batch (b'data' (N, 3072) uint8 and "
                                      f"{label_key!r} with N labels)")
             xs.append(data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             ys.append(np.asarray(labels, np.int64))
@@ -218,7 +218,7 @@ def _cifar_pickles(which: str, source: Path, inner: str, wanted) -> dict[str, di
                     found[name] = _unpickle(archive.extractfile(member))
         return found
     except (OSError, EOFError, tarfile.TarError, pickle.UnpicklingError, ValueError, TypeError) as exc:
-        raise _fail("which", f"{which}: {source}: cannot read the CIFAR files ({exc})") from None
+        raise fail("which", f"{which}: {source}: cannot read the CIFAR files ({exc})") from None
 
 
 class _ArraysOnly(pickle.Unpickler):
@@ -239,21 +239,21 @@ def _unpickle(stream) -> dict:
 def check_keras_datasets(args):
     which = args.get("which")
     if which not in KERAS_DATASETS:
-        raise _fail("which", f"expected one of {', '.join(KERAS_DATASETS)}, got {which!r}")
+        raise fail("which", f"expected one of {', '.join(KERAS_DATASETS)}, got {which!r}")
     if args.get("label_mode") not in ("fine", "coarse"):
-        raise _fail("label_mode", f"expected fine or coarse, got {args.get('label_mode')!r}")
+        raise fail("label_mode", f"expected fine or coarse, got {args.get('label_mode')!r}")
     if args["label_mode"] != "fine" and which != "cifar100":
-        raise _fail("label_mode", f"{args['label_mode']} applies to cifar100 only (dataset.which={which})")
+        raise fail("label_mode", f"{args['label_mode']} applies to cifar100 only (dataset.which={which})")
     home = args.get("keras_home")
     if home is not None and not (isinstance(home, str) and home.strip()):
-        raise _fail("keras_home", f"expected a folder or null ($KERAS_HOME or ~/.keras), got {home!r}")
-    _common(args, ("validation_split",), size_optional=True, channels_optional=True)
+        raise fail("keras_home", f"expected a folder or null ($KERAS_HOME or ~/.keras), got {home!r}")
+    common_args(args, ("validation_split",), size_optional=True, channels_optional=True)
     _keras_sources(which, home)  # a missing download is reported now, before anything slow
 
 
-def _keras_listing(args):
+def keras_listing(args):
     """Every cached file read (for an extracted CIFAR folder, each file in it) with its size and mtime."""
     files = []
     for source in _keras_sources(args["which"], args["keras_home"]):
         files += sorted(p for p in source.iterdir() if p.is_file()) if source.is_dir() else [source]
-    return [(str(f.resolve()), *_stamp(f)) for f in files]
+    return [(str(f.resolve()), *stamp(f)) for f in files]

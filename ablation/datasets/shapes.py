@@ -11,7 +11,7 @@ import math
 import cv2
 import numpy as np
 
-from ablation.datasets.common import Split, Splits, _common, _fail, _integer, _interval, _number, _to_channels
+from ablation.datasets.common import Split, Splits, common_args, fail, integer_arg, interval, number, to_channels
 
 SHAPES = ("circle", "square", "triangle", "star", "cross")
 # Axes that measurably hurt a CNN trained on the narrow range (brightness does not, so it is not among them).
@@ -45,7 +45,7 @@ def load_shapes(image_size: int = 32, channels: int = 3, classes: list[str] = ("
         # One stream per split, so the validation and test images stay the same when n_train changes.
         rng = np.random.default_rng([split_seed, index])
         x, y = _draw_shapes(rng, n, list(classes), image_size, narrow, wide, wide_axes)
-        parts.append(Split(_to_channels(x, channels), y))
+        parts.append(Split(to_channels(x, channels), y))
     return Splits(*parts, class_names=list(classes))
 
 
@@ -112,24 +112,24 @@ def _rotation(theta: float) -> np.ndarray:
     return np.array([[c, -s], [s, c]])
 
 
-def _check_shapes(args):
-    _common(args, train_size=False)
+def check_shapes(args):
+    common_args(args, train_size=False)
     classes = args.get("classes")
     if (not isinstance(classes, (list, tuple)) or len(classes) < 2 or len(set(classes)) != len(classes)
             or any(c not in SHAPES for c in classes)):
-        raise _fail("classes", f"expected two or more distinct shapes from {', '.join(SHAPES)}, got {classes!r}")
-    _integer(args, "n_train", 1)
-    _integer(args, "n_val", 0)
-    _integer(args, "n_test", 0)
-    _integer(args, "eval_wide_axes", 0)
+        raise fail("classes", f"expected two or more distinct shapes from {', '.join(SHAPES)}, got {classes!r}")
+    integer_arg(args, "n_train", 1)
+    integer_arg(args, "n_val", 0)
+    integer_arg(args, "n_test", 0)
+    integer_arg(args, "eval_wide_axes", 0)
     if args["eval_wide_axes"] > len(SHAPE_AXES):
-        raise _fail("eval_wide_axes", f"expected 0..{len(SHAPE_AXES)} ({', '.join(SHAPE_AXES)}), "
+        raise fail("eval_wide_axes", f"expected 0..{len(SHAPE_AXES)} ({', '.join(SHAPE_AXES)}), "
                                       f"got {args['eval_wide_axes']}")
     for prefix in ("train", "eval"):
         shift = args.get(f"{prefix}_shift")
-        if not _number(shift) or not 0 <= shift <= 1:
-            raise _fail(f"{prefix}_shift", f"expected a fraction in [0, 1] of the room around the shape, got {shift!r}")
-        _interval(args, f"{prefix}_rotate_range", -360, 360)
-        _interval(args, f"{prefix}_scale_range", 0, 0.5, positive=True)
-        _interval(args, f"{prefix}_brightness_range", 0, 4, positive=True)
-        _interval(args, f"{prefix}_hue_range", -360, 720)
+        if not number(shift) or not 0 <= shift <= 1:
+            raise fail(f"{prefix}_shift", f"expected a fraction in [0, 1] of the room around the shape, got {shift!r}")
+        interval(args, f"{prefix}_rotate_range", -360, 360)
+        interval(args, f"{prefix}_scale_range", 0, 0.5, positive=True)
+        interval(args, f"{prefix}_brightness_range", 0, 4, positive=True)
+        interval(args, f"{prefix}_hue_range", -360, 720)

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobStatus
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
+
+from ablation import compat
 
 
 @dataclass
@@ -28,6 +29,9 @@ class AblationSweeperConf:
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="ablation", node=AblationSweeperConf, provider="ablation")
+
+
+BasicSweeper = compat.basic_sweeper()
 
 
 class AblationSweeper(BasicSweeper):
@@ -52,7 +56,13 @@ class AblationSweeper(BasicSweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         grid = [job for batch in BasicSweeper.split_arguments(parser.parse_overrides(params), None) for job in batch]
         try:
-            jobs = sweep.expand(grid, self.config)
+            try:
+                jobs = sweep.expand(grid, self.config, load=self._load)
+            except Exception as exc:
+                if not ablation_config.user_error(exc):
+                    raise
+                print(f"error: {exc}", file=sys.stderr)  # a design or policy that cannot be expanded
+                raise SystemExit(2) from None
             os.environ[sweep.SIZE_ENV] = str(len(jobs))
             self._validate(jobs, ablation_config)
             size = self.max_batch_size or len(jobs)
@@ -68,7 +78,7 @@ class AblationSweeper(BasicSweeper):
                 results = self.launcher.launch(batch, initial_job_idx=first)
                 for job, result in zip(batch, results):
                     if result.status == JobStatus.FAILED:
-                        error = result._return_value
+                        error = compat.job_error(result)
                         sweep.failures.append((list(job), f"{type(error).__name__}: {error}".splitlines()[0]))
                 first += len(batch)
                 returns.append(results)
@@ -77,13 +87,21 @@ class AblationSweeper(BasicSweeper):
             sweep.finish(self.config, interrupted=exc)
             raise
 
+    def _load(self, job: list[str]) -> DictConfig:
+        """A job's config as its launcher will compose it: the same loader, so the same search path
+        (hydra.searchpath) finds a user's own policies, datasets and experiments."""
+        from ablation import sweep
+
+        return sweep.missing_config_is_user_error(lambda: self.hydra_context.config_loader.load_sweep_config(
+            master_config=self.config, sweep_overrides=list(job)))
+
     def _validate(self, jobs: list[list[str]], ablation_config) -> None:
         """Compose and check every job before any trains: a bad combination stops the sweep up front."""
         bad = []
         for job in jobs:
-            cfg = self.hydra_context.config_loader.load_sweep_config(master_config=self.config, sweep_overrides=list(job))
-            cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])  # as the job will see it
             try:
+                cfg = self._load(job)
+                cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])  # as the job will see it
                 ablation_config.validate(cfg)
             except Exception as exc:
                 if not ablation_config.user_error(exc):

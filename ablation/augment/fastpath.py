@@ -16,7 +16,9 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from ablation.augment import FILL_MODES, KerasAffine, KerasChannelShift, empty_batch
+from ablation.augment.buffers import empty_batch
+from ablation.augment.checks import FILL_MODES
+from ablation.augment.idg import KerasAffine, KerasChannelShift
 
 _FLIPS = (A.HorizontalFlip, A.VerticalFlip)
 

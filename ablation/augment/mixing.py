@@ -100,7 +100,7 @@ def draw(mix: Mix, count: int, height: int, width: int, rng: np.random.Generator
 
 def mix_images(images: np.ndarray, numbers: dict[str, np.ndarray]) -> np.ndarray:
     """The host's mixing of a uint8 batch (B, H, W, C), into a new batch of the same dtype."""
-    from ablation.augment import empty_batch
+    from ablation.augment.buffers import empty_batch
 
     other = images[numbers["permutation"]]
     out = empty_batch(images.shape, images.dtype)

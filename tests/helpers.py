@@ -1,7 +1,13 @@
 """Helpers shared by several test modules (fixtures live in conftest.py)."""
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def textured(channels: int, size: int = 32) -> np.ndarray:
@@ -18,3 +24,68 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def random_images(n: int, size: int, channels: int = 3, *, classes: int | None = None, high: int = 256,
+                  around=None, spread: int = 15, rng=0):
+    """n random uint8 images of size x size x channels, from rng (a seed or a Generator, passed on so that
+    successive calls draw different images).
+
+    Uniform in [0, high) by default; with `around` (one level per channel), each pixel is that level plus noise
+    in [-spread, spread], clipped to 0-255. With `classes`, returns (images, labels), labels cycling 0..classes-1.
+    """
+    rng = np.random.default_rng(rng)
+    shape = (n, size, size, channels)
+    if around is None:
+        x = rng.integers(0, high, shape, dtype=np.uint8)
+    else:
+        base = np.asarray(around, np.int64).reshape(1, 1, 1, channels)
+        x = np.clip(base + rng.integers(-spread, spread + 1, shape), 0, 255).astype(np.uint8)
+    return x if classes is None else (x, np.arange(n) % classes)
+
+
+def sweep_command(tmp_path: Path, *overrides: str, name: str = "sweep") -> list[str]:
+    """`python -m ablation -m <overrides>` with its store, artifacts, reports and sweep folder under tmp_path."""
+    return [sys.executable, "-m", "ablation", "-m", *overrides, f"tracking.uri={store_uri(tmp_path)}",
+            f"tracking.artifact_root={tmp_path / 'artifacts'}", f"tracking.report_dir={tmp_path / 'reports'}",
+            f"hydra.sweep.dir={tmp_path / name}"]
+
+
+def run_sweep(tmp_path: Path, *overrides: str, name: str = "sweep", timeout: float = 600):
+    """Run sweep_command(...) from the repository root to its end; the CompletedProcess, output captured."""
+    return subprocess.run(sweep_command(tmp_path, *overrides, name=name), cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def store_uri(tmp_path: Path) -> str:
+    """The SQLite tracking store that sweep_command(tmp_path, ...) uses."""
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def runs(uri: str, experiment: str, query: str = "") -> list:
+    """Every run of an experiment in a tracking store ([] when the experiment does not exist yet)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], query, max_results=1000) if exp else []
+
+
+def parents_and_children(found: list) -> tuple[list, list]:
+    """A sweep's runs split into its parent runs (tag sweep=parent) and the job runs."""
+    return ([r for r in found if r.data.tags.get("sweep") == "parent"],
+            [r for r in found if r.data.tags.get("sweep") != "parent"])
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    """Poll predicate() until it returns something truthy (returned) or fail, saying what was awaited.
+
+    predicate may raise AssertionError to fail at once (a process that died while we waited)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)

@@ -24,8 +24,9 @@ def _private_expansions(tmp_path_factory, monkeypatch):
     monkeypatch.setenv(expand.EXPANDED_ENV, str(tmp_path_factory.getbasetemp() / "expanded"))
 
 
-def _images(folder, ext=None):
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in ((f".{ext}",) if ext else (".png", ".jpg")))
+def _image_files(folder, ext=None):
+    suffixes = (f".{ext}",) if ext else (".png", ".jpg")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in suffixes)
 
 
 def _read(path):
@@ -42,13 +43,13 @@ def _expansion(make_cfg, *overrides):
 
 def test_expanded_folder_holds_the_originals_and_copies_with_prefix_and_format(make_cfg):
     cfg, splits, _, result = _expansion(make_cfg, "augmentation.copies=2", "augmentation.save_prefix=img")
-    train = _images(result.folder / "train")
+    train = _image_files(result.folder / "train")
     assert len(train) == N_TRAIN * (1 + 2) == result.images == result.manifest["counts"]["train"]
     assert all(re.fullmatch(r"img_\d{3}_[0-2]\.png", p.name) for p in train), train[:3]
     assert sorted({p.parent.name for p in train}) == sorted(set(splits.class_names))
-    assert len(_images(result.folder / "validation")) == len(splits.val) > 0
-    assert len(_images(result.folder / "test")) == len(splits.test) > 0
-    assert result.bytes == sum(p.stat().st_size for p in _images(result.folder)) > 0
+    assert len(_image_files(result.folder / "validation")) == len(splits.val) > 0
+    assert len(_image_files(result.folder / "test")) == len(splits.test) > 0
+    assert result.bytes == sum(p.stat().st_size for p in _image_files(result.folder)) > 0
     assert result.folder.parent == expand.root() and result.created
 
     # Copy 0 is the original pixel for pixel, in the class folder of its label; copies are augmented versions.
@@ -73,15 +74,15 @@ def test_writing_an_expansion_reports_its_progress(make_cfg, monkeypatch, caplog
     lines = [r.getMessage() for r in caplog.records if r.name == "ablation.expand"]
     assert len(lines) >= 5 and all(f" of {total} images (" in line for line in lines[:-1]), lines
     assert lines[-1].startswith(f"expansion: wrote {total} images in ")
-    assert len(_images(result.folder)) == total
+    assert len(_image_files(result.folder)) == total
 
 
 def test_jpg_format_applies_to_the_training_images_only(make_cfg):
     _, splits, _, result = _expansion(make_cfg, "augmentation.copies=1", "augmentation.save_format=jpg")
-    assert len(_images(result.folder / "train", "jpg")) == N_TRAIN * 2
-    assert not _images(result.folder / "train", "png")
+    assert len(_image_files(result.folder / "train", "jpg")) == N_TRAIN * 2
+    assert not _image_files(result.folder / "train", "png")
     # Validation and test stay lossless: the same pixels an online run evaluates on.
-    assert len(_images(result.folder / "validation", "png")) == len(splits.val)
+    assert len(_image_files(result.folder / "validation", "png")) == len(splits.val)
 
 
 def test_a_second_expansion_reuses_the_folder_without_rewriting(make_cfg):
@@ -124,7 +125,7 @@ def test_offline_run_trains_on_the_expansion_without_augmenting(make_cfg, tmp_pa
     assert tags["augmentation_mode"] == "offline"
     assert tags["train_batches_policy"] == "none"  # the Batches fit trained on had no policy
     folder = Path(tags["expanded_dir"])
-    assert logged["data/expanded_images"] == N_TRAIN * 3 == len(_images(folder / "train"))
+    assert logged["data/expanded_images"] == N_TRAIN * 3 == len(_image_files(folder / "train"))
     assert logged["data/expanded_bytes"] == expand._manifest(folder)["bytes"] > 0
     assert logged["time/expand_s"] > 0 and logged["data/n_train"] == N_TRAIN
     online = make_cfg(f"dataset.train_size={N_TRAIN}", "augmentation=rotate")
@@ -137,7 +138,7 @@ def test_offline_run_trains_on_the_expansion_without_augmenting(make_cfg, tmp_pa
     assert result.folder == folder and not result.created
     batches = make_batches(cfg, splits, None, train=result.train)
     assert batches["train"].policy is None and len(batches["train"].x) == N_TRAIN * 3
-    written = {_read(p).tobytes() for p in _images(folder / "train")}
+    written = {_read(p).tobytes() for p in _image_files(folder / "train")}
     for index in range(len(batches["train"])):
         x, _ = batches["train"][index]
         assert all(image.tobytes() in written for image in x)
@@ -183,7 +184,7 @@ def test_command_line_expands_with_the_copies_shortcut(tmp_path):
     [folder] = [p for p in (tmp_path / "expanded").iterdir()]
     assert f"wrote {folder}" in result.stdout
     assert "16 originals x (1 + 2 copies of hflip) = 48 images" in result.stdout
-    assert len(_images(folder / "train")) == 48
+    assert len(_image_files(folder / "train")) == 48
 
     bad = subprocess.run([*command[:5], "copies=none", *command[6:]], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=300)

@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from ablation import decide, plots, report, tracking
+from helpers import runs
 
 SEEDS = range(5)
 # Per-seed offsets from `none` of (gap, test accuracy), and the verdict each policy must get.
@@ -73,10 +74,8 @@ def synthetic(make_cfg, tmp_path):
     return cfg
 
 
-def _runs(cfg, augmentation, model="small_cnn"):
-    client = MlflowClient(tracking_uri=cfg.tracking.uri)
-    exp = client.get_experiment_by_name(cfg.experiment_name)
-    found = client.search_runs([exp.experiment_id], f"tags.augmentation = '{augmentation}' and tags.model = '{model}'")
+def _metrics_by_seed(cfg, augmentation, model="small_cnn"):
+    found = runs(cfg.tracking.uri, cfg.experiment_name, f"tags.augmentation = '{augmentation}' and tags.model = '{model}'")
     by_seed = {int(r.data.tags["seed"]): r.data.metrics for r in found}
     return [by_seed[s] for s in SEEDS]
 
@@ -124,11 +123,11 @@ def test_unfinished_training_is_flagged_with_what_to_do(synthetic, capsys):
 def test_intervals_and_p_values_are_scipys_paired_t(synthetic):
     """Every interval and p value equals scipy.stats.ttest_rel on the same per-seed numbers."""
     table = pd.read_csv(report.build(synthetic) / "summary.csv").set_index(["model", "augmentation"])
-    base = _runs(synthetic, "none")
+    base = _metrics_by_seed(synthetic, "none")
     for name in EFFECTS:
-        runs, row = _runs(synthetic, name), table.loc[("small_cnn", name)]
+        policy, row = _metrics_by_seed(synthetic, name), table.loc[("small_cnn", name)]
         for prefix, metric in (("delta_gap", "best/gap_loss"), ("delta_test_score", "test/accuracy")):
-            mine = np.array([r[metric] for r in runs])
+            mine = np.array([r[metric] for r in policy])
             theirs = np.array([r[metric] for r in base])
             if np.ptp(mine - theirs) == 0:
                 continue

@@ -15,6 +15,7 @@ from ablation.batches import Batches
 from ablation.config import ConfigError, user_error
 from ablation.run import run
 from conftest import CONF
+from helpers import random_images
 
 AUTOENCODER = ["model=conv_autoencoder"]
 # Few images and epochs: each run takes seconds.
@@ -26,10 +27,6 @@ LEFT_REGION = ["inpaint.center_y=0.5", "inpaint.center_x=0.25", "inpaint.height=
 FLIP_AND_BRIGHTEN = [{"_target_": "albumentations.HorizontalFlip", "p": 1.0},
                      {"_target_": "albumentations.RandomBrightnessContrast", "brightness_limit": [0.2, 0.2],
                       "contrast_limit": [0.0, 0.0], "p": 1.0}]
-
-
-def _images(n=6, size=16, channels=3, seed=0):
-    return np.random.default_rng(seed).integers(0, 200, (n, size, size, channels), dtype=np.uint8)
 
 
 def _history(client, run_id, key):
@@ -54,7 +51,7 @@ def test_conv_autoencoder_outputs_an_image_in_0_1_with_the_input_channels(channe
     model = models.build(cfg, (32, 32, channels), 10, task="reconstruct")
     assert model.output_shape == (None, 32, 32, channels)
     assert model.layers[-1].layers[-1].dtype_policy.compute_dtype == "float32"  # the head
-    out = np.asarray(model(_images(3, 32, channels), training=False))
+    out = np.asarray(model(random_images(3, 32, channels, high=200), training=False))
     assert out.shape == (3, 32, 32, channels) and np.all((out >= 0) & (out <= 1))
 
 
@@ -70,7 +67,7 @@ def test_classifier_models_refuse_image_tasks():
 def test_reconstruct_target_is_the_augmented_input(make_cfg):
     task = tasks.build(make_cfg("task=reconstruct", *AUTOENCODER))
     policy = augment.build({"name": "flip", "transforms": [FLIP_AND_BRIGHTEN[0]]})
-    x = _images()
+    x = random_images(6, 16, high=200)
     batches = Batches(x, np.zeros(len(x)), 4, policy=policy, shuffle=True, task=task)
     inputs, targets = batches[0]
     np.testing.assert_array_equal(inputs, x[batches._order[:4], :, ::-1])  # flipped
@@ -84,7 +81,7 @@ def test_reconstruct_target_is_the_augmented_input(make_cfg):
 
 def test_inpaint_input_is_the_target_outside_the_mask_and_filled_inside(make_cfg):
     task = tasks.build(make_cfg("task=inpaint", *AUTOENCODER, "inpaint.fill=255"))
-    x = _images(10)
+    x = random_images(10, 16, high=200)
     val = Batches(x, np.zeros(len(x)), 4, task=task)
     inputs, targets = val[1]
     masks = task.masks(4, x.shape[1:3], np.arange(4, 8), None)
@@ -114,7 +111,7 @@ def test_spatial_transforms_move_mask_and_target_alike_photometric_ones_change_t
     spatial, photometric = policy.split()
     assert spatial.transform_names == ["HorizontalFlip"]
     assert photometric.transform_names == ["RandomBrightnessContrast"]
-    x = _images(4, 16)
+    x = random_images(4, 16, high=200)
     unmoved = task.masks(4, (16, 16), np.arange(4), None)
     assert unmoved[:, :, :8].any() and not unmoved[:, :, 8:].any()  # the region lies on the left half
 
@@ -141,7 +138,7 @@ def test_dropouts_blank_the_input_only_never_the_target(make_cfg, dropout):
     spatial, photometric = policy.split()
     assert spatial.transform_names == ["HorizontalFlip"]
     assert photometric.transform_names == [dropout["_target_"].split(".")[1]]
-    x = _images(4, 16)  # values below 200: a 255 can only be a hole
+    x = random_images(4, 16, high=200)  # values below 200: a 255 can only be a hole
     inputs, targets, masks = task.pairs(x, np.arange(4), policy, np.random.default_rng(0))
     np.testing.assert_array_equal(targets, x[:, :, ::-1])
     np.testing.assert_array_equal(masks, task.masks(4, (16, 16), np.arange(4), None)[:, :, ::-1])

@@ -1,4 +1,5 @@
 """Shared fixtures: the real Hydra config, shrunk with trainer=smoke, tracked in a temporary SQLite store."""
+import importlib.util
 import os
 from pathlib import Path
 
@@ -9,7 +10,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+# The config folder ships inside the package (ablation/conf/) or, in older layouts, at the repository root.
+# find_spec locates the package without importing it (no TensorFlow at collection time).
+_PACKAGE = Path(importlib.util.find_spec("ablation").origin).parent
+CONF = next((p for p in (_PACKAGE / "conf", ROOT / "conf") if (p / "config.yaml").is_file()), ROOT / "conf")
 
 
 def browser_or_skip(driver: bool = True) -> None:
@@ -33,21 +37,32 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+def compose_config(*overrides: str, smoke: bool = True, hydra: bool = False):
+    """The real config, composed from CONF as `python -m ablation <overrides>` composes it: shrunk with
+    trainer=smoke unless smoke=False, with the hydra node when hydra=True. Tests take make_cfg; this is for
+    what cannot (module-scoped fixtures, a sweep's own composition)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=[*(["trainer=smoke"] if smoke else []), *overrides],
+                       return_hydra_config=hydra)
+
+
+def store_overrides(folder: Path) -> list[str]:
+    """A SQLite tracking store and its artifacts inside folder."""
+    return [f"tracking.uri=sqlite:///{folder / 'mlflow.db'}", f"tracking.artifact_root={folder / 'artifacts'}"]
+
+
 @pytest.fixture
 def tracking_overrides(tmp_path):
-    return [
-        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-        f"tracking.artifact_root={tmp_path / 'artifacts'}",
-    ]
+    return store_overrides(tmp_path)
 
 
 @pytest.fixture
 def make_cfg(tracking_overrides):
-    """make_cfg("augmentation=rotate", ...) -> the composed config with trainer=smoke and a temporary store."""
+    """make_cfg("augmentation=rotate", ...) -> the composed config with trainer=smoke and a temporary store.
+    smoke=False keeps the trainer the overrides choose; store=False keeps the tracking option's own store."""
 
-    def _make(*overrides: str):
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose("config", overrides=["trainer=smoke", *tracking_overrides, *overrides])
+    def _make(*overrides: str, smoke: bool = True, store: bool = True):
+        return compose_config(*(tracking_overrides if store else []), *overrides, smoke=smoke)
 
     return _make
 

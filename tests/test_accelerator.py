@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from ablation import backend, config, models
 from ablation.run import run
-from conftest import ROOT
+from conftest import CONF, ROOT
 
 
 def _metrics(cfg, run_id):
@@ -84,7 +84,7 @@ def _train_in_subprocess(tmp_path, backend_name, *overrides, env=None):
     overrides = ["trainer=smoke", "trainer.epochs=2", "trainer.batch_size=16", "dataset.train_size=96",
                  f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"tracking.artifact_root={tmp_path / 'art'}",
                  "tracking.log_model=false", *overrides]
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(ROOT / "conf"), *overrides], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(CONF), *overrides], cwd=ROOT,
                           env={**os.environ, "KERAS_BACKEND": backend_name, **(env or {})},
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

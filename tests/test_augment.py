@@ -4,7 +4,6 @@ import json
 import os
 import random
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -16,11 +15,12 @@ from omegaconf import OmegaConf
 
 from ablation import augment, plots
 from ablation.augment import KerasAffine, PolicyError, keras_affine_matrix
+from conftest import CONF
 from helpers import textured
 
 matplotlib.use("Agg")
 
-POLICY_DIR = Path(__file__).resolve().parents[1] / "conf" / "augmentation"
+POLICY_DIR = CONF / "augmentation"
 POLICIES = sorted(p.stem for p in POLICY_DIR.glob("*.yaml"))
 # Batch mixing alone (augmentation.mix: MixUp, CutMix): no per-image transform; tests/test_mixing.py covers them.
 MIX_ONLY = {p.stem for p in POLICY_DIR.glob("*.yaml")

@@ -5,11 +5,8 @@ import pytest
 from ablation import augment, datasets
 from ablation.batches import Batches
 from ablation.run import make_batches
-
-
-def _images(n=20, size=16):
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 256, size=(n, size, size, 1), dtype=np.uint8), np.arange(n) % 3
+from conftest import CONF
+from helpers import random_images
 
 
 def _epoch(batches):
@@ -19,7 +16,7 @@ def _epoch(batches):
 
 
 def test_evaluation_batches_are_untouched_and_in_order():
-    x, y = _images()
+    x, y = random_images(20, 16, 1, classes=3)
     batches = Batches(x, y, batch_size=6)
     bx, by = _epoch(batches)
     assert len(batches) == 4
@@ -30,7 +27,7 @@ def test_evaluation_batches_are_untouched_and_in_order():
 
 
 def test_training_batches_reshuffle_every_epoch_from_the_seed():
-    x, y = _images()
+    x, y = random_images(20, 16, 1, classes=3)
     first = Batches(x, y, batch_size=6, shuffle=True, seed=3)
     e1, e2 = _epoch(first), _epoch(first)
     assert sorted(e1[1].tolist()) == sorted(y.tolist())  # one pass: each image once
@@ -43,7 +40,7 @@ def test_training_batches_reshuffle_every_epoch_from_the_seed():
 
 
 def test_extra_steps_draw_more_samples_covering_every_image():
-    x, _ = _images(n=10)
+    x, _ = random_images(10, 16, 1, classes=3)
     batches = Batches(x, np.arange(10), batch_size=4, shuffle=True, steps=7)
     bx, by = _epoch(batches)
     assert len(batches) == 7 and len(bx) == 28 and batches.images_per_epoch == 28
@@ -52,7 +49,7 @@ def test_extra_steps_draw_more_samples_covering_every_image():
 
 
 def test_training_images_are_augmented_afresh_each_epoch():
-    x, y = _images(n=8)
+    x, y = random_images(8, 16, 1, classes=3)
     policy = augment.build({"name": "rot", "transforms": [
         {"_target_": "albumentations.Rotate", "limit": 90, "p": 1.0}]})
     batches = Batches(x, y, batch_size=8, policy=policy, shuffle=True, seed=0)
@@ -80,7 +77,7 @@ def test_run_gives_the_policy_to_training_batches_only(make_cfg):
 
 
 def test_mismatched_lengths_are_refused():
-    x, y = _images()
+    x, y = random_images(20, 16, 1, classes=3)
     with pytest.raises(ValueError, match="differ in length"):
         Batches(x, y[:-1], batch_size=4)
 
@@ -99,9 +96,6 @@ def test_any_epoch_and_batch_can_be_asked_for_in_any_order():
     """The tf.data feed asks for (epoch, index) pairs ahead of the fit loop, in parallel: a batch depends on its
     numbers only, the same as when Keras walks the PyDataset epoch by epoch."""
     from omegaconf import OmegaConf
-
-    from ablation import augment
-    from conftest import CONF
 
     policy = augment.build(OmegaConf.load(CONF / "augmentation" / "idg_classic.yaml"))
     x = np.random.default_rng(0).integers(0, 256, (40, 12, 12, 3), dtype=np.uint8)
@@ -123,8 +117,8 @@ def test_batches_come_in_aligned_buffers(policy_name, make_cfg):
     """TensorFlow takes a 64-byte aligned array as a tensor without copying it (backend.fit_input)."""
     from omegaconf import OmegaConf
 
-    x, y = _images(n=13, size=24)
-    policy = augment.build(OmegaConf.load(f"conf/augmentation/{policy_name}.yaml"))
+    x, y = random_images(13, 24, 1, classes=3)
+    policy = augment.build(OmegaConf.load(CONF / "augmentation" / f"{policy_name}.yaml"))
     batches = Batches(x, y, batch_size=5, policy=policy, shuffle=True, seed=1)
     for index in range(len(batches)):
         bx, by = batches.batch_at(0, index)
@@ -136,7 +130,7 @@ def test_batches_come_in_aligned_buffers(policy_name, make_cfg):
 
 
 def test_unaugmented_batches_keep_their_images_and_order():
-    x, y = _images(n=11)
+    x, y = random_images(11, 16, 1, classes=3)
     batches = Batches(x, y, batch_size=4, shuffle=True, seed=2)
     order = batches._epoch_order(0)
     bx, by = batches.batch_at(0, 1)

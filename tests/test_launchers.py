@@ -5,16 +5,14 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from ablation import sweep
-from conftest import CONF, ROOT
+from conftest import ROOT, compose_config
+from helpers import parents_and_children, run_sweep, runs, store_uri, sweep_command, wait_for
 
 QUICK_RUNS = ["hflip/small_cnn/s0", "hflip/small_cnn/s1", "none/small_cnn/s0", "none/small_cnn/s1"]
 # Every line of a job's Hydra log names the process that wrote it.
@@ -25,8 +23,7 @@ PID_LOG_FORMAT = "hydra.job_logging.formatters.simple.format='pid=%(process)d %(
 # Job: the sweep's environment and a fresh process per job, without a sweep around it
 
 def _hydra_config(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["trainer=smoke", *overrides], return_hydra_config=True)
+    cfg = compose_config(*overrides, hydra=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(tmp_path)
         cfg.hydra.job.name = "job"
@@ -104,25 +101,11 @@ def test_make_sweep_jobs_uses_the_joblib_launcher():
 # ---------------------------------------------------------------------------------------------------------
 # Whole sweeps
 
-def _command(tmp_path, *overrides):
-    return [sys.executable, "-m", "ablation", "-m", "experiment=quick", "tracking.log_model=false", *overrides,
-            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"tracking.artifact_root={tmp_path}/artifacts",
-            f"tracking.report_dir={tmp_path}/reports", f"hydra.sweep.dir={tmp_path}/sweep", PID_LOG_FORMAT]
-
-
-def _sweep(tmp_path, *overrides):
-    return subprocess.run(_command(tmp_path, "trainer.epochs=1", *overrides), cwd=ROOT, capture_output=True,
-                          text=True, timeout=400)
+QUICK = ("experiment=quick", "tracking.log_model=false", PID_LOG_FORMAT)
 
 
 def _runs(tmp_path):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
-    exp = client.get_experiment_by_name("quick")
-    runs = client.search_runs([exp.experiment_id], max_results=100) if exp else []
-    return ([r for r in runs if r.data.tags.get("sweep") == "parent"],
-            [r for r in runs if r.data.tags.get("sweep") != "parent"])
+    return parents_and_children(runs(store_uri(tmp_path), "quick"))
 
 
 def _every_run_nested_under_the_parent(tmp_path):
@@ -146,7 +129,7 @@ def _training_pids(tmp_path) -> dict[int, int]:
 
 @pytest.mark.slow
 def test_joblib_sweep_runs_every_job_in_a_fresh_process(tmp_path):
-    result = _sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    result = run_sweep(tmp_path, *QUICK, "trainer.epochs=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", timeout=400)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "4 trained, 0 skipped" in result.stdout
     _every_run_nested_under_the_parent(tmp_path)
@@ -161,8 +144,8 @@ def test_joblib_sweep_runs_every_job_in_a_fresh_process(tmp_path):
 @pytest.mark.slow
 def test_submitit_local_sweep_nests_every_run_under_the_parent(tmp_path):
     # Two batches of two jobs: the sweeper launches twice through submitit.
-    result = _sweep(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
-                    "hydra.sweeper.max_batch_size=2")
+    result = run_sweep(tmp_path, *QUICK, "trainer.epochs=1", "hydra/launcher=submitit_local",
+                       "hydra.launcher.timeout_min=5", "hydra.sweeper.max_batch_size=2", timeout=400)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "4 trained, 0 skipped" in result.stdout
     _every_run_nested_under_the_parent(tmp_path)
@@ -175,18 +158,20 @@ def test_submitit_local_sweep_nests_every_run_under_the_parent(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_a_joblib_sweep_without_hanging(tmp_path):
-    process = subprocess.Popen(_command(tmp_path, "trainer.epochs=500", "hydra/launcher=joblib",
-                                        "hydra.launcher.n_jobs=2"),
+    process = subprocess.Popen(sweep_command(tmp_path, *QUICK, "trainer.epochs=500", "hydra/launcher=joblib",
+                                             "hydra.launcher.n_jobs=2"),
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
+
+    def running(condition):
+        assert process.poll() is None, process.communicate()
+        return condition()
+
     try:
-        deadline = time.time() + 240
-        while not (tmp_path / "sweep").exists():  # the sweep's process has created the store and its parent run
-            assert process.poll() is None and time.time() < deadline, process.communicate()
-            time.sleep(0.5)
-        while not any(r.info.status == "RUNNING" for r in _runs(tmp_path)[1]):  # a job is training
-            assert process.poll() is None and time.time() < deadline, process.communicate()
-            time.sleep(1)
+        wait_for(lambda: running((tmp_path / "sweep").exists), 240,
+                 "the sweep's process to create the store and its parent run")
+        wait_for(lambda: running(lambda: any(r.info.status == "RUNNING" for r in _runs(tmp_path)[1])), 240,
+                 "a job to start training", interval=1)
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
         stdout, stderr = process.communicate(timeout=60)
     finally:
@@ -199,6 +184,12 @@ def test_ctrl_c_stops_a_joblib_sweep_without_hanging(tmp_path):
     assert [p.info.status for p in parents] == ["KILLED"]
     # The runs that were training are closed KILLED by the time the sweep's process has exited.
     assert children and {c.info.status for c in children} == {"KILLED"}, [(c.info.run_name, c.info.status) for c in children]
-    time.sleep(2)
-    with pytest.raises(ProcessLookupError):  # no worker or job process is left behind
-        os.killpg(process.pid, 0)
+    wait_for(lambda: _group_gone(process.pid), 30, "every worker and job process to exit")
+
+
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False

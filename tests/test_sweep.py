@@ -1,34 +1,14 @@
 """Sweeps end to end: Hydra multiruns through the ablation sweeper and callback into a temporary MLflow store."""
-import os
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from ablation import decide, sweep
-from conftest import CONF, ROOT, options
+from conftest import CONF, compose_config, options
+from helpers import parents_and_children, run_sweep, runs, store_uri
 
 EXPERIMENTS = {"digits_ablation", "shapes_ablation", "quick", "models_ablation"}
-
-
-def _sweep(tmp_path, *overrides, name="sweep"):
-    result = subprocess.run(
-        [sys.executable, "-m", "ablation", "-m", *overrides, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-         f"tracking.report_dir={tmp_path}/reports", f"hydra.sweep.dir={tmp_path}/{name}"],
-        cwd=ROOT, env={**os.environ}, capture_output=True, text=True, timeout=600)
-    return result
-
-
-def _runs(tmp_path, experiment):
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("sweep") == "parent"]
-    children = [r for r in runs if r.data.tags.get("sweep") != "parent"]
-    return client, exp, parents, children
 
 
 def test_every_required_experiment_exists_and_names_itself():
@@ -41,9 +21,11 @@ def test_every_required_experiment_exists_and_names_itself():
 
 @pytest.mark.slow
 def test_quick_sweep_nests_runs_skips_finished_and_extends(tmp_path):
-    first = _sweep(tmp_path, "experiment=quick")
+    first = run_sweep(tmp_path, "experiment=quick")
     assert first.returncode == 0, first.stderr[-3000:]
-    client, exp, parents, children = _runs(tmp_path, "quick")
+    client = MlflowClient(tracking_uri=store_uri(tmp_path))
+    exp = client.get_experiment_by_name("quick")
+    parents, children = parents_and_children(runs(store_uri(tmp_path), "quick"))
     assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
@@ -72,11 +54,11 @@ def test_quick_sweep_nests_runs_skips_finished_and_extends(tmp_path):
     assert "quick/summary.csv" in logged
 
     # The same sweep again: nothing new is trained, each skip is said.
-    again = _sweep(tmp_path, "experiment=quick", name="again")
+    again = run_sweep(tmp_path, "experiment=quick", name="again")
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("skip ") == 4
     assert "4 skipped" in again.stdout
-    _, _, parents, children_after = _runs(tmp_path, "quick")
+    parents, children_after = parents_and_children(runs(store_uri(tmp_path), "quick"))
     assert len(children_after) == 4 and len(parents) == 2
 
     # A crashed run (left RUNNING) and a failed one are run again; a new seed runs only its own jobs.
@@ -84,9 +66,9 @@ def test_quick_sweep_nests_runs_skips_finished_and_extends(tmp_path):
     client.set_terminated(failed.info.run_id, "FAILED")
     stale = client.create_run(exp.experiment_id, run_name="none/small_cnn/s2",
                               tags={"config_hash": _key_of(tmp_path, "none", 2)})
-    extended = _sweep(tmp_path, "experiment=quick", "seed=0,1,2", name="extended")
+    extended = run_sweep(tmp_path, "experiment=quick", "seed=0,1,2", name="extended")
     assert extended.returncode == 0, extended.stderr[-3000:]
-    _, _, _, children_final = _runs(tmp_path, "quick")
+    _, children_final = parents_and_children(runs(store_uri(tmp_path), "quick"))
     before = {c.info.run_id for c in children_after} | {stale.info.run_id}
     new = sorted(r.info.run_name for r in children_final if r.info.run_id not in before)
     assert new == ["hflip/small_cnn/s1", "hflip/small_cnn/s2", "none/small_cnn/s2"]
@@ -97,22 +79,21 @@ def test_quick_sweep_nests_runs_skips_finished_and_extends(tmp_path):
 
 
 def _key_of(tmp_path, augmentation, seed):
-    from hydra import compose, initialize_config_dir
-
     from ablation import augment, tracking
 
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["experiment=quick", f"augmentation={augmentation}", f"seed={seed}",
-                                           f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"])
+    # Composed as the sweep composes its jobs (no trainer=smoke), so the key is the one the sweep computes.
+    cfg = compose_config("experiment=quick", f"augmentation={augmentation}", f"seed={seed}",
+                         f"tracking.uri={store_uri(tmp_path)}", smoke=False)
     return tracking.config_hash(cfg, augment.build(cfg.augmentation).fingerprint)
 
 
 @pytest.mark.slow
 def test_leave_one_out_sweep_runs_the_variants_derived_from_the_policy(tmp_path):
-    result = _sweep(tmp_path, "augmentation=flowers", "design=leave_one_out", "trainer=smoke", "trainer.epochs=1",
+    result = run_sweep(tmp_path, "augmentation=flowers", "design=leave_one_out", "trainer=smoke", "trainer.epochs=1",
                     "dataset.train_size=32", "tracking.log_model=false", "experiment_name=loo")
     assert result.returncode == 0, result.stderr[-3000:]
-    client, _, _, children = _runs(tmp_path, "loo")
+    client = MlflowClient(tracking_uri=store_uri(tmp_path))
+    _, children = parents_and_children(runs(store_uri(tmp_path), "loo"))
     names = sorted(r.data.tags["augmentation"] for r in children)
     assert names == sorted(["none", "flowers", "flowers-Rotate", "flowers-RandomBrightnessContrast",
                             "flowers-HorizontalFlip"])
@@ -152,7 +133,7 @@ def test_bad_design_names_the_key():
 
 
 def test_a_bad_combination_stops_the_sweep_before_any_training(tmp_path):
-    result = _sweep(tmp_path, "augmentation=none,hflip", "model=small_cnn,mobilenet_v2", "dataset.image_size=16",
+    result = run_sweep(tmp_path, "augmentation=none,hflip", "model=small_cnn,mobilenet_v2", "dataset.image_size=16",
                     "trainer=smoke")
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -169,11 +150,11 @@ def test_a_failing_combination_does_not_stop_the_others(tmp_path):
     y = np.arange(60) % 3
     np.savez(tmp_path / "good.npz", x_train=x, y_train=y)
     np.savez(tmp_path / "bad.npz", x_train=x.astype(np.int32), y_train=y)  # passes the config check, fails to load
-    result = _sweep(tmp_path, "dataset=npz", f"dataset.path={tmp_path}/bad.npz,{tmp_path}/good.npz", "trainer=smoke",
+    result = run_sweep(tmp_path, "dataset=npz", f"dataset.path={tmp_path}/bad.npz,{tmp_path}/good.npz", "trainer=smoke",
                     "trainer.epochs=1", "tracking.log_model=false", "experiment_name=faults")
     assert result.returncode == 1
     assert "1 combination(s) failed" in result.stderr
     assert f"dataset.path={tmp_path}/bad.npz" in result.stderr and "x_train" in result.stderr
-    _, _, parents, children = _runs(tmp_path, "faults")
+    parents, children = parents_and_children(runs(store_uri(tmp_path), "faults"))
     assert [r.info.status for r in children] == ["FINISHED"]
     assert parents[0].info.status == "FAILED" and "bad.npz" in parents[0].data.tags["error"]

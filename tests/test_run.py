@@ -9,7 +9,8 @@ from mlflow.tracking import MlflowClient
 
 from ablation import augment, tracking
 from ablation.run import run
-from conftest import ROOT
+from conftest import ROOT, compose_config, store_overrides
+from helpers import wait_for
 
 PER_EPOCH = ["train/loss", "train/accuracy", "train_clean/loss", "train_clean/accuracy", "val/loss", "val/accuracy",
              "gap/loss", "gap/accuracy", "time/epoch_s", "throughput/images_per_s", "perf/input_wait_fraction"]
@@ -21,12 +22,9 @@ ARTIFACTS = {"config.yaml", "policy.json", "history.csv", "learning_curves.png",
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """One rotate run on 48 digits for 3 epochs, shared by the assertions below."""
-    from hydra import compose, initialize_config_dir
-
     store = tmp_path_factory.mktemp("store")
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["trainer=smoke", "trainer.epochs=3", "augmentation=rotate", "seed=1",
-                                           "dataset.train_size=48", f"tracking.uri=sqlite:///{store}/mlflow.db"])
+    cfg = compose_config("trainer.epochs=3", "augmentation=rotate", "seed=1", "dataset.train_size=48",
+                         *store_overrides(store))
     metrics = run(cfg)
     client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
     return cfg, metrics, client, client.get_run(metrics["run_id"])
@@ -120,20 +118,20 @@ def test_a_diverging_run_is_failed_not_finished(make_cfg):
 
 def test_sigterm_during_a_run_marks_it_killed(tmp_path):
     import signal
-    import time
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     proc = subprocess.Popen([sys.executable, "-m", "ablation", "trainer.epochs=200", "dataset.train_size=64",
                              "trainer.verbose=0", f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/out"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     client = MlflowClient(tracking_uri=uri)
-    deadline = time.time() + 180
-    while time.time() < deadline:
+
+    def training_under_way():
+        assert proc.poll() is None, f"the run ended before it could be stopped: {proc.communicate()[1][-2000:]}"
         exp = client.get_experiment_by_name("digits") if (tmp_path / "mlflow.db").exists() else None
         runs = client.search_runs([exp.experiment_id]) if exp else []
-        if runs and client.get_metric_history(runs[0].info.run_id, "val/loss"):
-            break  # training is under way
-        time.sleep(1)
+        return exp if runs and client.get_metric_history(runs[0].info.run_id, "val/loss") else None
+
+    exp = wait_for(training_under_way, 180, "the run's first epoch to reach the store", interval=1)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import ROOT
-from helpers import free_port
+from helpers import free_port, wait_for
 
 EPOCHS = 4
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
@@ -23,15 +22,17 @@ def _start_server(tmp_path: Path, port: int) -> subprocess.Popen:
                              "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
                              "--artifacts-destination", str(tmp_path / "server-artifacts"), "--serve-artifacts"],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
+
+    def answers() -> bool:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
-            return proc
+            return True
         except OSError:
             assert proc.poll() is None, "mlflow server exited at start"
-            time.sleep(0.5)
-    raise AssertionError("mlflow server did not answer within 120 s")
+            return False
+
+    wait_for(answers, 120, "the mlflow server to answer /health", interval=0.5)
+    return proc
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -56,15 +57,14 @@ def test_server_lost_mid_run_then_journal_sent(tmp_path):
                                 "experiment_name=outage"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
         client = MlflowClient(tracking_uri=uri)
-        run_id, deadline = None, time.time() + 180
-        while time.time() < deadline and job.poll() is None:  # wait for the first epoch to reach the server
+
+        def first_epoch_logged():
+            assert job.poll() is None, f"the run ended before its first epoch reached the server: {job.stderr.read()[-2000:]}"
             exp = client.get_experiment_by_name("outage")
             runs = client.search_runs([exp.experiment_id]) if exp else []
-            if runs and client.get_metric_history(runs[0].info.run_id, "val/loss"):
-                run_id = runs[0].info.run_id
-                break
-            time.sleep(0.2)
-        assert run_id, "no epoch reached the server"
+            return runs[0].info.run_id if runs and client.get_metric_history(runs[0].info.run_id, "val/loss") else None
+
+        run_id = wait_for(first_epoch_logged, 180, "the run's first epoch to reach the server")
         _stop(server)  # the server is gone in the middle of the run
         out, err = job.communicate(timeout=300)
     finally:

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from conftest import ROOT, browser_or_skip
-from helpers import free_port
+from helpers import free_port, run_sweep, store_uri, wait_for
 
 
 @pytest.mark.slow
@@ -21,10 +21,8 @@ def test_ui_lists_the_sweeps_runs_in_a_real_browser(tmp_path):
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    sweep = subprocess.run([sys.executable, "-m", "ablation", "-m", "experiment=quick", "seed=0", f"tracking.uri={uri}",
-                            f"tracking.report_dir={tmp_path}/reports", f"hydra.sweep.dir={tmp_path}/sweep"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+    uri = store_uri(tmp_path)
+    sweep = run_sweep(tmp_path, "experiment=quick", "seed=0")
     assert sweep.returncode == 0, sweep.stderr[-3000:]
 
     port = free_port()
@@ -41,12 +39,15 @@ def test_ui_lists_the_sweeps_runs_in_a_real_browser(tmp_path):
             address = match.group(1) if match else None
             assert server.poll() is None, "the UI command exited"
         assert address, "the UI command printed no address for the experiment"
-        while time.time() < deadline:
+
+        def healthy() -> bool:
             try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
-                    break
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
             except OSError:
-                time.sleep(0.5)
+                assert server.poll() is None, "the UI command exited"
+                return False
+
+        wait_for(healthy, max(deadline - time.time(), 1), "the UI's server to answer /health", interval=0.5)
         options = webdriver.ChromeOptions()
         options.binary_location = shutil.which("chromium")
         for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -56,15 +57,15 @@ def test_ui_lists_the_sweeps_runs_in_a_real_browser(tmp_path):
         driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
         driver.get(address)
         wanted = ["none/small_cnn/s0", "hflip/small_cnn/s0"]
-        deadline = time.time() + 90
         # The jobs are nested under the sweep's parent run: expand its row (the button in its name cell).
         expander = "//a[contains(., 'sweep/quick')]/ancestor::div[contains(@class, 'ag-cell-wrapper')]//button"
-        while time.time() < deadline and not driver.find_elements(By.XPATH, expander):
-            time.sleep(1)
-        driver.find_element(By.XPATH, expander).click()
-        while time.time() < deadline and not all(name in driver.page_source for name in wanted):
-            time.sleep(1)
-        driver.save_screenshot(str(tmp_path / "mlflow_ui.png"))
+        try:
+            wait_for(lambda: driver.find_elements(By.XPATH, expander), 90, "the sweep's parent run row", interval=1)
+            driver.find_element(By.XPATH, expander).click()
+            wait_for(lambda: all(name in driver.page_source for name in wanted), 90, f"the runs {wanted} to render",
+                     interval=1)
+        finally:
+            driver.save_screenshot(str(tmp_path / "mlflow_ui.png"))
         page = driver.page_source
         assert "quick" in page
         for name in wanted:

@@ -88,9 +88,14 @@ def missing_config_is_user_error(compose_it):
     try:
         return compose_it()
     except MissingConfigException as exc:
-        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        raise ConfigError(f"{message} (a config of your own: add its folder with hydra.searchpath=[file://DIR])") \
-            from None
+        text, _, searched = str(exc).partition("Config search path:")
+        first, _, available = text.strip().partition("\n")
+        first = first.removeprefix("In 'config': ")
+        options = " ".join(available.replace("Available options in", "options in").split())
+        folders = ", ".join(word[5:] for word in searched.split()
+                            if word.startswith("path=") and "hydra.conf" not in word and "structured://" not in word)
+        raise ConfigError(f"{first}; {options}; searched {folders} (a folder of your own configs: "
+                          "hydra.searchpath=[file://DIR])") from None
 
 
 def _name(override: str) -> str:

@@ -39,7 +39,7 @@ report: $(STAMP) ## Rebuild an experiment's report from what MLflow holds (EXP=d
 	$(PY) -m ablation.report experiment_name=$(EXP) $(ARGS)
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1 over the local store (PORT=5000); prints the runs-table address per experiment
-	$(PY) -m ablation.ui --port $(PORT) $(ARGS)
+	$(PY) -m ablation.ui port=$(PORT) $(ARGS)
 
 predict: $(STAMP) ## A logged model's predictions for a folder of images: ARGS="run_id=ID data=FOLDER [out=FILE.csv]"
 	$(PY) -m ablation.predict $(ARGS)

@@ -13,7 +13,7 @@ with ImageDataGenerator's save_to_dir.
 key, the policy's fingerprint, copies, seed, format, prefix), so it is written once and then reused; it is built
 in a private temporary folder and renamed into place, so a reader never sees half of one.
 
-    python -m ablation.expand dataset=digits augmentation=rotate copies=4     # the expansion alone
+    ablation-expand dataset=digits augmentation=rotate copies=4     # the expansion alone (python -m ablation.expand)
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import re
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +32,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from ablation import augment, datasets, paths
+from ablation import augment, datasets, guard, paths
 from ablation.datasets.images import Progress
 from ablation.errors import ConfigError
 
@@ -49,7 +48,7 @@ SPLIT_FOLDERS = {"train": "train", "val": "validation", "test": "test"}
 CHUNK = 256
 LAYOUT = 1
 JPEG_QUALITY = 95
-# `python -m ablation.expand copies=4`: top-level shortcuts for these augmentation keys.
+# `ablation-expand copies=4`: top-level shortcuts for these augmentation keys (conf/expand.yaml).
 SHORTCUTS = ("copies", "save_format", "save_prefix")
 
 
@@ -272,30 +271,21 @@ def describe(expansion: Expansion) -> str:
         f"dataset.image_size={size} dataset.channels={channels}"])
 
 
-def shortcuts(argv: list[str]) -> list[str]:
-    """`copies=4` -> `augmentation.copies=4` (likewise save_format, save_prefix)."""
-    out = []
-    for arg in argv:
-        name, sep, value = arg.partition("=")
-        out.append(f"augmentation.{name}={value}" if sep and name in SHORTCUTS else arg)
-    return out
+def shortcuts(cfg: DictConfig) -> DictConfig:
+    """`copies=4` -> augmentation.copies=4 (likewise save_format, save_prefix): conf/expand.yaml's top-level keys."""
+    for name in SHORTCUTS:
+        if cfg.get(name) is not None:
+            cfg.augmentation[name] = cfg[name]
+    return cfg
 
 
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+@hydra.main(config_path="conf", config_name="expand", version_base="1.3")
+@guard.command
 def main(cfg: DictConfig) -> None:
-    from ablation.errors import user_error
-
+    """`ablation-expand dataset=NAME augmentation=POLICY [copies=4]`: the expansion alone."""
     paths.configure(cfg.get("paths"))
-    try:
-        expansion = from_config(cfg)
-    except Exception as exc:
-        if not user_error(exc):
-            raise
-        print(f"error: {exc}", file=sys.stderr)  # a bad config or bad data: one line, no traceback
-        sys.exit(2)
-    print(describe(expansion), flush=True)
+    print(describe(from_config(shortcuts(cfg))), flush=True)
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = shortcuts(sys.argv[1:])
     main()

@@ -1,5 +1,5 @@
-"""python -m ablation.predict run_id=ID data=FOLDER [out=FILE.csv|FOLDER] [batch_size=64] [tracking.uri=...]:
-a logged model's predictions for every image under a folder (recursively, sorted by relative path).
+"""ablation-predict run_id=ID data=FOLDER [out=FILE.csv|FOLDER] [batch_size=64] [tracking.uri=...] (or python -m
+ablation.predict; config: conf/predict.yaml): a logged model's predictions for every image under a folder (recursively, sorted by relative path).
 
 The run's model.keras is loaded from MLflow; each image is decoded and resized by the folder loader's reader
 (datasets.read_image), so it reaches the model exactly as a training image of a folder dataset did, without
@@ -9,7 +9,7 @@ Classifiers: one CSV row per image with the predicted class (names from the run'
 and one `p_<class>` column per class; a two-class model's single sigmoid unit is p(class 1).
 Image-to-image models (the output has the input's height and width): one PNG per image under images/ beside the
 CSV, at the image's relative path with the suffix .png, listed in the CSV's `output` column.
-Default output: runs/predictions/<run_id>/predictions.csv. Other arguments are the usual overrides
+Default output: <paths.predictions>/<run_id>/predictions.csv. Other arguments are the usual overrides
 (tracking.uri=..., tracking=server), so the run is looked up in the same store a run records to.
 """
 from __future__ import annotations
@@ -19,39 +19,33 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pandas as pd
+from omegaconf import DictConfig
 
-from ablation import datasets, paths, tracking
-from ablation.errors import ConfigError, user_error
+from ablation import datasets, guard, paths, tracking
+from ablation.errors import ConfigError
 
-# Arguments of this command; everything else is a config override.
+# This command's own settings (conf/predict.yaml); everything else is the run config's.
 ARGUMENTS = ("run_id", "data", "out", "batch_size")
-USAGE = ("usage: python -m ablation.predict run_id=RUN_ID data=FOLDER [out=FILE.csv|FOLDER] [batch_size=64] "
+USAGE = ("usage: ablation-predict run_id=RUN_ID data=FOLDER [out=FILE.csv|FOLDER] [batch_size=64] "
          "[tracking.uri=...]")
 DEFAULT_BATCH_SIZE = 64
 # Images decoded and predicted per round, so a folder larger than memory is never held whole.
 CHUNK = 1024
 
 
-def parse(argv: list[str]) -> tuple[dict, list[str]]:
-    """(this command's arguments, the config overrides); `key=value` like every other override."""
-    options, overrides = {}, []
-    for token in argv:
-        key, sep, value = token.lstrip("+").partition("=")
-        if sep and key in ARGUMENTS:
-            options[key] = value
-        else:
-            overrides.append(token)
+def options(cfg) -> dict:
+    """This command's own settings from its config (conf/predict.yaml), checked."""
     for key in ("run_id", "data"):
-        if not options.get(key):
+        if cfg.get(key) in (None, ""):
             raise ConfigError(f"{key}: required; {USAGE.removeprefix('usage: ')}")
-    if "batch_size" in options:
-        size = options["batch_size"]
-        if not size.isdigit() or int(size) < 1:
-            raise ConfigError(f"batch_size: expected an integer >= 1, got {size!r}")
-        options["batch_size"] = int(size)
-    return options, overrides
+    size = cfg.get("batch_size", DEFAULT_BATCH_SIZE)
+    if isinstance(size, bool) or not str(size).isdigit() or int(size) < 1:
+        raise ConfigError(f"batch_size: expected an integer >= 1, got {str(size)!r}")
+    return {"run_id": str(cfg.run_id), "data": str(cfg.data), "out": None if cfg.get("out") is None else str(cfg.out),
+            "batch_size": int(size)}
 
 
 def list_images(data) -> tuple[Path, list[Path]]:
@@ -198,28 +192,30 @@ def predict(tracking_cfg, run_id: str, data, out=None, batch_size: int = DEFAULT
     return csv
 
 
+@hydra.main(config_path="conf", config_name="predict", version_base="1.3")
+@guard.command
+def cli(cfg: DictConfig) -> None:
+    """`ablation-predict run_id=ID data=FOLDER ...`"""
+    paths.configure(cfg.get("paths"))
+    predict(cfg.tracking, **options(cfg))
+
+
 def main(argv: list[str]) -> int:
-    from hydra.errors import HydraException
+    """The command for callers in Python: argv as on the command line, this command's own values taken as they
+    are (no override grammar), the exit code returned (2 and one `error:` line for a user error)."""
+    from ablation.cli import compose_app
 
-    from ablation.cli import compose_from_argv
-
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return 0
+    own = {key: value for key, _, value in (a.lstrip("+").partition("=") for a in argv) if key in ARGUMENTS}
+    overrides = [a for a in argv if a.lstrip("+").partition("=")[0] not in ARGUMENTS]
     try:
-        options, overrides = parse(argv)
-        cfg = compose_from_argv(overrides)
-        predict(cfg.tracking, **options)
-    except HydraException as exc:  # an override the config does not have
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        if not user_error(exc):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        with guard.guard():
+            cfg = compose_app("predict", overrides)
+            cfg.merge_with(own)
+            predict(cfg.tracking, **options(cfg))
+    except SystemExit as exc:
+        return exc.code
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    cli()

@@ -1,5 +1,6 @@
-"""python -m ablation.preview augmentation=NAME [+n=8]: one training image of the configured dataset and n
-augmented versions, written to runs/previews/<name>.png (the path is printed)."""
+"""ablation-preview augmentation=NAME [n=8] (or python -m ablation.preview; config: conf/preview.yaml): one
+training image of the configured dataset and n augmented versions, written to <paths.previews>/<name>.png (the
+path is printed)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from ablation import augment, datasets, paths, plots
+from ablation import augment, datasets, guard, paths, plots
 
 N_AUGMENTED = 8
 
@@ -23,7 +24,8 @@ def write_preview(cfg: DictConfig, out_dir: Path | None = None, n: int = N_AUGME
     return path
 
 
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+@hydra.main(config_path="conf", config_name="preview", version_base="1.3")
+@guard.command
 def main(cfg: DictConfig) -> None:
     paths.configure(cfg.get("paths"))
     print(write_preview(cfg, n=int(cfg.get("n", N_AUGMENTED))))

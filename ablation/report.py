@@ -1,19 +1,19 @@
-"""python -m ablation.report [experiment_name=NAME | +parent_run_id=ID] [tracking.uri=...] [report.*=...]: the
-decision report of an experiment, read back from MLflow (mlflow.search_runs and metric histories, never in-process
-state), written to runs/reports/<experiment_name>/: summary.csv, summary.md, forest.png, curves.png, gaps.png,
+"""ablation-report [experiment_name=NAME | +parent_run_id=ID] [tracking.uri=...] [report.*=...] (or python -m
+ablation.report; config: conf/report.yaml): the decision report of an experiment, read back from MLflow
+(mlflow.search_runs and metric histories, never in-process state), written to <paths.reports>/<experiment_name>/: summary.csv, summary.md, forest.png, curves.png, gaps.png,
 previews.png, heatmap.png (when several datasets or models), report.html. The verdicts come from summary.py and
 decide.py, what to do next from advice.py, the page from page.py. The sweep callback builds it when a sweep ends."""
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from ablation import advice, config, decide, errors, page, paths, plots, summary, tracking
+from ablation import advice, config, decide, errors, guard, page, paths, plots, summary, tracking
 
 KEYS = summary.KEYS
 BASELINE = summary.BASELINE
@@ -209,12 +209,10 @@ def main(cfg: DictConfig, parent: str | None = None) -> Path:
     try:
         config.check_report(cfg)
     except errors.ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        guard.fail(str(exc))
     finished, _, name = runs_of(cfg, parent)
     if finished.empty:
-        print(f"error: experiment_name: no finished runs in MLflow experiment {name!r}", file=sys.stderr)
-        raise SystemExit(2)
+        guard.fail(f"experiment_name: no finished runs in MLflow experiment {name!r}")
     out_dir = build(cfg, parent)
     show(pd.read_csv(out_dir / "summary.csv", keep_default_na=False, na_values=[""]), name,
          summary.options(cfg.get("report")))
@@ -222,7 +220,13 @@ def main(cfg: DictConfig, parent: str | None = None) -> Path:
     return out_dir
 
 
-if __name__ == "__main__":
-    from ablation.cli import compose_from_argv
+@hydra.main(config_path="conf", config_name="report", version_base="1.3")
+@guard.command
+def cli(cfg: DictConfig) -> None:
+    """`ablation-report`: the report of cfg.experiment_name (or of the sweep +parent_run_id=ID)."""
+    paths.configure(cfg.get("paths"))
+    main(cfg)
 
-    main(compose_from_argv(sys.argv[1:]))
+
+if __name__ == "__main__":
+    cli()

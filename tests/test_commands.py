@@ -1,0 +1,46 @@
+"""Every command is a Hydra app (the console scripts of pyproject.toml): --help says what it does and how it is
+called, --cfg job shows its own settings, and the side commands write no Hydra output folder or log file."""
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+# Console script -> (module, what --help and --cfg job show of its own).
+COMMANDS = {
+    "ablation": ("ablation", ["augmentation", "seed: 0"]),
+    "ablation-report": ("ablation.report", ["experiment_name=NAME", "correction: bh"]),
+    "ablation-predict": ("ablation.predict", ["run_id=RUN_ID data=FOLDER", "run_id: null", "batch_size: 64"]),
+    "ablation-expand": ("ablation.expand", ["copies=4", "copies: null"]),
+    "ablation-preview": ("ablation.preview", ["augmentation=POLICY", "'n': 8"]),  # n: quoted, YAML 1.1's "no"
+    "ablation-ui": ("ablation.ui", ["port=5000", "port: 5000", "host: 127.0.0.1"]),
+}
+
+
+def _run(folder, module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=folder, capture_output=True, text=True,
+                          timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+
+
+def test_every_console_script_is_listed():
+    section = (ROOT / "pyproject.toml").read_text().split("[project.scripts]")[1].split("\n[")[0]
+    scripts = dict(re.findall(r'^([\w-]+) = "([\w.:]+)"$', section, re.M))
+    assert set(scripts) == set(COMMANDS)
+    for name, target in scripts.items():
+        module, _, function = target.partition(":")
+        assert module.removesuffix(".__main__") == COMMANDS[name][0] and function
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_and_cfg_job(name, tmp_path):
+    module, shown = COMMANDS[name]
+    helped = _run(tmp_path, module, "--help")
+    assert helped.returncode == 0, helped.stderr[-2000:]
+    assert "== Configuration groups ==" in helped.stdout and "augmentation: " in helped.stdout
+    config = _run(tmp_path, module, "--cfg", "job")
+    assert config.returncode == 0, config.stderr[-2000:]
+    for text in shown:
+        assert text in helped.stdout + config.stdout, f"{name}: {text!r} not shown"
+    assert list(tmp_path.iterdir()) == [], "--help and --cfg job write nothing"

@@ -78,7 +78,7 @@ def validate(cfg: DictConfig):
     # With the image shape known, the policy is also tried once on a blank image of it: a transform that fails
     # on such images is named now, not in the middle of an epoch.
     policy = augment.build(cfg.augmentation, image_shape=(size, size, channels) if size and channels else None)
-    tasks.check(cfg, policy)  # what task=reconstruct|inpaint asks of the model, trainer and policy
+    tasks.check(cfg)
     return policy
 
 
@@ -113,9 +113,6 @@ def _augmentation_mode(cfg: DictConfig) -> None:
     if not isinstance(prefix, str) or not re.fullmatch(expand.PREFIX_PATTERN, prefix):
         raise ConfigError(f"augmentation.save_prefix: expected the start of a file name (letters, digits, _ . -, "
                           f"starting with a letter or digit), got {prefix!r}")
-    if aug.mode == "offline" and aug.get("where", "host") == "device":
-        raise ConfigError("augmentation.mode: offline writes the augmented images ahead of training on the host; "
-                          "augmentation.where=device augments inside the model while training; use one of the two")
 
 
 def _optimizer(name) -> None:

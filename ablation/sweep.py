@@ -195,7 +195,7 @@ def job(cfg: DictConfig, train) -> float:
 
     guard.sigterm_interrupts()
     try:
-        metrics = train(cfg)
+        metrics = train(cfg, announce=progress)
     except KeyboardInterrupt:
         if _interrupted_once:
             print("interrupted: the run is marked KILLED", file=sys.stderr)

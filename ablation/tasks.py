@@ -239,39 +239,14 @@ def inpaint_settings(node) -> tuple[str, dict, int]:
     return mask, region, fill
 
 
-def check(cfg: DictConfig, policy=None) -> None:
-    """Config-time checks of `task` and what it asks of the model, the trainer and the augmentation; `policy`
-    (augment.Policy, when built) must split into spatial and photometric parts for inpaint."""
-    from ablation import models
-
+def check(cfg: DictConfig) -> None:
+    """`task` and its own settings; what a task asks of the model, the trainer and the augmentation is checked
+    with the other rules between settings (ablation.plan)."""
     task = cfg.get("task", "classify")
     if task not in TASKS:
         raise ConfigError(f"task: expected one of {'|'.join(TASKS)}, got {task!r}")
-    if policy is not None and policy.mix is not None:  # MixUp / CutMix (ablation/mixing.py)
-        if task != "classify":
-            raise ConfigError(f"augmentation.mix: {policy.mix.label} mixes the class labels of two images; task "
-                              f"{task} has none (use task=classify, or a policy without mix)")
-        if cfg.augmentation.get("mode", "online") == "offline":
-            raise ConfigError(f"augmentation.mix: {policy.mix.label} mixes each training batch as it is drawn; "
-                              f"augmentation.mode=offline writes single images ahead of training (use mode=online)")
-    if task == "classify":
-        return
-    if cfg.trainer.monitor != "val_loss":
-        raise ConfigError(f"trainer.monitor: task {task} has no accuracy; expected val_loss, got "
-                          f"{cfg.trainer.monitor!r}")
-    if not models.image_to_image(cfg.model.name):
-        raise ConfigError(f"model.name: {cfg.model.name} outputs class probabilities; task {task} needs an "
-                          "image-to-image model (model=conv_autoencoder)")
-    if cfg.augmentation.get("where", "host") == "device":
-        raise ConfigError(f"augmentation.where: device augments inside the model, after the target is taken; task "
-                          f"{task} needs where=host")
     if task == "inpaint":
         inpaint_settings(cfg.get("inpaint"))
-        if cfg.augmentation.get("mode", "online") == "offline":
-            raise ConfigError("augmentation.mode: offline writes photometric changes into the training images, so "
-                              "the inpaint target would carry them; use mode=online with task=inpaint")
-        if policy is not None:
-            policy.split()
 
 
 def build(cfg: DictConfig) -> Classify:

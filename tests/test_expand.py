@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from ablation import augment, config, datasets, expand, tracking
+from ablation.plan import plan
 from ablation.run import make_batches, run
 from conftest import ROOT
 
@@ -172,7 +173,7 @@ def test_bad_settings_name_their_key(make_cfg, override, message):
 
 def test_offline_on_the_device_is_refused(make_cfg):
     with pytest.raises(config.ConfigError, match=r"^augmentation\.mode: offline .* augmentation\.where=device"):
-        config.validate(make_cfg("augmentation=hflip", "augmentation.mode=offline", "augmentation.where=device"))
+        plan(make_cfg("augmentation=hflip", "augmentation.mode=offline", "augmentation.where=device"))
 
 
 def test_command_line_expands_with_the_copies_shortcut(tmp_path):

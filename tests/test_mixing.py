@@ -6,10 +6,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from ablation import augment, config
+from ablation import augment
 from ablation.augment import PolicyError, mixing
 from ablation.batches import Batches
 from ablation.config import ConfigError
+from ablation.plan import plan
 from ablation.run import run
 from conftest import CONF
 from helpers import random_images
@@ -36,10 +37,10 @@ def test_bad_mix_settings_are_one_line_naming_the_key(value, message):
 
 def test_mix_needs_class_labels_and_online_batches(make_cfg):
     with pytest.raises(ConfigError, match=r"^augmentation.mix: MixUp mixes the class labels .* task reconstruct"):
-        config.validate(make_cfg("augmentation=mixup", "task=reconstruct", "model=conv_autoencoder",
+        plan(make_cfg("augmentation=mixup", "task=reconstruct", "model=conv_autoencoder",
                                  "trainer.monitor=val_loss"))
     with pytest.raises(ConfigError, match=r"^augmentation.mix: CutMix mixes each training batch .* mode=online"):
-        config.validate(make_cfg("augmentation=cutmix", "augmentation.mode=offline"))
+        plan(make_cfg("augmentation=cutmix", "augmentation.mode=offline"))
 
 
 def test_drawn_numbers_follow_keras_definitions():

@@ -13,6 +13,7 @@ from PIL import Image
 from ablation import augment, config, models, report, tasks
 from ablation.batches import Batches
 from ablation.config import ConfigError, user_error
+from ablation.plan import plan
 from ablation.run import run
 from conftest import CONF
 from helpers import random_images
@@ -214,7 +215,7 @@ BAD = [
 def test_bad_task_settings_are_one_line_errors(make_cfg, tmp_path, overrides, message):
     cfg = make_cfg(*[o.format(bad_file=_not_an_image(tmp_path)) for o in overrides])
     with pytest.raises(ConfigError) as info:
-        config.validate(cfg)
+        plan(cfg)
     assert user_error(info.value)
     assert "\n" not in str(info.value)
     assert re.match(message, str(info.value)), str(info.value)
@@ -225,9 +226,9 @@ def test_a_container_mixing_spatial_and_photometric_transforms_is_an_error_for_i
     cfg.augmentation.transforms = [{"_target_": "albumentations.OneOf", "transforms": FLIP_AND_BRIGHTEN}]
     with pytest.raises(augment.PolicyError, match=r"^augmentation\.transforms\[0\]: albumentations\.OneOf mixes "
                                                   r"spatial and photometric transforms"):
-        config.validate(cfg)
+        plan(cfg)
     cfg.task = "reconstruct"  # the whole policy goes to input and target alike: nothing to split
-    config.validate(cfg)
+    plan(cfg)
 
 
 # --------------------------------------------------------------------------------------------------------------

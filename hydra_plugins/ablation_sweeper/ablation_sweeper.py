@@ -97,12 +97,14 @@ class AblationSweeper(BasicSweeper):
 
     def _validate(self, jobs: list[list[str]], ablation_config) -> None:
         """Compose and check every job before any trains: a bad combination stops the sweep up front."""
+        from ablation.plan import plan
+
         bad = []
         for job in jobs:
             try:
                 cfg = self._load(job)
                 cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])  # as the job will see it
-                ablation_config.validate(cfg)
+                plan(cfg)  # every setting and every rule between settings
             except Exception as exc:
                 if not ablation_config.user_error(exc):
                     raise

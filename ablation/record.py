@@ -1,0 +1,60 @@
+"""What a run records in MLflow besides its per-epoch rows: what it trained on and with (before fit), and what
+came out (after the best weights are restored). The run's shape is in ablation.run; this is its paperwork."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from ablation import datasets, normalize, plots, tasks, tracking
+from ablation.plan import RunPlan
+
+
+def inputs(tracker: tracking.Tracker, cfg: DictConfig, plan: RunPlan, splits: datasets.Splits,
+           normalization: normalize.Normalization, scratch: Path, metrics: dict) -> None:
+    """The resolved config, the policy, a preview of it, the data's sizes, the label mapping, skipped files."""
+    tracker.log_params(tracking.flatten(cfg))
+    tracker.log_params(normalization.params())  # the statistics the model's normalisation layer applies
+    tracker.log_text(json.dumps(normalization.to_dict(), indent=1), "normalization.json")
+    tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    tracker.log_text(json.dumps(plan.policy.to_dict(), indent=2), "policy.json")
+    tracker.log_figure(plots.preview_grid(splits.train.x[0], plan.policy, n=8, seed=plan.seed,
+                                          partners=splits.train.x[1:9]), "augmentation_preview.png")
+    tracker.log_metrics({"data/n_train": len(splits.train.y), "data/n_val": len(splits.val.y),
+                         "data/n_test": len(splits.test.y), "data/num_classes": splits.num_classes,
+                         "data/skipped_images": len(splits.skipped), **metrics})
+    # The label mapping the model's outputs follow, fixed by the training split.
+    tracker.log_text(json.dumps({"class_names": splits.class_names,
+                                 "class_indices": {n: i for i, n in enumerate(splits.class_names)}}, indent=1),
+                     "labels.json")
+    if splits.skipped:  # dataset.on_bad_image=skip: which files were left out, and why
+        pd.DataFrame(splits.skipped, columns=["file", "reason"]).to_csv(scratch / "skipped_images.csv", index=False)
+        tracker.log_file(scratch / "skipped_images.csv")
+
+
+def results(tracker: tracking.Tracker, plan: RunPlan, scores: dict, history: pd.DataFrame, best: dict,
+            times: dict, scratch: Path) -> dict:
+    """test/* from the best weights, best/* at the best epoch, the history and its learning curves; returns the
+    final metrics."""
+    # The loss and the task's metrics (accuracy; or mae and psnr): test/*, and best/* at the best epoch.
+    gaps = [m for m in ("accuracy", "loss") if m in scores]
+    final = {**{f"test/{m}": v for m, v in scores.items()}, "best_epoch": best["epoch"],
+             **{f"best/gap_{m}": best.get(f"gap/{m}") for m in gaps},
+             **{f"best/val_{m}": best.get(f"val/{m}") for m in scores},
+             **{f"best/train_clean_{m}": best.get(f"train_clean/{m}") for m in scores if m != "loss"}, **times}
+    tracker.log_metrics(final)
+    history.to_csv(scratch / "history.csv", index=False)
+    tracker.log_file(scratch / "history.csv")
+    tracker.log_figure(plots.learning_curves(history, best_epoch=best["epoch"], title=plan.name),
+                       "learning_curves.png")
+    return final
+
+
+def headline(plan: RunPlan, final: dict) -> str:
+    """The line a run ends with: its test score and its gap at the best epoch."""
+    metric = tasks.KINDS[plan.task].headline
+    gap = final["best/gap_loss"]
+    return (f"{plan.name}: test {metric} {final[f'test/{metric}']:.3f}, gap (loss) at best epoch {final['best_epoch']}: "
+            f"{gap if gap is not None else float('nan'):.3f}")

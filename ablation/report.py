@@ -1,8 +1,9 @@
 """ablation-report [experiment_name=NAME | +parent_run_id=ID] [tracking.uri=...] [report.*=...] (or python -m
 ablation.report; config: conf/report.yaml): the decision report of an experiment, read back from MLflow
-(mlflow.search_runs and metric histories, never in-process state), written to <paths.reports>/<experiment_name>/: summary.csv, summary.md, forest.png, curves.png, gaps.png,
-previews.png, heatmap.png (when several datasets or models), report.html. The verdicts come from summary.py and
-decide.py, what to do next from advice.py, the page from page.py. The sweep callback builds it when a sweep ends."""
+(mlflow.search_runs and metric histories, never in-process state), written to <paths.reports>/<experiment_name>/:
+summary.csv, summary.md, forest.png, curves.png, gaps.png, previews.png, heatmap.png (when several datasets or
+models), report.html. The verdicts come from summary.py and decide.py, what to do next from advice.py, the page
+from page.py. The sweep callback builds it when a sweep ends."""
 from __future__ import annotations
 
 import math

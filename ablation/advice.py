@@ -8,7 +8,7 @@ import math
 import pandas as pd
 
 from ablation import decide
-from ablation.cli import CONF
+from ablation.paths import CONF
 
 EXPERIMENTS = CONF / "experiment"
 

@@ -2,19 +2,18 @@
 config files and overrides as the command line, a bad override as one ConfigError line, paths applied."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-CONF = Path(__file__).resolve().parent / "conf"
+from ablation import paths
+
+CONF = paths.CONF
 
 
 def compose_app(config_name: str, overrides: list[str]) -> DictConfig:
     """The config a command composes (config_name: config, report, predict, ui, expand, preview)."""
     from hydra.errors import HydraException
 
-    from ablation import paths
     from ablation.errors import ConfigError
 
     try:

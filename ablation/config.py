@@ -100,17 +100,17 @@ def check_report(cfg: DictConfig) -> None:
 
 
 def _augmentation_mode(cfg: DictConfig) -> None:
-    """augmentation.mode (online|offline) and the settings of the offline expansion (ablation/expand.py)."""
+    """augmentation.mode (online|offline) and the settings of the offline expansion (ablation/expansion.py)."""
     import re
 
-    from ablation import expand
+    from ablation import expansion
 
-    _choice(cfg, "augmentation.mode", expand.MODES)
+    _choice(cfg, "augmentation.mode", expansion.MODES)
     _number(cfg, "augmentation.copies", minimum=1, integer=True)
-    _choice(cfg, "augmentation.save_format", expand.FORMATS)
+    _choice(cfg, "augmentation.save_format", expansion.FORMATS)
     aug = cfg.augmentation
     prefix = aug.get("save_prefix")
-    if not isinstance(prefix, str) or not re.fullmatch(expand.PREFIX_PATTERN, prefix):
+    if not isinstance(prefix, str) or not re.fullmatch(expansion.PREFIX_PATTERN, prefix):
         raise ConfigError(f"augmentation.save_prefix: expected the start of a file name (letters, digits, _ . -, "
                           f"starting with a letter or digit), got {prefix!r}")
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# The configs that ship inside the package (Hydra's primary config folder for every command).
+CONF = Path(__file__).resolve().parent / "conf"
 HOME_ENV = "ABLATION_HOME"
 # Folder under the home -> the environment variable that moves it elsewhere (None: it moves with the home only).
 FOLDERS = {

@@ -11,7 +11,7 @@ from types import MappingProxyType
 
 from omegaconf import DictConfig
 
-from ablation import augment, config, expand, models, tracking
+from ablation import augment, config, expansion, models, tracking
 from ablation.errors import ConfigError
 
 
@@ -49,9 +49,9 @@ def plan(cfg: DictConfig) -> RunPlan:
     policy = config.validate(cfg)
     check_combinations(cfg, policy)
     task = cfg.get("task", "classify")
-    where = "offline" if expand.offline(cfg) else cfg.augmentation.get("where", "host")
+    where = "offline" if expansion.offline(cfg) else cfg.augmentation.get("where", "host")
     placement = Placement(where=where, mix_at=("device" if where == "device" else "host") if policy.mix else None)
-    label = expand.label(cfg, policy.name)
+    label = expansion.label(cfg, policy.name)
     key = tracking.config_hash(cfg, policy.fingerprint)
     tags = {"dataset": cfg.dataset.name, "model": cfg.model.name, "augmentation": label,
             "policy": cfg.augmentation.name, "seed": cfg.seed, "experiment": cfg.experiment_name, "config_hash": key,

@@ -12,7 +12,19 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from ablation import augment, backend, callbacks, datasets, expand, measure, models, normalize, record, tasks, tracking
+from ablation import (
+    augment,
+    backend,
+    callbacks,
+    datasets,
+    expansion,
+    measure,
+    models,
+    normalize,
+    record,
+    tasks,
+    tracking,
+)
 from ablation.augment import device
 from ablation.backup import Backup
 from ablation.batches import Batches
@@ -47,7 +59,7 @@ def run(cfg: DictConfig, announce: Callable[[str], None] | None = None) -> dict[
     policy = augment.build(cfg.augmentation, image_shape=splits.input_shape)
     # offline: the policy wrote the originals plus `copies` augmented versions ahead of training (reused while
     # its inputs are unchanged); the training batches read them as they are. Evaluation data stays the dataset's.
-    expansion = expand.prepare(cfg, splits, policy) if p.placement.where == "offline" else None
+    expanded = expansion.prepare(cfg, splits, policy) if p.placement.where == "offline" else None
     # device: the same policy as Keras layers inside the model (on the GPU when there is one).
     layers = device.layers_for(cfg.augmentation, splits.input_shape, cfg.seed) if p.placement.model_layers else None
     task = tasks.build(cfg)  # the batches' targets, the model's head, its loss and metrics
@@ -58,7 +70,7 @@ def run(cfg: DictConfig, announce: Callable[[str], None] | None = None) -> dict[
         # 3. Batches: the policy goes to the training batches only (host placement); val, test and the
         # clean-train subset are never augmented.
         batches = make_batches(cfg, splits, policy if p.placement.batches_augment else None,
-                               pad_to=backend.batch_multiple(replicas), train=expansion.train if expansion else None,
+                               pad_to=backend.batch_multiple(replicas), train=expanded.train if expanded else None,
                                task=task, mix=policy.mix, mix_images=p.placement.mix_at == "host")
         # 4. The model, compiled from the trainer settings. weighted_metrics: the zero-weighted padding of short
         # batches (several devices on JAX) counts in no metric.
@@ -70,8 +82,8 @@ def run(cfg: DictConfig, announce: Callable[[str], None] | None = None) -> dict[
                       jit_compile=t.jit_compile)
         tags = {**p.tags, "devices": replicas, "device": backend.device_description(),
                 "keras_backend": keras.backend.backend()}
-        if expansion:
-            tags["expanded_dir"] = str(expansion.folder)
+        if expanded:
+            tags["expanded_dir"] = str(expanded.folder)
         if earlier:
             tags.update(resumed_from=backup.previous_run(), resumed_at_epoch=len(earlier))
 
@@ -79,7 +91,7 @@ def run(cfg: DictConfig, announce: Callable[[str], None] | None = None) -> dict[
         with tracking.run(cfg, p.name, tags) as tracker, tracking.scratch_dir() as scratch:
             scratch = Path(scratch)
             record.inputs(tracker, cfg, p, splits, normalization, scratch,
-                          {"time/data_load_s": data_load_s, **(expansion.metrics if expansion else {})})
+                          {"time/data_load_s": data_load_s, **(expanded.metrics if expanded else {})})
             epochs = measure.CleanGap(batches["train"], batches["train_clean"], on_row=tracker.log_epoch)
             best_weights = scratch / "best.weights.h5"
             if backup:

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from ablation import augment, config, datasets, expand, tracking
+from ablation import augment, config, datasets, expansion, tracking
 from ablation.plan import plan
 from ablation.run import make_batches, run
 from conftest import ROOT
@@ -22,7 +22,7 @@ N_TRAIN = 24
 
 @pytest.fixture(autouse=True)
 def _private_expansions(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv(expand.EXPANDED_ENV, str(tmp_path_factory.getbasetemp() / "expanded"))
+    monkeypatch.setenv(expansion.EXPANDED_ENV, str(tmp_path_factory.getbasetemp() / "expanded"))
 
 
 def _image_files(folder, ext=None):
@@ -39,7 +39,7 @@ def _expansion(make_cfg, *overrides):
     cfg = make_cfg(f"dataset.train_size={N_TRAIN}", "augmentation=rotate", *overrides)
     splits = datasets.load(cfg.dataset)
     policy = augment.build(cfg.augmentation, image_shape=splits.input_shape)
-    return cfg, splits, policy, expand.expand(cfg, splits, policy)
+    return cfg, splits, policy, expansion.expand(cfg, splits, policy)
 
 
 def test_expanded_folder_holds_the_originals_and_copies_with_prefix_and_format(make_cfg):
@@ -51,7 +51,7 @@ def test_expanded_folder_holds_the_originals_and_copies_with_prefix_and_format(m
     assert len(_image_files(result.folder / "validation")) == len(splits.val) > 0
     assert len(_image_files(result.folder / "test")) == len(splits.test) > 0
     assert result.bytes == sum(p.stat().st_size for p in _image_files(result.folder)) > 0
-    assert result.folder.parent == expand.root() and result.created
+    assert result.folder.parent == expansion.root() and result.created
 
     # Copy 0 is the original pixel for pixel, in the class folder of its label; copies are augmented versions.
     changed = 0
@@ -67,12 +67,12 @@ def test_writing_an_expansion_reports_its_progress(make_cfg, monkeypatch, caplog
 
     from ablation.datasets import images
 
-    monkeypatch.setattr(expand, "CHUNK", 8)
+    monkeypatch.setattr(expansion, "CHUNK", 8)
     monkeypatch.setattr(images, "PROGRESS_EVERY_S", 0.0)
-    caplog.set_level(logging.INFO, logger="ablation.expand")
+    caplog.set_level(logging.INFO, logger="ablation.expansion")
     _, splits, _, result = _expansion(make_cfg, "augmentation.copies=2")
     total = N_TRAIN * 3 + len(splits.val) + len(splits.test)
-    lines = [r.getMessage() for r in caplog.records if r.name == "ablation.expand"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "ablation.expansion"]
     assert len(lines) >= 5 and all(f" of {total} images (" in line for line in lines[:-1]), lines
     assert lines[-1].startswith(f"expansion: wrote {total} images in ")
     assert len(_image_files(result.folder)) == total
@@ -89,10 +89,10 @@ def test_jpg_format_applies_to_the_training_images_only(make_cfg):
 def test_a_second_expansion_reuses_the_folder_without_rewriting(make_cfg):
     cfg, splits, policy, first = _expansion(make_cfg, "augmentation.copies=1", "seed=3")
     stamps = {p: p.stat().st_mtime_ns for p in first.folder.rglob("*")}
-    again = expand.expand(cfg, splits, policy)
+    again = expansion.expand(cfg, splits, policy)
     assert again.folder == first.folder and not again.created
     assert {p: p.stat().st_mtime_ns for p in again.folder.rglob("*")} == stamps
-    assert not [p for p in expand.root().iterdir() if p.name.endswith((".tmp", ".stale"))]
+    assert not [p for p in expansion.root().iterdir() if p.name.endswith((".tmp", ".stale"))]
     # Another number of copies is another expansion.
     other = _expansion(make_cfg, "augmentation.copies=2", "seed=3")[3]
     assert other.folder != first.folder and other.created
@@ -104,7 +104,7 @@ def test_expanded_folder_reads_back_as_a_folder_dataset_in_the_datasets_class_or
                    "dataset.image_size=16", "augmentation=hflip", "augmentation.copies=1")
     splits = datasets.load(cfg.dataset)
     policy = augment.build(cfg.augmentation, image_shape=splits.input_shape)
-    result = expand.prepare(cfg, splits, policy)
+    result = expansion.prepare(cfg, splits, policy)
     as_folder = datasets.load(result.dataset_config())
     assert (len(as_folder.train), len(as_folder.val), len(as_folder.test)) == (32, 8, 8)
     assert len(result.train) == 32
@@ -127,7 +127,7 @@ def test_offline_run_trains_on_the_expansion_without_augmenting(make_cfg, tmp_pa
     assert tags["train_batches_policy"] == "none"  # the Batches fit trained on had no policy
     folder = Path(tags["expanded_dir"])
     assert logged["data/expanded_images"] == N_TRAIN * 3 == len(_image_files(folder / "train"))
-    assert logged["data/expanded_bytes"] == expand._manifest(folder)["bytes"] > 0
+    assert logged["data/expanded_bytes"] == expansion.read_manifest(folder)["bytes"] > 0
     assert logged["time/expand_s"] > 0 and logged["data/n_train"] == N_TRAIN
     online = make_cfg(f"dataset.train_size={N_TRAIN}", "augmentation=rotate")
     assert tags["config_hash"] != tracking.config_hash(online, augment.build(online.augmentation).fingerprint)
@@ -135,7 +135,7 @@ def test_offline_run_trains_on_the_expansion_without_augmenting(make_cfg, tmp_pa
     # The training batches as run() makes them: no policy, and every image one of the written files.
     splits = datasets.load(cfg.dataset)
     policy = augment.build(cfg.augmentation, image_shape=splits.input_shape)
-    result = expand.prepare(cfg, splits, policy)
+    result = expansion.prepare(cfg, splits, policy)
     assert result.folder == folder and not result.created
     batches = make_batches(cfg, splits, None, train=result.train)
     assert batches["train"].policy is None and len(batches["train"].x) == N_TRAIN * 3
@@ -179,7 +179,7 @@ def test_offline_on_the_device_is_refused(make_cfg):
 def test_command_line_expands_with_the_copies_shortcut(tmp_path):
     command = [sys.executable, "-m", "ablation.expand", "dataset=digits", "augmentation=hflip", "copies=2",
                "dataset.train_size=16", f"hydra.run.dir={tmp_path}/hydra"]
-    env = {**os.environ, expand.EXPANDED_ENV: str(tmp_path / "expanded")}
+    env = {**os.environ, expansion.EXPANDED_ENV: str(tmp_path / "expanded")}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     [folder] = [p for p in (tmp_path / "expanded").iterdir()]

@@ -18,7 +18,7 @@ from ablation import errors
 
 ROOT_KEY = "augmentation"
 # mode, copies, save_format, save_prefix: how the policy is applied (online per batch, or offline as a written
-# training set, ablation/expand.py); checked by ablation.config, not part of the policy itself.
+# training set, ablation/expansion.py); checked by ablation.config, not part of the policy itself.
 TOP_LEVEL_KEYS = ("name", "transforms", "idg", "mix", "variant", "where", "mode", "copies", "save_format",
                   "save_prefix")
 PLACES = ("host", "device")

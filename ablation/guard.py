@@ -5,6 +5,7 @@ interrupt with exit code 130. Anything else is a bug and keeps its traceback."""
 from __future__ import annotations
 
 import functools
+import logging
 import signal
 import sys
 import threading
@@ -15,6 +16,14 @@ from ablation.errors import UserError
 
 USER_ERROR_EXIT = 2
 INTERRUPTED_EXIT = 130
+
+
+class BelowWarning(logging.Filter):
+    """Lets through what is below WARNING: status lines go to stdout, warnings and errors to stderr (the logging
+    config of the `ablation` command, ablation/conf/hydra/job_logging/ablation.yaml)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING
 
 
 def _as_interrupt(signum, frame):

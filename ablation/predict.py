@@ -15,7 +15,7 @@ Default output: <paths.predictions>/<run_id>/predictions.csv. Other arguments ar
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +26,8 @@ from omegaconf import DictConfig
 
 from ablation import datasets, guard, paths, tracking
 from ablation.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # This command's own settings (conf/predict.yaml); everything else is the run config's.
 ARGUMENTS = ("run_id", "data", "out", "batch_size")
@@ -103,7 +105,7 @@ def task_of(model, class_names: list[str] | None, run_id: str) -> tuple[str, lis
         raise ConfigError(f"run_id: model {run_id} output shape {shape} is neither class probabilities nor an image")
     count = 2 if shape[1] == 1 else shape[1]
     if class_names is None:
-        print(f"note: run {run_id} has no labels.json; classes are named by their index", file=sys.stderr)
+        log.warning("note: run %s has no labels.json; classes are named by their index", run_id)
         class_names = [str(i) for i in range(count)]
     if len(class_names) != count:
         raise ConfigError(f"run_id: run {run_id}'s labels.json names {len(class_names)} classes but the model "

@@ -2,6 +2,7 @@
 callback that opens one parent MLflow run per sweep and builds the report when the sweep ends."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -14,6 +15,7 @@ from ablation import guard
 
 CONF = Path(__file__).resolve().parent / "conf"
 DESIGNS = ("grid", "leave_one_out", "add_one_in")
+log = logging.getLogger(__name__)
 START_ENV = "ABLATION_SWEEP_START"
 SIZE_ENV = "ABLATION_SWEEP_SIZE"
 
@@ -121,7 +123,7 @@ def progress(name: str) -> None:
     total = os.environ.get(SIZE_ENV, "?")
     elapsed = time.time() - float(os.environ.get(START_ENV, time.time()))
     eta = f", ETA {_clock(elapsed / (k - 1) * (int(total) - k + 1))}" if k > 1 and total.isdigit() else ""
-    print(f"[{k}/{total}] {name}  elapsed {_clock(elapsed)}{eta}", flush=True)
+    log.info("[%s/%s] %s  elapsed %s%s", k, total, name, _clock(elapsed), eta)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -198,11 +200,11 @@ def job(cfg: DictConfig, train) -> float:
         metrics = train(cfg, announce=progress)
     except KeyboardInterrupt:
         if _interrupted_once:
-            print("interrupted: the run is marked KILLED", file=sys.stderr)
+            log.warning("interrupted: the run is marked KILLED")
             raise
         _interrupted_once = True
         failures.append((list(HydraConfig.get().overrides.task), "interrupted (marked KILLED)"))
-        print("interrupted: the run is marked KILLED; the sweep goes on (Ctrl-C again stops it)", file=sys.stderr)
+        log.warning("interrupted: the run is marked KILLED; the sweep goes on (Ctrl-C again stops it)")
         return float("nan")
     return metrics.get("best/val_loss", float("nan"))
 
@@ -244,7 +246,7 @@ def finish(config: DictConfig, interrupted: BaseException | None = None) -> None
     try:
         if interrupted is not None:
             for name in tracking.close_dead_children(config, parent):
-                print(f"{name}: its process ended before closing the run; marked KILLED", flush=True)
+                log.warning("%s: its process ended before closing the run; marked KILLED", name)
         size = int(os.environ.get(SIZE_ENV, 0))
         trained = tracking.count_children(config, parent)
         counts = {"sweep/jobs": size, "sweep/trained": trained, "sweep/failed": len(failures)}
@@ -253,12 +255,12 @@ def finish(config: DictConfig, interrupted: BaseException | None = None) -> None
         tracking.log_to_run(config, parent, metrics=counts, params={"sweep_size": size})
         if interrupted is not None:
             # The jobs that had not started yet are neither trained nor skipped.
-            print(f"sweep interrupted: {trained} of {size} combinations started training", flush=True)
+            log.warning("sweep interrupted: %s of %s combinations started training", trained, size)
         else:
             if trained + counts["sweep/skipped"] > 0:
                 tracking.log_to_run(config, parent, folder=report.main(config, parent))
-            print(f"sweep: {size} combinations: {trained} trained, {counts['sweep/skipped']} skipped (finished "
-                  f"before), {len(failures)} failed", flush=True)
+            log.info(f"sweep: {size} combinations: {trained} trained, {counts['sweep/skipped']} skipped (finished "
+                  f"before), {len(failures)} failed")
     finally:
         reason = "; ".join(f"[{' '.join(job)}] {error}" for job, error in failures) or (
             f"{type(interrupted).__name__}: {interrupted}" if interrupted else None)

@@ -3,11 +3,13 @@ belongs), journal.jsonl (every write, in order) and files/ (the artifacts). abla
 from __future__ import annotations
 
 import json
+import logging
 import shutil
-import sys
 from pathlib import Path
 
 from ablation import paths
+
+log = logging.getLogger(__name__)
 
 
 def unsent_root() -> Path:
@@ -22,8 +24,8 @@ class Journal:
         (self.folder / "files").mkdir(parents=True, exist_ok=True)
         (self.folder / "store.json").write_text(json.dumps({"uri": uri, "run_id": run_id,
                                                             "error": f"{type(exc).__name__}: {exc}"[:2000]}))
-        print(f"warning: the tracking server at {uri} stopped answering; run {run_id} goes on and keeps "
-              f"what it logs in {self.folder}", file=sys.stderr, flush=True)
+        log.warning("warning: the tracking server at %s stopped answering; run %s goes on and keeps what it logs "
+                    "in %s", uri, run_id, self.folder)
 
     def write(self, entry: dict) -> None:
         with open(self.folder / "journal.jsonl", "a") as f:

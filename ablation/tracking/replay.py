@@ -3,11 +3,14 @@ run first reaches that server, or by hand with `python -m ablation.tracking repl
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sys
 
 from ablation.tracking.journal import unsent_root
 from ablation.tracking.store import server_down
+
+log = logging.getLogger(__name__)
 
 
 def replay_unsent(uri: str) -> list[str]:
@@ -37,7 +40,7 @@ def replay_unsent(uri: str) -> list[str]:
                 mlflow_client.set_terminated(run_id, entry["status"])
         mlflow_client.set_tag(run_id, "replayed_from_journal", "true")
         shutil.rmtree(folder)
-        print(f"sent the journal of run {run_id} to {uri} ({len(lines)} entries)", flush=True)
+        log.info("sent the journal of run %s to %s (%s entries)", run_id, uri, len(lines))
         sent.append(run_id)
     return sent
 

@@ -48,8 +48,8 @@ class AblationSweeper(BasicSweeper):
         super().setup(hydra_context=hydra_context, task_function=self.job, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
-        from ablation import config as ablation_config
         from ablation import sweep
+        from ablation.errors import user_error
 
         params = self._parse_config()
         params.extend(arguments)
@@ -59,12 +59,12 @@ class AblationSweeper(BasicSweeper):
             try:
                 jobs = sweep.expand(grid, self.config, load=self._load)
             except Exception as exc:
-                if not ablation_config.user_error(exc):
+                if not user_error(exc):
                     raise
                 print(f"error: {exc}", file=sys.stderr)  # a design or policy that cannot be expanded
                 raise SystemExit(2) from None
             os.environ[sweep.SIZE_ENV] = str(len(jobs))
-            self._validate(jobs, ablation_config)
+            self._validate(jobs)
             size = self.max_batch_size or len(jobs)
             self.overrides = [jobs[i:i + size] for i in range(0, len(jobs), size)]
             sweep_dir = Path(self.config.hydra.sweep.dir)
@@ -95,8 +95,9 @@ class AblationSweeper(BasicSweeper):
         return sweep.missing_config_is_user_error(lambda: self.hydra_context.config_loader.load_sweep_config(
             master_config=self.config, sweep_overrides=list(job)))
 
-    def _validate(self, jobs: list[list[str]], ablation_config) -> None:
+    def _validate(self, jobs: list[list[str]]) -> None:
         """Compose and check every job before any trains: a bad combination stops the sweep up front."""
+        from ablation.errors import user_error
         from ablation.plan import plan
 
         bad = []
@@ -106,7 +107,7 @@ class AblationSweeper(BasicSweeper):
                 cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])  # as the job will see it
                 plan(cfg)  # every setting and every rule between settings
             except Exception as exc:
-                if not ablation_config.user_error(exc):
+                if not user_error(exc):
                     raise
                 bad.append(f"error: [{' '.join(job)}] {exc}")
         if bad:

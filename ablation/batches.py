@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -16,16 +17,18 @@ from ablation.augment import empty_batch, mixing
 
 
 class ReadyTimes:
-    """When each batch (epoch, index) was ready (time.perf_counter): marked by whichever thread built it, taken
-    once by the callback that measures the fit loop's input wait (measure.CleanGap) as that step ends."""
+    """When each batch (epoch, index) was ready, by `clock` (time.perf_counter unless given): marked by whichever
+    thread built it, taken once by the callback that measures the fit loop's input wait (measure.CleanGap, which
+    reads the same clock) as that step ends."""
 
-    def __init__(self):
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self.clock = clock
         # A dict's item assignment and pop are atomic under the GIL: the threads that build batches and the fit
         # loop that takes their times need no lock.
         self._times: dict[tuple[int, int], float] = {}
 
     def mark(self, epoch: int, index: int) -> None:
-        self._times[epoch, index] = time.perf_counter()
+        self._times[epoch, index] = self.clock()
 
     def take(self, epoch: int, index: int) -> float | None:
         return self._times.pop((epoch, index), None)
@@ -54,7 +57,8 @@ class Batches(keras.utils.PyDataset):
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, *, policy=None, shuffle: bool = False,
                  seed: int = 0, steps: int | None = None, workers: int = 1, use_multiprocessing: bool = False,
                  max_queue_size: int = 10, pad_to: int = 1, task: tasks.Classify | None = None,
-                 mix: mixing.Mix | None = None, mix_images: bool = True):
+                 mix: mixing.Mix | None = None, mix_images: bool = True,
+                 clock: Callable[[], float] = time.perf_counter):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         if len(x) != len(y):
             raise ValueError(f"images and labels differ in length: {len(x)} vs {len(y)}")
@@ -79,7 +83,7 @@ class Batches(keras.utils.PyDataset):
         self._orders: dict[int, np.ndarray] = {}
         self._orders_lock = threading.Lock()
         # When each batch was ready: the fit loop's input wait is measured against it (measure.CleanGap).
-        self.ready = ReadyTimes()
+        self.ready = ReadyTimes(clock)
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
         n = len(self.x)

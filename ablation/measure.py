@@ -10,7 +10,6 @@ for its next batch (against the moment Batches had each batch ready). It logs no
 goes to `on_row` (a run's Tracker.log_epoch), and all rows stay in `rows`."""
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import keras
@@ -29,12 +28,12 @@ class CleanGap(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
-        self._start = time.perf_counter()
+        self._start = self.train.ready.clock()
         self._train_end = None
         self._waited = 0.0
 
     def on_train_batch_begin(self, batch, logs=None):
-        self._batch_begin = time.perf_counter()
+        self._batch_begin = self.train.ready.clock()
 
     def on_train_batch_end(self, batch, logs=None):
         # The step pulled batch `batch` right after on_train_batch_begin (fit runs with shuffle=False, so step i
@@ -45,10 +44,10 @@ class CleanGap(keras.callbacks.Callback):
 
     def on_test_begin(self, logs=None):
         # fit's validation pass; the training part of the epoch is over.
-        self._train_end = self._train_end or time.perf_counter()
+        self._train_end = self._train_end or self.train.ready.clock()
 
     def on_epoch_end(self, epoch, logs=None):
-        end = time.perf_counter()
+        end = self.train.ready.clock()
         train_s = (self._train_end or end) - self._start
         logs = logs or {}
         clean = self.model.evaluate(self.clean_train, verbose=0, return_dict=True)

@@ -223,3 +223,58 @@ def heatmap(summary, baseline: str = "none") -> Figure:
     fig.colorbar(image, ax=ax, label="delta gap (loss) vs none")
     fig.suptitle("delta gap vs none (blue: reduced)")
     return fig
+
+
+def confusion(matrix: np.ndarray, class_names: list[str], title: str = "") -> Figure:
+    """A run's confusion matrix as row shares (each true class sums to 1), with the counts written in."""
+    matrix = np.asarray(matrix)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = matrix / matrix.sum(axis=1, keepdims=True)
+    k = len(class_names)
+    fig = Figure(figsize=(2.5 + 0.45 * k, 2.0 + 0.4 * k), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(np.nan_to_num(shares), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), class_names, rotation=60 if k > 12 else 0, fontsize=8)
+    ax.set_yticks(range(k), class_names, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if k <= 30:
+        for (i, j), count in np.ndenumerate(matrix):
+            if count:
+                ax.text(j, i, str(count), ha="center", va="center", fontsize=6,
+                        color="white" if shares[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=ax, label="share of the true class")
+    ax.set_title(title or "test confusion matrix", fontsize=9)
+    return fig
+
+
+def class_effects(effects) -> Figure:
+    """Delta test accuracy per class (points, policy - none paired by seed), one panel per dataset x model x
+    setting; * marks cells significant after Benjamini-Hochberg over all cells. Red: the policy hurts the class."""
+    blocks = list(effects.groupby(["dataset", "model", "setting"], sort=False)) if len(effects) else []
+    fig = Figure(figsize=(3.5 + 0.55 * max((b["class"].nunique() for _, b in blocks), default=4),
+                          1.2 + sum(0.35 * b["augmentation"].nunique() + 0.8 for _, b in blocks)),
+                 layout="constrained")
+    axes = fig.subplots(max(len(blocks), 1), 1, squeeze=False)[:, 0]
+    limit = float(np.nanmax(np.abs(effects["delta_points"]))) if len(effects) else 1.0
+    limit = limit if np.isfinite(limit) and limit > 0 else 1.0
+    for ax, (key, block) in zip(axes, blocks):
+        classes = list(dict.fromkeys(block["class"]))
+        grid = block.pivot_table(index="augmentation", columns="class", values="delta_points", sort=False)[classes]
+        significant = block.pivot_table(index="augmentation", columns="class", values="significant", aggfunc="max",
+                                        sort=False)[classes]
+        image = ax.imshow(grid.to_numpy(dtype=float), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+        ax.set_xticks(range(len(classes)), classes, fontsize=8)
+        ax.set_yticks(range(len(grid.index)), grid.index, fontsize=8)
+        for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
+            if np.isfinite(value):
+                star = "*" if bool(significant.iloc[i, j]) else ""
+                ax.text(j, i, f"{value:+.1f}{star}", ha="center", va="center", fontsize=6.5,
+                        color="white" if abs(value) > limit / 2 else "black")
+        ax.set_title(" / ".join(str(k) for k in key if k), fontsize=9)
+        ax.set_xlabel("class")
+        fig.colorbar(image, ax=ax, label="delta accuracy (points)")
+    if not blocks:
+        axes[0].set_axis_off()
+    fig.suptitle("per-class delta test accuracy vs none (red: hurts; * significant, BH over all cells)", fontsize=10)
+    return fig

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from ablation import datasets, normalize, plots, tasks, tracking
+from ablation import datasets, normalize, per_class, plots, tasks, tracking
 from ablation.plan import RunPlan
 
 
@@ -50,6 +50,24 @@ def results(tracker: tracking.Tracker, plan: RunPlan, scores: dict, history: pd.
     tracker.log_figure(plots.learning_curves(history, best_epoch=best["epoch"], title=plan.name),
                        "learning_curves.png")
     return final
+
+
+def classes(tracker: tracking.Tracker, plan: RunPlan, model, test_batches, class_names: list[str],
+            scratch: Path) -> dict:
+    """A classifier's per-class test accuracy (test_class/<class>/accuracy, per_class.csv) and its confusion
+    matrix (confusion.csv, confusion.png), from the best weights."""
+    true, predicted = per_class.predict(model, test_batches)
+    matrix = per_class.confusion(true, predicted, len(class_names))
+    scores = per_class.metrics(matrix, class_names)
+    tracker.log_metrics(scores)
+    pd.DataFrame({"class": class_names, "images": matrix.sum(axis=1), "correct": matrix.diagonal(),
+                  "accuracy": per_class.accuracies(matrix)}).to_csv(scratch / "per_class.csv", index=False)
+    pd.DataFrame(matrix, index=pd.Index(class_names, name="true class"),
+                 columns=class_names).to_csv(scratch / "confusion.csv")
+    for file in ("per_class.csv", "confusion.csv"):
+        tracker.log_file(scratch / file)
+    tracker.log_figure(plots.confusion(matrix, class_names, title=plan.name), "confusion.png")
+    return scores
 
 
 def headline(plan: RunPlan, final: dict) -> str:

@@ -278,3 +278,30 @@ def class_effects(effects) -> Figure:
         axes[0].set_axis_off()
     fig.suptitle("per-class delta test accuracy vs none (red: hurts; * significant, BH over all cells)", fontsize=10)
     return fig
+
+
+def affinity_diversity(summary, baseline: str = "none") -> Figure:
+    """Each policy at (affinity, diversity), coloured by its delta test score against none; none sits at (1, 1).
+    Gontijo-Lopes et al. (ICLR 2021): the policies that help score high on both."""
+    table = _with_setting(summary)
+    points = table[(table["augmentation"] != baseline) & np.isfinite(table["affinity"].astype(float))
+                   & np.isfinite(table["diversity"].astype(float))]
+    several = table[["dataset", "model", "setting"]].astype(str).drop_duplicates().shape[0] > 1
+    fig = Figure(figsize=(6.5, 4.8), layout="constrained")
+    ax = fig.subplots()
+    scores = points["delta_test_score"].astype(float).to_numpy()
+    limit = float(np.nanmax(np.abs(scores))) if len(points) and np.isfinite(scores).any() else 1.0
+    dots = ax.scatter(points["affinity"], points["diversity"], c=scores, cmap="RdBu", vmin=-limit or -1,
+                      vmax=limit or 1, s=60, edgecolors="#24292f", linewidths=0.6, zorder=3)
+    for _, r in points.iterrows():
+        ax.annotate(_label(r) if several else r["augmentation"], (r["affinity"], r["diversity"]), fontsize=7,
+                    xytext=(4, 3), textcoords="offset points")
+    ax.scatter([1], [1], marker="*", s=160, color="#24292f", zorder=4, label=f"{baseline} (1, 1)")
+    ax.axvline(1, color="#d0d7de", lw=0.8, zorder=1)
+    ax.axhline(1, color="#d0d7de", lw=0.8, zorder=1)
+    ax.set_xlabel("affinity (none model's val accuracy on augmented / clean val)")
+    ax.set_ylabel("diversity (final training loss / none's)")
+    ax.legend(loc="best", fontsize=8)
+    fig.colorbar(dots, ax=ax, label=f"delta test {points['score_metric'].iloc[0] if len(points) else 'score'} vs none")
+    fig.suptitle("affinity and diversity (blue: higher test score than none)", fontsize=10)
+    return fig

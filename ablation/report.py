@@ -14,7 +14,20 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from ablation import advice, class_effects, config, decide, errors, guard, page, paths, plots, summary, tracking
+from ablation import (
+    advice,
+    affinity,
+    class_effects,
+    config,
+    decide,
+    errors,
+    guard,
+    page,
+    paths,
+    plots,
+    summary,
+    tracking,
+)
 
 KEYS = summary.KEYS
 BASELINE = summary.BASELINE
@@ -112,6 +125,15 @@ def previews(cfg: DictConfig, finished: pd.DataFrame, scratch: Path) -> list[tup
     return out
 
 
+def with_affinity(table: pd.DataFrame, finished: pd.DataFrame, measures: pd.DataFrame) -> pd.DataFrame:
+    """The table with each policy's mean affinity and diversity over its seeds (ablation.affinity)."""
+    if table.empty or measures.empty:
+        return table.assign(affinity=math.nan, diversity=math.nan)
+    per_run = finished[["run_id", *KEYS]].merge(measures, on="run_id")
+    means = per_run.groupby(KEYS, dropna=False)[list(affinity.METRICS)].mean().reset_index()
+    return table.merge(means, on=KEYS, how="left")
+
+
 def decision_view(table: pd.DataFrame) -> pd.DataFrame:
     """The decision columns as a person reads them: the verdict, its flags, both deltas with their intervals,
     the seeds there are and the seeds that would decide; one row per policy, in the table's order."""
@@ -169,6 +191,7 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
     opts = summary.options(cfg.get("report"))
     curves = histories(cfg, finished)
     table = summary.summary(summary.per_run(finished, curves, opts["gap"]) if len(finished) else finished, opts)
+    table = with_affinity(table, finished, affinity.of_runs(cfg, finished))
     table.to_csv(out_dir / "summary.csv", index=False)
     failed_table = pd.DataFrame({"run": failed.get("tags.mlflow.runName", pd.Series(dtype=str)),
                                  "error": failed.get("tags.error", pd.Series(dtype=str))})
@@ -195,6 +218,8 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
         figures["previews.png"] = plots.previews(previews(cfg, finished, Path(scratch)))
     if len(per_class):
         figures["classes.png"] = plots.class_effects(per_class)
+    if np.isfinite(table["affinity"].astype(float)).any():
+        figures["affinity.png"] = plots.affinity_diversity(table, baseline=BASELINE)
     if table[["dataset", "model", "setting"]].drop_duplicates().shape[0] > 1:
         figures["heatmap.png"] = plots.heatmap(table, baseline=BASELINE)
     for file, figure in figures.items():

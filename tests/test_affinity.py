@@ -1,0 +1,70 @@
+"""Affinity and diversity (ablation.affinity) on runs whose answer is known: a policy that changes nothing sits at
+(1, 1) with none, and one that blanks every image has the accuracy of a constant guess."""
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import open_dict
+
+from ablation import affinity, datasets, report
+from ablation.run import run
+
+# Brightness and contrast both at -100%: every image becomes all zeros.
+BLANK = {"name": "blank", "transforms": [{"_target_": "albumentations.RandomBrightnessContrast",
+                                          "brightness_limit": [-1, -1], "contrast_limit": [-1, -1], "p": 1.0}]}
+# Changes nothing, yet is a combination of its own (a policy's identity is its content, and `none` has none).
+IDENTITY = {"name": "identity", "transforms": [{"_target_": "albumentations.HorizontalFlip", "p": 0.0}]}
+
+
+def _train(make_cfg, policy) -> str:
+    cfg = make_cfg("experiment_name=affinity", "tracking.log_model=true")
+    if policy is not None:
+        with open_dict(cfg):
+            cfg.augmentation.name = policy["name"]
+            cfg.augmentation.transforms = policy["transforms"]
+    return run(cfg)["run_id"]
+
+
+def test_identity_is_at_one_one_blanking_scores_a_constant_guess_and_the_report_shows_both(make_cfg, tmp_path):
+    ids = {name: _train(make_cfg, policy) for name, policy in (("none", None), ("identity", IDENTITY),
+                                                               ("blank", BLANK))}
+    assert len(set(ids.values())) == 3  # three trained runs, none skipped as a combination seen before
+    cfg = make_cfg("experiment_name=affinity")
+    finished, _, _ = report.runs_of(cfg)
+    measures = affinity.of_runs(cfg, finished).set_index("run_id")
+    assert measures.loc[ids["none"]].tolist() == [1.0, 1.0]
+    assert measures.loc[ids["identity"], "affinity"] == 1.0  # the same images: the same predictions
+    # Trained alike from the same seed on the same images: the same final training loss.
+    assert measures.loc[ids["identity"], "diversity"] == pytest.approx(1.0, abs=1e-3)
+    # Every blanked image is the same image, so the none model gives one answer for all of them: its accuracy is
+    # the share of that class in the validation split, at most the largest class share.
+    val = datasets.load(cfg.dataset).val
+    largest = np.bincount(val.y).max() / len(val.y)
+    clean = _clean_accuracy(cfg, ids["none"], val, tmp_path)
+    assert 0 <= measures.loc[ids["blank"], "affinity"] * clean <= largest + 1e-9
+    assert measures.loc[ids["blank"], "affinity"] < 0.5
+    # A blank image can only be fitted as a constant: the training loss stays high.
+    assert measures.loc[ids["blank"], "diversity"] > 1.0
+
+    # Logged to their runs, and read back by a rebuilt report without loading a model.
+    logged = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(ids["blank"]).data.metrics
+    assert logged["affinity"] == pytest.approx(measures.loc[ids["blank"], "affinity"])
+    assert logged["diversity"] == pytest.approx(measures.loc[ids["blank"], "diversity"])
+    again = affinity.of_runs(cfg, report.runs_of(cfg)[0]).set_index("run_id")
+    pd.testing.assert_frame_equal(measures.sort_index(), again.sort_index())
+
+    out = report.build(cfg, out_root=tmp_path / "reports")
+    table = pd.read_csv(out / "summary.csv").set_index("augmentation")
+    assert table.loc["identity", "affinity"] == 1.0 and table.loc["blank", "affinity"] < 0.5
+    assert (out / "affinity.png").stat().st_size > 0
+    assert "affinity.png" in (out / "report.html").read_text()
+
+
+def _clean_accuracy(cfg, run_id, val, folder) -> float:
+    import keras
+
+    from ablation import tracking
+
+    model = keras.models.load_model(tracking.download(cfg.tracking, run_id, "model.keras", folder / "model"),
+                                    compile=False)
+    return float(np.mean(model.predict(val.x, verbose=0).argmax(-1) == val.y))

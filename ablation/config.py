@@ -65,6 +65,7 @@ def validate(cfg: DictConfig):
 
     _augmentation_mode(cfg)
     check_report(cfg)  # a sweep ends in its report: a bad report setting stops it before anything trains
+    check_eval(cfg)
     models.check(cfg.model)
     datasets.check(cfg.dataset)
     normalize.check(cfg.dataset)
@@ -97,6 +98,27 @@ def check_report(cfg: DictConfig) -> None:
     for group in ("margin", "underfit"):
         for metric in ("accuracy", "psnr"):
             _number(cfg, f"report.{group}.{metric}", minimum=0)
+
+
+def check_eval(cfg: DictConfig) -> None:
+    """eval.*: the corruption suite each classifier is also scored on (ablation/corruptions.py)."""
+    from ablation import corruptions
+
+    if cfg.get("eval") is None:
+        return
+    names = OmegaConf.select(cfg, "eval.corruptions")
+    if names is None or isinstance(names, str) or not hasattr(names, "__iter__"):
+        raise ConfigError(f"eval.corruptions: expected a list of corruptions ([] for none), got {names!r}")
+    for i, name in enumerate(names):
+        if name not in corruptions.CORRUPTIONS:
+            raise ConfigError(f"eval.corruptions[{i}]: expected one of {', '.join(corruptions.CORRUPTIONS)}, "
+                              f"got {name!r}")
+    severities = OmegaConf.select(cfg, "eval.severities")
+    if names and (severities is None or isinstance(severities, str) or not len(severities)
+                  or any(s not in corruptions.SEVERITIES or isinstance(s, bool) for s in severities)):
+        raise ConfigError(f"eval.severities: expected a non-empty list of severities from 1 to 5, got "
+                          f"{OmegaConf.to_container(severities) if hasattr(severities, '_content') else severities!r}")
+    _number(cfg, "eval.corruption_images", minimum=1, integer=True, optional=True)
 
 
 def _augmentation_mode(cfg: DictConfig) -> None:

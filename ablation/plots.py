@@ -305,3 +305,28 @@ def affinity_diversity(summary, baseline: str = "none") -> Figure:
     fig.colorbar(dots, ax=ax, label=f"delta test {points['score_metric'].iloc[0] if len(points) else 'score'} vs none")
     fig.suptitle("affinity and diversity (blue: higher test score than none)", fontsize=10)
     return fig
+
+
+def robustness(summary, baseline: str = "none") -> Figure:
+    """mCE per policy (corruption errors relative to none of the same seed; 1 = as many errors as none) with its
+    95% interval; policies trained on a tested corruption's family are marked."""
+    table = _with_setting(summary)
+    rows = table[(table["augmentation"] != baseline) & np.isfinite(table["mce"].astype(float))]
+    rows = rows.sort_values("mce", ascending=False)
+    fig = Figure(figsize=(7.0, 1.4 + 0.32 * max(len(rows), 1)), layout="constrained")
+    ax = fig.subplots()
+    labels = _row_labels(rows)
+    y = np.arange(len(rows))
+    means = rows["mce"].astype(float).to_numpy()
+    low, high = rows["mce_ci_low"].astype(float).to_numpy(), rows["mce_ci_high"].astype(float).to_numpy()
+    err = np.vstack([np.nan_to_num(means - low), np.nan_to_num(high - means)])
+    colors = ["#1a7f37" if h < 1 else "#cf222e" if lo > 1 else "#6e7781" for lo, h in zip(low, high)]
+    for k, color in enumerate(colors):
+        ax.errorbar(means[k], y[k], xerr=err[:, k:k + 1], fmt="o", color=color, elinewidth=2, capsize=3)
+    marked = [f"{label}  (trains on {t})" if isinstance(t, str) and t else label
+              for label, t in zip(labels, rows["trains_on"])]
+    ax.set_yticks(y, marked, fontsize=8)
+    ax.axvline(1.0, color="#24292f", lw=1)
+    ax.set_xlabel(f"mCE relative to {baseline} (< 1: fewer errors under corruption)")
+    fig.suptitle("robustness to common corruptions, paired by seed (95% intervals)", fontsize=10)
+    return fig

@@ -3,12 +3,13 @@ came out (after the best weights are restored). The run's shape is in ablation.r
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from ablation import datasets, normalize, per_class, plots, tasks, tracking
+from ablation import corruptions, datasets, normalize, per_class, plots, tasks, tracking
 from ablation.plan import RunPlan
 
 
@@ -67,6 +68,17 @@ def classes(tracker: tracking.Tracker, plan: RunPlan, model, test_batches, class
     for file in ("per_class.csv", "confusion.csv"):
         tracker.log_file(scratch / file)
     tracker.log_figure(plots.confusion(matrix, class_names, title=plan.name), "confusion.png")
+    return scores
+
+
+def robustness(tracker: tracking.Tracker, plan: RunPlan, model, test: datasets.Split, eval_cfg) -> dict:
+    """The best model on its test split under every corruption and severity of eval_cfg (robust/*), and how long
+    that took (time/robust_s)."""
+    started = time.perf_counter()
+    scores = corruptions.evaluate(model, test.x, test.y, list(eval_cfg.corruptions), list(eval_cfg.severities),
+                                  seed=plan.seed, limit=eval_cfg.get("corruption_images"))
+    scores["time/robust_s"] = time.perf_counter() - started
+    tracker.log_metrics(scores)
     return scores
 
 

@@ -25,6 +25,7 @@ from ablation import (
     page,
     paths,
     plots,
+    robustness,
     summary,
     tracking,
 )
@@ -37,7 +38,8 @@ VERDICTS = decide.VERDICTS
 CURVE_METRICS = ("train_clean/loss", "val/loss", "val/accuracy")
 # Params that never set runs apart in the report: the seed (runs are paired over it), where and how a run is
 # tracked or executed, and the policy itself (its name is the augmentation column; see settings() for its content).
-NOT_SETTINGS = ("seed", "experiment_name", "force", "design", "tracking.", "report.", "paths.", "augmentation.", "data/",
+NOT_SETTINGS = ("seed", "experiment_name", "force", "design", "tracking.", "report.", "paths.", "eval.", "augmentation.",
+                "data/",
                 "dataset.cache", "trainer.verbose", "trainer.workers", "trainer.use_multiprocessing",
                 "trainer.max_queue_size", "trainer.resume", "trainer.devices", "trainer.jit_compile")
 SETTING_KEYS_KEPT = ("augmentation.where",)
@@ -134,6 +136,19 @@ def with_affinity(table: pd.DataFrame, finished: pd.DataFrame, measures: pd.Data
     return table.merge(means, on=KEYS, how="left")
 
 
+def with_robustness(table: pd.DataFrame, robust: pd.DataFrame) -> pd.DataFrame:
+    """The table with each policy's mCE against none (ablation.robustness); a policy trained on a tested
+    corruption's family is flagged `trains on <corruptions>`."""
+    if table.empty or robust.empty:
+        return table.assign(**{c: math.nan for c in robustness.COLUMNS[4:-1]}, trains_on="")
+    out = table.merge(robust, on=KEYS, how="left")
+    out["trains_on"] = out["trains_on"].fillna("")
+    trained = out["trains_on"] != ""
+    out.loc[trained, "flags"] = [f"{f}; trains on {t}" if isinstance(f, str) and f else f"trains on {t}"
+                                 for f, t in zip(out.loc[trained, "flags"], out.loc[trained, "trains_on"])]
+    return out
+
+
 def decision_view(table: pd.DataFrame) -> pd.DataFrame:
     """The decision columns as a person reads them: the verdict, its flags, both deltas with their intervals,
     the seeds there are and the seeds that would decide; one row per policy, in the table's order."""
@@ -192,6 +207,7 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
     curves = histories(cfg, finished)
     table = summary.summary(summary.per_run(finished, curves, opts["gap"]) if len(finished) else finished, opts)
     table = with_affinity(table, finished, affinity.of_runs(cfg, finished))
+    table = with_robustness(table, robustness.mce(finished))
     table.to_csv(out_dir / "summary.csv", index=False)
     failed_table = pd.DataFrame({"run": failed.get("tags.mlflow.runName", pd.Series(dtype=str)),
                                  "error": failed.get("tags.error", pd.Series(dtype=str))})
@@ -218,6 +234,8 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
         figures["previews.png"] = plots.previews(previews(cfg, finished, Path(scratch)))
     if len(per_class):
         figures["classes.png"] = plots.class_effects(per_class)
+    if np.isfinite(table["mce"].astype(float)).any():
+        figures["robustness.png"] = plots.robustness(table, baseline=BASELINE)
     if np.isfinite(table["affinity"].astype(float)).any():
         figures["affinity.png"] = plots.affinity_diversity(table, baseline=BASELINE)
     if table[["dataset", "model", "setting"]].drop_duplicates().shape[0] > 1:

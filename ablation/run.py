@@ -123,8 +123,10 @@ def run(cfg: DictConfig, announce: Callable[[str], None] | None = None) -> dict[
             # 7. Results and artifacts.
             final = record.results(tracker, p, scores, history, best, scratch=scratch,
                                    times={"time/fit_s": fit_s, "time/total_s": time.perf_counter() - started})
-            if p.task == "classify":  # which classes the mistakes fall on
+            if p.task == "classify":  # which classes the mistakes fall on, and how it fares under corruptions
                 final.update(record.classes(tracker, p, model, batches["test"], splits.class_names, scratch))
+                if cfg.eval.corruptions:
+                    final.update(record.robustness(tracker, p, models.for_inference(model), splits.test, cfg.eval))
             if cfg.tracking.log_model:
                 models.for_inference(model).save(scratch / "model.keras")
                 tracker.log_file(scratch / "model.keras")

@@ -22,8 +22,9 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
     return out
 
 
-# Settings that change how a combination is run, recorded or reported, or where its outputs go, not what is trained.
-NOT_IDENTITY = ("tracking", "force", "design", "report", "paths")
+# Settings that change how a combination is run, recorded, scored beyond its test split or reported, or where its
+# outputs go, not what is trained.
+NOT_IDENTITY = ("tracking", "force", "design", "report", "paths", "eval")
 
 
 def config_hash(cfg: DictConfig, policy_fingerprint: str) -> str:

@@ -1,0 +1,103 @@
+"""The corruption suite (ablation.corruptions), what each run logs of it, and the report's mCE against none
+(ablation.robustness) on constructed runs with a known answer."""
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from test_report import _log
+
+from ablation import config, corruptions, report, robustness, tracking
+from ablation.config import ConfigError
+from ablation.run import run
+
+
+def _smooth(size: int, channels: int, n: int = 4) -> np.ndarray:
+    """Natural-looking images: smoothed noise stretched over 0-255."""
+    rng = np.random.default_rng(size * 10 + channels)
+    noise = rng.uniform(0, 255, (n, size, size, channels)).astype(np.float32)
+    images = np.stack([cv2.GaussianBlur(i, (0, 0), size / 10).reshape(size, size, channels) for i in noise])
+    return ((images - images.min()) / (images.max() - images.min()) * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name", corruptions.CORRUPTIONS)
+@pytest.mark.parametrize("size,channels", [(16, 1), (32, 3), (64, 3)])
+def test_each_corruption_changes_images_more_at_each_higher_severity(name, size, channels):
+    images = _smooth(size, channels)
+    change = [np.abs(corruptions.corrupt(images, name, s, seed=0).astype(float) - images).mean()
+              for s in corruptions.SEVERITIES]
+    assert all(a < b for a, b in zip(change, change[1:])), change
+    assert change[0] > 0
+
+
+@pytest.mark.parametrize("name", corruptions.CORRUPTIONS)
+def test_the_suite_is_deterministic_for_a_seed(name):
+    images = _smooth(32, 3)
+    first = corruptions.corrupt(images, name, 3, seed=7)
+    assert first.dtype == np.uint8 and first.shape == images.shape
+    assert np.array_equal(first, corruptions.corrupt(images, name, 3, seed=7))
+    if "noise" in name:  # the random ones draw from the seed
+        assert not np.array_equal(first, corruptions.corrupt(images, name, 3, seed=8))
+
+
+@pytest.mark.parametrize("override,message", [
+    ("eval.corruptions=[fog]", r"^eval\.corruptions\[0\]: expected one of gaussian_noise, .*got 'fog'$"),
+    ("eval.severities=[0,6]", r"^eval\.severities: expected a non-empty list of severities from 1 to 5"),
+    ("eval.severities=[]", r"^eval\.severities: expected a non-empty list"),
+    ("eval.corruption_images=0", r"^eval\.corruption_images: expected an integer >= 1"),
+    ("eval.corruptions=noise", r"^eval\.corruptions: expected a list"),
+])
+def test_bad_eval_settings_name_their_key(make_cfg, override, message):
+    with pytest.raises(ConfigError, match=message):
+        config.validate(make_cfg(override))
+
+
+def test_a_run_logs_every_corruption_and_severity_and_none_when_off(make_cfg):
+    cfg = make_cfg("experiment_name=robust", "trainer.epochs=1", "tracking.log_model=false",
+                   "eval.corruptions=[gaussian_noise,pixelate]", "eval.severities=[1,5]", "eval.corruption_images=50")
+    result = run(cfg)
+    metrics = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(result["run_id"]).data.metrics
+    robust = {k: v for k, v in metrics.items() if k.startswith("robust/")}
+    assert sorted(robust) == sorted([f"robust/{c}/{s}/accuracy" for c in ("gaussian_noise", "pixelate")
+                                     for s in (1, 5)] + ["robust/mean_accuracy"])
+    assert all(0 <= v <= 1 for v in robust.values())
+    assert robust["robust/mean_accuracy"] == pytest.approx(np.mean([v for k, v in robust.items() if k.count("/") == 3]))
+    assert metrics["time/robust_s"] > 0
+    off = make_cfg("experiment_name=robust", "trainer.epochs=1", "tracking.log_model=false", "eval.corruptions=[]",
+                   "seed=1")
+    metrics = MlflowClient(tracking_uri=off.tracking.uri).get_run(run(off)["run_id"]).data.metrics
+    assert not [k for k in metrics if k.startswith("robust/")]
+
+
+ERRORS = {"none": 0.4, "noise": 0.2, "crop": 0.44}  # error under every corruption and severity
+
+
+def test_mce_against_none_is_the_ratio_of_summed_errors_and_overlap_is_flagged(make_cfg, tmp_path):
+    cfg = make_cfg("experiment_name=mce", f"tracking.report_dir={tmp_path}/reports")
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    exp_id = tracking.experiment_id(client, cfg.tracking, "mce")
+    rng = np.random.default_rng(0)
+    for seed in range(4):
+        for policy, error in ERRORS.items():
+            rid = _log(client, exp_id, "digits", "small_cnn", policy, seed, 0.5 + rng.normal(0, 0.01),
+                       0.9 + rng.normal(0, 0.01))
+            jitter = rng.normal(0, 0.01) if policy != "none" else 0.0
+            metrics = [Metric(f"robust/{c}/{s}/accuracy", 1 - error - jitter, 0, 0)
+                       for c in ("gaussian_noise", "contrast") for s in (1, 2, 3)]
+            metrics.append(Metric("robust/mean_accuracy", 1 - error - jitter, 0, 0))
+            target = {"noise": "albumentations.GaussNoise", "crop": "albumentations.RandomResizedCrop"}.get(policy)
+            params = [Param("augmentation.transforms", f'[{{"_target_": "{target}"}}]')] if target else []
+            client.log_batch(rid, metrics=metrics, params=params)
+    finished, _, _ = report.runs_of(cfg)
+    table = robustness.mce(finished).set_index("augmentation")
+    assert table.loc["noise", "mce"] == pytest.approx(0.5, abs=0.05)
+    assert table.loc["crop", "mce"] == pytest.approx(1.1, abs=0.05)
+    assert table.loc["noise", "mce_ci_low"] < 0.5 < table.loc["noise", "mce_ci_high"] < 1
+    assert table.loc["noise", "delta_robust_accuracy"] == pytest.approx(20, abs=2)
+    assert table.loc["noise", "trains_on"] == "gaussian_noise" and table.loc["crop", "trains_on"] == ""
+    out = report.build(cfg)
+    summary = pd.read_csv(out / "summary.csv", keep_default_na=False).set_index("augmentation")
+    assert "trains on gaussian_noise" in summary.loc["noise", "flags"]
+    assert float(summary.loc["noise", "mce"]) == pytest.approx(table.loc["noise", "mce"])
+    assert (out / "robustness.png").stat().st_size > 0 and "robustness.png" in (out / "report.html").read_text()

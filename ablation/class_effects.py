@@ -27,6 +27,17 @@ def class_columns(runs: pd.DataFrame) -> dict[str, str]:
     return dict(sorted(found.items(), key=lambda kv: (not kv[0].isdigit(), int(kv[0]) if kv[0].isdigit() else 0, kv[0])))
 
 
+def against_baseline(runs: pd.DataFrame):
+    """(block key, policy, its runs, the block's none runs indexed by seed) for every policy of every block
+    (dataset, model, setting) that has a `none`."""
+    for key, block in runs.groupby(BLOCK, dropna=False):
+        base = block[block["augmentation"] == BASELINE].set_index("seed")
+        if base.empty:
+            continue
+        for augmentation, group in block[block["augmentation"] != BASELINE].groupby("augmentation"):
+            yield key, augmentation, group, base
+
+
 def effects(runs: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """One row per policy and class of every block with a `none` baseline (classifiers only)."""
     columns = class_columns(runs)
@@ -35,21 +46,17 @@ def effects(runs: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     if "task" in runs:
         runs = runs[runs["task"].fillna("classify").isin(["classify", "", None])]
     rows = []
-    for key, block in runs.groupby(BLOCK, dropna=False):
-        base = block[block["augmentation"] == BASELINE].set_index("seed")
-        if base.empty:
-            continue
-        for augmentation, group in block[block["augmentation"] != BASELINE].groupby("augmentation"):
-            group = group.set_index("seed")
-            seeds = sorted(set(group.index) & set(base.index))
-            for name, column in columns.items():
-                d = (group.loc[seeds, column].astype(float) - base.loc[seeds, column].astype(float)).to_numpy() * 100
-                if not np.isfinite(d).any():
-                    continue
-                stats = decide.paired(d)
-                rows.append({**dict(zip(BLOCK, key)), "augmentation": augmentation, "class": name,
-                             "n_seeds": int(stats["n"][0]), "delta_points": stats["mean"][0],
-                             "ci_low": stats["low"][0], "ci_high": stats["high"][0], "p": stats["p"][0]})
+    for key, augmentation, group, base in against_baseline(runs):
+        group = group.set_index("seed")
+        seeds = sorted(set(group.index) & set(base.index))
+        for name, column in columns.items():
+            d = (group.loc[seeds, column].astype(float) - base.loc[seeds, column].astype(float)).to_numpy() * 100
+            if not np.isfinite(d).any():
+                continue
+            stats = decide.paired(d)
+            rows.append({**dict(zip(BLOCK, key)), "augmentation": augmentation, "class": name,
+                         "n_seeds": int(stats["n"][0]), "delta_points": stats["mean"][0],
+                         "ci_low": stats["low"][0], "ci_high": stats["high"][0], "p": stats["p"][0]})
     out = pd.DataFrame(rows, columns=COLUMNS[:-2])
     out["p_adjusted"] = decide.adjust(out["p"].to_numpy()[None], "bh")[0] if len(out) else []
     out["significant"] = out["p_adjusted"] < alpha

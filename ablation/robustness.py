@@ -18,12 +18,10 @@ import re
 import numpy as np
 import pandas as pd
 
-from ablation import corruptions, decide
+from ablation import class_effects, corruptions, decide
 
 COLUMN = re.compile(r"^metrics\.robust/([a-z_]+)/(\d)/accuracy$")
-KEYS = ["dataset", "model", "setting", "augmentation"]
-BLOCK = ["dataset", "model", "setting"]
-BASELINE = "none"
+KEYS, BLOCK = class_effects.KEYS, class_effects.BLOCK
 COLUMNS = [*KEYS, "mce", "mce_ci_low", "mce_ci_high", "delta_robust_accuracy", "trains_on"]
 
 
@@ -51,26 +49,22 @@ def mce(runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=COLUMNS)
     texts = policy_families(runs)
     rows = []
-    for key, block in runs.groupby(BLOCK, dropna=False):
-        base = block[block["augmentation"] == BASELINE].set_index("seed")
-        if base.empty:
-            continue
-        for augmentation, group in block[block["augmentation"] != BASELINE].groupby("augmentation"):
-            ratios, deltas = [], []
-            for _, r in group.iterrows():
-                if r["seed"] not in base.index:
-                    continue
-                b = base.loc[r["seed"]]
-                mine, theirs = _errors(r, found), _errors(b, found)
-                per = [mine[c] / theirs[c] for c in found if np.isfinite(mine[c]) and theirs[c] > 0]
-                ratios.append(np.mean(per) if per else np.nan)
-                deltas.append(100 * (float(r.get("metrics.robust/mean_accuracy", np.nan))
-                                     - float(b.get("metrics.robust/mean_accuracy", np.nan))))
-            stats = decide.paired(np.array(ratios) - 1.0)
-            text = " ".join(texts[group.index].fillna("").astype(str))
-            trains_on = [c for c in found if any(t in text for t in corruptions.FAMILIES.get(c, ()))]
-            rows.append({**dict(zip(BLOCK, key)), "augmentation": augmentation, "mce": 1 + stats["mean"][0],
-                         "mce_ci_low": 1 + stats["low"][0], "mce_ci_high": 1 + stats["high"][0],
-                         "delta_robust_accuracy": float(np.nanmean(deltas)) if np.isfinite(deltas).any() else np.nan,
-                         "trains_on": ", ".join(trains_on)})
+    for key, augmentation, group, base in class_effects.against_baseline(runs):
+        ratios, deltas = [], []
+        for _, r in group.iterrows():
+            if r["seed"] not in base.index:
+                continue
+            b = base.loc[r["seed"]]
+            mine, theirs = _errors(r, found), _errors(b, found)
+            per = [mine[c] / theirs[c] for c in found if np.isfinite(mine[c]) and theirs[c] > 0]
+            ratios.append(np.mean(per) if per else np.nan)
+            deltas.append(100 * (float(r.get("metrics.robust/mean_accuracy", np.nan))
+                                 - float(b.get("metrics.robust/mean_accuracy", np.nan))))
+        stats = decide.paired(np.array(ratios) - 1.0)
+        text = " ".join(texts[group.index].fillna("").astype(str))
+        trains_on = [c for c in found if any(t in text for t in corruptions.FAMILIES.get(c, ()))]
+        rows.append({**dict(zip(BLOCK, key)), "augmentation": augmentation, "mce": 1 + stats["mean"][0],
+                     "mce_ci_low": 1 + stats["low"][0], "mce_ci_high": 1 + stats["high"][0],
+                     "delta_robust_accuracy": float(np.nanmean(deltas)) if np.isfinite(deltas).any() else np.nan,
+                     "trains_on": ", ".join(trains_on)})
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -50,8 +50,9 @@ server: $(STAMP) ## MLflow tracking server on 127.0.0.1:5001 over PostgreSQL, ke
 server-stop: ## Stop the tracking server and its PostgreSQL (nothing running is fine)
 	bash scripts/server.sh stop
 
-bench: $(STAMP) ## Input-pipeline benchmark side by side (QUICK=1: 32 and 128 px, under two minutes) -> runs/bench/pipeline.md
-	$(PY) benchmarks/pipeline.py $(if $(QUICK),--quick)
+bench: $(STAMP) ## Benchmarks side by side: input pipeline (QUICK=1: 32 and 128 px, under two minutes) -> runs/bench/pipeline.md; the lenses' cost (LENSES=1) -> runs/bench/lenses.md
+	$(if $(LENSES),,$(PY) benchmarks/pipeline.py $(if $(QUICK),--quick))
+	$(if $(LENSES),$(PY) benchmarks/lenses.py)
 
 lint: $(STAMP) ## ruff (pyflakes, isort, bugbear, pyupgrade), the import contracts (lint-imports), the docs site (mkdocs --strict)
 	$(PY) -m ruff check ablation hydra_plugins tests benchmarks scripts

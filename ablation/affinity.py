@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from ablation import augment, datasets, tracking
+from ablation import augment, datasets, per_class, tracking
 
 log = logging.getLogger(__name__)
 BASELINE = "none"
@@ -93,8 +93,7 @@ class _Scorer:
         self.clean = self._accuracy(self.val.x)
 
     def _accuracy(self, images: np.ndarray) -> float:
-        scores = self.model.predict(images, batch_size=256, verbose=0)
-        return float(np.mean(np.asarray(scores).argmax(axis=-1) == self.val.y))
+        return float(np.mean(per_class.predict(self.model, images) == self.val.y))
 
     def affinity(self, run: pd.Series, seed: int) -> float:
         if self.model is None or not self.clean:

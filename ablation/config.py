@@ -119,6 +119,9 @@ def check_eval(cfg: DictConfig) -> None:
         raise ConfigError(f"eval.severities: expected a non-empty list of severities from 1 to 5, got "
                           f"{OmegaConf.to_container(severities) if hasattr(severities, '_content') else severities!r}")
     _number(cfg, "eval.corruption_images", minimum=1, integer=True, optional=True)
+    for key in ("per_class", "affinity"):
+        if not isinstance(cfg.eval.get(key, True), bool):
+            raise ConfigError(f"eval.{key}: expected true or false, got {cfg.eval.get(key)!r}")
 
 
 def _augmentation_mode(cfg: DictConfig) -> None:

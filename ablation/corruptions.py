@@ -87,17 +87,16 @@ def trained_on(name: str, transform_names: list[str]) -> bool:
     return any(t in FAMILIES[name] for t in transform_names)
 
 
-def evaluate(model, images: np.ndarray, labels: np.ndarray, corruptions, severities, seed: int,
+def evaluate(predict, images: np.ndarray, labels: np.ndarray, corruptions, severities, seed: int,
              limit: int | None = None) -> dict[str, float]:
-    """robust/<corruption>/<severity>/accuracy for each pair, and robust/mean_accuracy over them all, of a model
-    that takes uint8 images (models.for_inference). limit: score the first `limit` test images only."""
+    """robust/<corruption>/<severity>/accuracy for each pair, and robust/mean_accuracy over them all; predict
+    maps uint8 images to their predicted classes. limit: score the first `limit` test images only."""
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     images = np.ascontiguousarray(images)
     out = {}
     for name in corruptions:
-        batch = np.concatenate([corrupt(images, name, s, seed) for s in severities])
-        predicted = np.asarray(model.predict(batch, batch_size=512, verbose=0)).argmax(axis=-1)
+        predicted = predict(np.concatenate([corrupt(images, name, s, seed) for s in severities]))
         for k, severity in enumerate(severities):
             hits = predicted[k * len(images):(k + 1) * len(images)] == labels
             out[f"robust/{name}/{severity}/accuracy"] = float(np.mean(hits))

@@ -19,18 +19,21 @@ def metric_key(class_name: str) -> str:
     return f"{PREFIX}{KEY_UNSAFE.sub('_', str(class_name))}/accuracy"
 
 
-def predict(model: keras.Model, batches) -> tuple[np.ndarray, np.ndarray]:
-    """(true class, predicted class) for every image of an evaluation Batches, in its order. Padding copies that
-    make short batches a multiple of the devices (their weight is 0) are left out."""
-    true, predicted = [], []
-    for index in range(len(batches)):
-        item = batches[index]
-        x, y = item[0], np.asarray(item[1])
-        keep = np.asarray(item[2]) > 0 if len(item) == 3 else np.ones(len(y), bool)
-        scores = keras.ops.convert_to_numpy(model.predict_on_batch(x))
-        true.append(y[keep])
-        predicted.append(scores.argmax(axis=-1)[keep])
-    return np.concatenate(true).astype(int), np.concatenate(predicted).astype(int)
+# Images per predict call. Every call gets this many (the last chunk padded), so the model's predict function is
+# traced once per run and not again for a short last batch or another caller's batch size.
+CHUNK = 256
+
+
+def predict(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """The predicted class of each uint8 image, for a model that takes uint8 images (models.for_inference)."""
+    out = []
+    for start in range(0, len(images), CHUNK):
+        chunk = images[start:start + CHUNK]
+        if len(chunk) < CHUNK:
+            chunk = np.concatenate([chunk, np.zeros((CHUNK - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+        scores = keras.ops.convert_to_numpy(model.predict_on_batch(chunk))
+        out.append(scores.argmax(axis=-1)[:min(CHUNK, len(images) - start)])
+    return np.concatenate(out).astype(int) if out else np.zeros(0, int)
 
 
 def confusion(true: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
@@ -53,12 +54,11 @@ def results(tracker: tracking.Tracker, plan: RunPlan, scores: dict, history: pd.
     return final
 
 
-def classes(tracker: tracking.Tracker, plan: RunPlan, model, test_batches, class_names: list[str],
+def classes(tracker: tracking.Tracker, plan: RunPlan, model, test: datasets.Split, class_names: list[str],
             scratch: Path) -> dict:
     """A classifier's per-class test accuracy (test_class/<class>/accuracy, per_class.csv) and its confusion
-    matrix (confusion.csv, confusion.png), from the best weights."""
-    true, predicted = per_class.predict(model, test_batches)
-    matrix = per_class.confusion(true, predicted, len(class_names))
+    matrix (confusion.csv, confusion.png), from the best weights (model: models.for_inference)."""
+    matrix = per_class.confusion(np.asarray(test.y, int), per_class.predict(model, test.x), len(class_names))
     scores = per_class.metrics(matrix, class_names)
     tracker.log_metrics(scores)
     pd.DataFrame({"class": class_names, "images": matrix.sum(axis=1), "correct": matrix.diagonal(),
@@ -75,8 +75,9 @@ def robustness(tracker: tracking.Tracker, plan: RunPlan, model, test: datasets.S
     """The best model on its test split under every corruption and severity of eval_cfg (robust/*), and how long
     that took (time/robust_s)."""
     started = time.perf_counter()
-    scores = corruptions.evaluate(model, test.x, test.y, list(eval_cfg.corruptions), list(eval_cfg.severities),
-                                  seed=plan.seed, limit=eval_cfg.get("corruption_images"))
+    scores = corruptions.evaluate(lambda images: per_class.predict(model, images), test.x, test.y,
+                                  list(eval_cfg.corruptions), list(eval_cfg.severities), seed=plan.seed,
+                                  limit=eval_cfg.get("corruption_images"))
     scores["time/robust_s"] = time.perf_counter() - started
     tracker.log_metrics(scores)
     return scores

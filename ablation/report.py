@@ -206,7 +206,8 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
     opts = summary.options(cfg.get("report"))
     curves = histories(cfg, finished)
     table = summary.summary(summary.per_run(finished, curves, opts["gap"]) if len(finished) else finished, opts)
-    table = with_affinity(table, finished, affinity.of_runs(cfg, finished))
+    measures = affinity.of_runs(cfg, finished) if cfg.get("eval", {}).get("affinity", True) else pd.DataFrame()
+    table = with_affinity(table, finished, measures)
     table = with_robustness(table, robustness.mce(finished))
     table.to_csv(out_dir / "summary.csv", index=False)
     failed_table = pd.DataFrame({"run": failed.get("tags.mlflow.runName", pd.Series(dtype=str)),

@@ -123,12 +123,13 @@ def run(cfg: DictConfig, announce: Callable[[str], None] | None = None) -> dict[
             # 7. Results and artifacts.
             final = record.results(tracker, p, scores, history, best, scratch=scratch,
                                    times={"time/fit_s": fit_s, "time/total_s": time.perf_counter() - started})
-            if p.task == "classify":  # which classes the mistakes fall on, and how it fares under corruptions
-                final.update(record.classes(tracker, p, model, batches["test"], splits.class_names, scratch))
-                if cfg.eval.corruptions:
-                    final.update(record.robustness(tracker, p, models.for_inference(model), splits.test, cfg.eval))
+            inference = models.for_inference(model)  # uint8 images in, as a saved model takes them
+            if p.task == "classify" and cfg.eval.get("per_class", True):  # which classes the mistakes fall on
+                final.update(record.classes(tracker, p, inference, splits.test, splits.class_names, scratch))
+            if p.task == "classify" and cfg.eval.corruptions:  # and how the model fares under corruptions
+                final.update(record.robustness(tracker, p, inference, splits.test, cfg.eval))
             if cfg.tracking.log_model:
-                models.for_inference(model).save(scratch / "model.keras")
+                inference.save(scratch / "model.keras")
                 tracker.log_file(scratch / "model.keras")
             log.info(record.headline(p, final))
     if backup:

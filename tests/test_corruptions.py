@@ -64,10 +64,11 @@ def test_a_run_logs_every_corruption_and_severity_and_none_when_off(make_cfg):
     assert all(0 <= v <= 1 for v in robust.values())
     assert robust["robust/mean_accuracy"] == pytest.approx(np.mean([v for k, v in robust.items() if k.count("/") == 3]))
     assert metrics["time/robust_s"] > 0
+    assert [k for k in metrics if k.startswith("test_class/")]
     off = make_cfg("experiment_name=robust", "trainer.epochs=1", "tracking.log_model=false", "eval.corruptions=[]",
-                   "seed=1")
+                   "eval.per_class=false", "seed=1")
     metrics = MlflowClient(tracking_uri=off.tracking.uri).get_run(run(off)["run_id"]).data.metrics
-    assert not [k for k in metrics if k.startswith("robust/")]
+    assert not [k for k in metrics if k.startswith(("robust/", "test_class/", "time/robust_s"))]
 
 
 ERRORS = {"none": 0.4, "noise": 0.2, "crop": 0.44}  # error under every corruption and severity

@@ -80,7 +80,7 @@ def fit_input(batches, start_epoch: int = 0):
     import tensorflow as tf
 
     steps = len(batches)
-    # A batch is (x, y[, sample weights]); y may be a dict (a mixed batch: ablation/mixing.py).
+    # A batch is (x, y[, sample weights]); y may be a dict (a mixed batch: ablation/augment/mixing.py).
     sample = batches.batch_at(start_epoch, 0)
     flat = keras.tree.flatten(sample)
 

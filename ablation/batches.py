@@ -49,7 +49,7 @@ class Batches(keras.utils.PyDataset):
             JAX); the padding counts in no loss or metric. With pad_to > 1 every batch carries sample weights.
     task: what y is (ablation/tasks.py): the labels (classify, the default) or target images in [0, 1] made
           from the batch's images (reconstruct, inpaint; an inpaint input is masked).
-    mix: batch mixing (MixUp, CutMix: ablation/mixing.py), drawn per training batch after the policy; y is then
+    mix: batch mixing (MixUp, CutMix: ablation/augment/mixing.py), drawn per training batch after the policy; y is then
          {labels, permutation, weight[, box]}. mix_images: mix the pixels here (augmentation.where=host), or
          leave them to the model's train step (where=device).
     """

@@ -205,7 +205,7 @@ def build(cfg, input_shape, num_classes: int, augmentation: keras.Sequential | N
     only, between the rescale and the backbone; `normalization` (normalize.Normalization.layer) right in front
     of the backbone: images -> rescale -> [augmentation] -> [normalization] -> backbone. `task` (ablation/tasks.py)
     picks the head of a model that has more than one: classes, or an image for reconstruct and inpaint.
-    `mix` (augmentation.mix, ablation/mixing.py): "host" or "device" gives a mixing.MixingModel, which trains on
+    `mix` (augmentation.mix, ablation/augment/mixing.py): "host" or "device" gives a mixing.MixingModel, which trains on
     mixed batches, and with "device" mixes their images in its train step."""
     from ablation.augment import device
 

@@ -58,6 +58,7 @@ def classes(tracker: tracking.Tracker, plan: RunPlan, model, test: datasets.Spli
             scratch: Path) -> dict:
     """A classifier's per-class test accuracy (test_class/<class>/accuracy, per_class.csv) and its confusion
     matrix (confusion.csv, confusion.png), from the best weights (model: models.for_inference)."""
+    started = time.perf_counter()
     matrix = per_class.confusion(np.asarray(test.y, int), per_class.predict(model, test.x), len(class_names))
     scores = per_class.metrics(matrix, class_names)
     tracker.log_metrics(scores)
@@ -68,6 +69,8 @@ def classes(tracker: tracking.Tracker, plan: RunPlan, model, test: datasets.Spli
     for file in ("per_class.csv", "confusion.csv"):
         tracker.log_file(scratch / file)
     tracker.log_figure(plots.confusion(matrix, class_names, title=plan.name), "confusion.png")
+    scores["time/per_class_s"] = time.perf_counter() - started
+    tracker.log_metrics({"time/per_class_s": scores["time/per_class_s"]})
     return scores
 
 

@@ -103,7 +103,7 @@ def _check_per_epoch(tmp_path, run_data, epochs=2):
 
 @pytest.mark.slow
 def test_tensorflow_data_parallel_over_two_logical_devices(tmp_path):
-    # with MixUp mixed in the train step, which each replica runs on its share of the batch (ablation/mixing.py)
+    # with MixUp mixed in the train step, which each replica runs on its share of the batch (ablation/augment/mixing.py)
     out, run_data = _train_in_subprocess(tmp_path, "tensorflow", "trainer.devices=2", "augmentation=mixup",
                                          "augmentation.where=device")
     assert run_data.data.tags["devices"] == "2"
@@ -127,7 +127,7 @@ def test_the_same_run_on_the_jax_backend(tmp_path):
 @pytest.mark.slow
 @jax_missing
 def test_jax_data_parallel_over_two_host_devices(tmp_path):
-    # with CutMix mixed in the model's train step (ablation/mixing.py), which JAX runs as a pure function
+    # with CutMix mixed in the model's train step (ablation/augment/mixing.py), which JAX runs as a pure function
     out, run_data = _train_in_subprocess(tmp_path, "jax", "trainer.devices=all", "augmentation=cutmix",
                                          "augmentation.where=device",
                                          env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})

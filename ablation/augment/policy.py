@@ -39,7 +39,7 @@ class Policy:
 
     def __init__(self, name: str, nodes: list[Node], template: A.Compose, mix=None):
         self.name = name
-        # Batch mixing (MixUp, CutMix: ablation/mixing.py), applied by the batches after these transforms.
+        # Batch mixing (MixUp, CutMix: ablation/augment/mixing.py), applied by the batches after these transforms.
         self.mix = mix
         self.transform_names = [node.cls.__name__ for node in nodes]
         self.is_identity = not nodes

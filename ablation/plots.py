@@ -300,7 +300,10 @@ def affinity_diversity(summary, baseline: str = "none") -> Figure:
     ax.axvline(1, color="#d0d7de", lw=0.8, zorder=1)
     ax.axhline(1, color="#d0d7de", lw=0.8, zorder=1)
     ax.set_xlabel("affinity (none model's val accuracy on augmented / clean val)")
-    ax.set_ylabel("diversity (final training loss / none's)")
+    # A ratio of losses: when none fits its training data almost perfectly, strong policies lie orders of
+    # magnitude above it.
+    ax.set_yscale("log")
+    ax.set_ylabel("diversity (final training loss / none's, log scale)")
     ax.legend(loc="best", fontsize=8)
     fig.colorbar(dots, ax=ax, label=f"delta test {points['score_metric'].iloc[0] if len(points) else 'score'} vs none")
     fig.suptitle("affinity and diversity (blue: higher test score than none)", fontsize=10)

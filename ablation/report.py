@@ -132,7 +132,10 @@ def with_affinity(table: pd.DataFrame, finished: pd.DataFrame, measures: pd.Data
     if table.empty or measures.empty:
         return table.assign(affinity=math.nan, diversity=math.nan)
     per_run = finished[["run_id", *KEYS]].merge(measures, on="run_id")
+    # Diversity is a ratio that spans orders of magnitude (none's final loss can be near 0): its geometric mean.
+    per_run["diversity"] = np.log(per_run["diversity"].astype(float).where(lambda d: d > 0))
     means = per_run.groupby(KEYS, dropna=False)[list(affinity.METRICS)].mean().reset_index()
+    means["diversity"] = np.exp(means["diversity"])
     return table.merge(means, on=KEYS, how="left")
 
 

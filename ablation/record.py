@@ -61,7 +61,6 @@ def classes(tracker: tracking.Tracker, plan: RunPlan, model, test: datasets.Spli
     started = time.perf_counter()
     matrix = per_class.confusion(np.asarray(test.y, int), per_class.predict(model, test.x), len(class_names))
     scores = per_class.metrics(matrix, class_names)
-    tracker.log_metrics(scores)
     pd.DataFrame({"class": class_names, "images": matrix.sum(axis=1), "correct": matrix.diagonal(),
                   "accuracy": per_class.accuracies(matrix)}).to_csv(scratch / "per_class.csv", index=False)
     pd.DataFrame(matrix, index=pd.Index(class_names, name="true class"),
@@ -70,7 +69,7 @@ def classes(tracker: tracking.Tracker, plan: RunPlan, model, test: datasets.Spli
         tracker.log_file(scratch / file)
     tracker.log_figure(plots.confusion(matrix, class_names, title=plan.name), "confusion.png")
     scores["time/per_class_s"] = time.perf_counter() - started
-    tracker.log_metrics({"time/per_class_s": scores["time/per_class_s"]})
+    tracker.log_metrics(scores)
     return scores
 
 

@@ -4,6 +4,7 @@ trains only the new seeds)."""
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
@@ -11,6 +12,7 @@ from ablation import decide
 from ablation.paths import CONF
 
 EXPERIMENTS = CONF / "experiment"
+PLAIN = re.compile(r"^[A-Za-z0-9_]+$")  # a policy that is an augmentation option of its own
 
 
 def lines(table: pd.DataFrame, experiment: str) -> list[str]:
@@ -27,9 +29,12 @@ def lines(table: pd.DataFrame, experiment: str) -> list[str]:
     return out
 
 
-def _command(experiment: str, overrides: list[str]) -> str:
+def _command(experiment: str, overrides: list[str], others: bool = False) -> str:
+    """The command that runs `overrides` on the experiment; others: the sweep's own overrides are needed too."""
     head = (f"python -m ablation -m experiment={experiment}" if (EXPERIMENTS / f"{experiment}.yaml").exists()
-            else f"python -m ablation -m experiment_name={experiment} <the sweep's other overrides>")
+            else f"python -m ablation -m experiment_name={experiment}")
+    if others or not (EXPERIMENTS / f"{experiment}.yaml").exists():
+        head += " <the sweep's other overrides>"
     return " ".join([head, *overrides])
 
 
@@ -67,7 +72,10 @@ def _seeds(block: pd.DataFrame, experiment: str, where: str, selector: list[str]
     target = int(needed[decidable.index].max())
     names = ", ".join(f"{r.augmentation} ({int(r.seeds_needed)})" for r in decidable.itertuples())
     seeds = ",".join(str(s) for s in range(target))
-    policies = ",".join(["none", *decidable["augmentation"]])
+    # Levels (<policy>@0.5), variants (<policy>-Rotate) and expansions (@offline) come from the sweep's design and
+    # mode, not from an augmentation option: the sweep itself is run again with more seeds.
+    plain = all(PLAIN.match(str(a)) for a in decidable["augmentation"])
+    policies = [f"augmentation={','.join(['none', *decidable['augmentation']])}"] if plain else []
     return [f"undecided{where}: {names} would be decided at the number of seeds in brackets, if the effect seen so "
             f"far is real (80% power). Finished seeds are skipped, so this trains only the new ones: "
-            f"{_command(experiment, [*selector, f'augmentation={policies}', f'seed={seeds}'])}"]
+            f"{_command(experiment, [*selector, *policies, f'seed={seeds}'], others=not plain)}"]

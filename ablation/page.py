@@ -66,7 +66,9 @@ def _advice(todo: list[str]) -> str:
 
 
 def html_page(name: str, rule: str, view: pd.DataFrame, table: pd.DataFrame, todo: list[str],
-              failed: pd.DataFrame, images: list[str], classes: tuple[str, list[str]] | None = None) -> str:
+              failed: pd.DataFrame, images: list[str], sections=()) -> str:
+    """The report page. sections: (title, note, lines, what to say when there are no lines, image) each, shown
+    after the details: the lenses that are lists and a figure (per-class effects, dose and response)."""
     details = table.to_html(index=False, float_format="{:.4f}".format, na_rep="", border=0)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title>"
              f"<style>{STYLE}</style></head><body>",
@@ -82,14 +84,14 @@ def html_page(name: str, rule: str, view: pd.DataFrame, table: pd.DataFrame, tod
              "the runs of a dataset and model differ in; each policy is compared with the <code>none</code> of "
              "its own setting.</p>",
              f"<div class='details'>{details}</div>"]
-    if classes is not None:  # whom each policy hurts: the lines, then the heatmap
-        note, harms = classes
-        items = "".join(f"<li>{html.escape(line)}</li>" for line in harms)
-        parts += ["<h2>Per-class effects</h2>", f"<p class='rule'>{html.escape(note)}</p>",
-                  f"<ul>{items}</ul>" if harms else "<p>No policy significantly hurts any class.</p>",
-                  "<img src='classes.png' alt='classes.png'>" if "classes.png" in images else ""]
+    shown = {"forest.png"}
+    for title, note, lines, empty, image in sections:  # the lines, then the figure
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+        parts += [f"<h2>{html.escape(title)}</h2>", f"<p class='rule'>{html.escape(note)}</p>",
+                  f"<ul>{items}</ul>" if lines else f"<p>{html.escape(empty)}</p>" if empty else "",
+                  f"<img src='{image}' alt='{image}'>" if image in images else ""]
+        shown.add(image)
     if not failed.empty:
         parts += ["<h2>Failed combinations</h2>", failed.to_html(index=False)]
-    parts += [f"<h2>{file[:-4]}</h2><img src='{file}' alt='{file}'>" for file in images
-              if file not in ("forest.png", "classes.png")]
+    parts += [f"<h2>{file[:-4]}</h2><img src='{file}' alt='{file}'>" for file in images if file not in shown]
     return "\n".join(parts) + "</body></html>\n"

@@ -333,3 +333,34 @@ def robustness(summary, baseline: str = "none") -> Figure:
     ax.set_xlabel(f"mCE relative to {baseline} (< 1: fewer errors under corruption)")
     fig.suptitle("robustness to common corruptions, paired by seed (95% intervals)", fontsize=10)
     return fig
+
+
+def dose_response(doses) -> Figure:
+    """Delta test score and delta gap against strength (ablation/dose.py), one line per policy with 95% intervals;
+    level 0 is none. The best supported level of each policy is ringed."""
+    fig = Figure(figsize=(10.0, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    several = doses[["dataset", "model", "setting"]].astype(str).drop_duplicates().shape[0] > 1
+    for k, (key, family) in enumerate(doses.groupby(["dataset", "model", "setting", "policy"], dropna=False)):
+        name = f"{key[3]} ({'/'.join(str(v) for v in key[:3] if str(v))})" if several else key[3]
+        chosen = family[family["best"].astype(bool)]
+        for ax, prefix in zip(axes, ("delta_test_score", "delta_gap")):
+            x = family["strength"].astype(float).to_numpy() + 0.012 * k  # intervals of policies side by side
+            mean = family[prefix].astype(float).to_numpy()
+            err = np.vstack([np.nan_to_num(mean - family[f"{prefix}_ci_low"].astype(float).to_numpy()),
+                             np.nan_to_num(family[f"{prefix}_ci_high"].astype(float).to_numpy() - mean)])
+            line = ax.errorbar(x, mean, yerr=err, fmt="-o", capsize=3, ms=4, label=name)
+            if len(chosen):
+                ax.plot(chosen["strength"] + 0.012 * k, chosen[prefix], "o", ms=13, mfc="none",
+                        mec=line[0].get_color(), mew=1.6)
+    metric = doses["score_metric"].iloc[0] if len(doses) else "score"
+    estimator = doses["gap_estimator"].dropna().iloc[0] if doses["gap_estimator"].notna().any() else "gap"
+    for ax, label in zip(axes, (f"delta test {metric} vs none (higher = better)",
+                                f"delta gap ({estimator}) vs none (lower = less overfitting)")):
+        ax.axhline(0, color="#24292f", lw=0.8)
+        ax.set_xlabel("strength (1 = the policy as written; 0 = none)")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=8, loc="best")
+    fig.suptitle("dose and response: each level paired by seed against none (95% intervals; ring = best level "
+                 "that helps)", fontsize=10)
+    return fig

@@ -20,6 +20,7 @@ from ablation import (
     class_effects,
     config,
     decide,
+    dose,
     errors,
     guard,
     page,
@@ -38,8 +39,8 @@ VERDICTS = decide.VERDICTS
 CURVE_METRICS = ("train_clean/loss", "val/loss", "val/accuracy")
 # Params that never set runs apart in the report: the seed (runs are paired over it), where and how a run is
 # tracked or executed, and the policy itself (its name is the augmentation column; see settings() for its content).
-NOT_SETTINGS = ("seed", "experiment_name", "force", "design", "tracking.", "report.", "paths.", "eval.", "augmentation.",
-                "data/",
+NOT_SETTINGS = ("seed", "experiment_name", "force", "design", "strength", "tracking.", "report.", "paths.", "eval.",
+                "augmentation.", "data/",
                 "dataset.cache", "trainer.verbose", "trainer.workers", "trainer.use_multiprocessing",
                 "trainer.max_queue_size", "trainer.resume", "trainer.devices", "trainer.jit_compile")
 SETTING_KEYS_KEPT = ("augmentation.where",)
@@ -226,6 +227,12 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
         text += ("\n## Per-class effects\n\n" + (CLASS_NOTE + "\n")
                  + ("".join(f"\n- {line}" for line in harms) or "\nNo policy significantly hurts any class.")
                  + "\n\nclass_effects.csv and classes.png hold every cell.\n")
+    doses = dose.levels(table)
+    strength_lines = dose.lines(doses) if len(doses) else []
+    if len(doses):
+        doses.to_csv(out_dir / "strength.csv", index=False)
+        text += ("\n## Dose and response\n\n" + dose.NOTE + "\n" + "".join(f"\n- {line}" for line in strength_lines)
+                 + "\n\nstrength.csv and strength.png hold every level.\n")
     if not failed_table.empty:
         text += "\n## Failed combinations\n\n" + markdown(failed_table)
         failed_table.to_csv(out_dir / "failed.csv", index=False)
@@ -238,6 +245,8 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
         figures["previews.png"] = plots.previews(previews(cfg, finished, Path(scratch)))
     if len(per_class):
         figures["classes.png"] = plots.class_effects(per_class)
+    if len(doses):
+        figures["strength.png"] = plots.dose_response(doses)
     if np.isfinite(table["mce"].astype(float)).any():
         figures["robustness.png"] = plots.robustness(table, baseline=BASELINE)
     if np.isfinite(table["affinity"].astype(float)).any():
@@ -246,9 +255,14 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
         figures["heatmap.png"] = plots.heatmap(table, baseline=BASELINE)
     for file, figure in figures.items():
         figure.savefig(out_dir / file, dpi=110)
+    sections = []
+    if len(per_class):  # whom each policy hurts
+        sections.append(("Per-class effects", CLASS_NOTE, harms, "No policy significantly hurts any class.",
+                         "classes.png"))
+    if len(doses):
+        sections.append(("Dose and response", dose.NOTE, strength_lines, "", "strength.png"))
     (out_dir / "report.html").write_text(page.html_page(name, rule(opts), decision_view(table), table, todo,
-                                                   failed_table, list(figures),
-                                                   classes=(CLASS_NOTE, harms) if len(per_class) else None))
+                                                   failed_table, list(figures), sections=sections))
     return out_dir
 
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from ablation import guard
 
 CONF = Path(__file__).resolve().parent / "conf"
-DESIGNS = ("grid", "leave_one_out", "add_one_in")
+DESIGNS = ("grid", "leave_one_out", "add_one_in", "strength")
 log = logging.getLogger(__name__)
 START_ENV = "ABLATION_SWEEP_START"
 SIZE_ENV = "ABLATION_SWEEP_SIZE"
@@ -38,11 +38,12 @@ def _value(job: list[str], key: str) -> str | None:
 
 def expand(jobs: list[list[str]], defaults: DictConfig, load=None) -> list[list[str]]:
     """Each job's overrides -> the jobs its design asks for. grid keeps the job; leave_one_out gives `none`, the
-    full policy and the policy without each of its units; add_one_in gives `none` and each unit alone. Units come
-    from the policy as Hydra composes it for the job (augment.units): load(job) -> the job's config, from the
-    sweeper's own config loader, so a policy found through hydra.searchpath counts like a packaged one. Without
-    a loader the job is composed from the packaged configs. Jobs reached twice (the baseline of every policy)
-    run once."""
+    full policy and the policy without each of its units; add_one_in gives `none` and each unit alone; strength
+    gives `none` and the policy at each level of `strength` (augmentation.strength; level 0 is `none` itself).
+    Units come from the policy as Hydra composes it for the job (augment.units): load(job) -> the job's config,
+    from the sweeper's own config loader, so a policy found through hydra.searchpath counts like a packaged one.
+    Without a loader the job is composed from the packaged configs. Jobs reached twice (the baseline of every
+    policy) run once."""
     from ablation import augment
     from ablation.errors import ConfigError
 
@@ -53,23 +54,46 @@ def expand(jobs: list[list[str]], defaults: DictConfig, load=None) -> list[list[
         design = _value(job, "design") or defaults.get("design") or "grid"
         if design not in DESIGNS:
             raise ConfigError(f"design: expected one of {'|'.join(DESIGNS)}, got {design!r}")
+        if design != "strength" and _value(job, "strength") is not None:
+            raise ConfigError("strength: the levels of design=strength, which this sweep does not use; add "
+                              "design=strength, or give one level to a policy with augmentation.strength=S")
         expanded = [job]
         if design != "grid":
             cfg = load(job)
             policy = cfg.hydra.runtime.choices.get("augmentation") or _value(job, "augmentation")
             units = augment.units(cfg.augmentation)
-            base = [o for o in job if _name(o) not in ("augmentation", "design")]
+            base = [o for o in job if _name(o) not in ("augmentation", "design", "strength")]
             full = [*base, f"augmentation={policy}"]
-            if design == "leave_one_out":
+            if design == "strength":
+                variants = [[*full, f"++augmentation.strength={level:g}"] for level in levels(job, defaults)
+                            if level != 0]
+            elif design == "leave_one_out":
                 variants = [full] + [[*full, f"++augmentation.variant='-{u}'"] for u in units]
             else:
                 variants = [[*full, f"++augmentation.variant='+{u}'"] for u in units]
-            expanded = [[*base, "augmentation=none"], *variants] if units else [job]
+            # A policy with nothing to vary (none) is its one job, under the same overrides as the baseline.
+            expanded = [[*base, "augmentation=none"], *variants] if units else [full]
         for one in expanded:
             if tuple(one) not in seen:
                 seen.add(tuple(one))
                 out.append(one)
     return out
+
+
+def levels(job: list[str], defaults: DictConfig) -> list[float]:
+    """The strength levels of a job: its own `strength=` (one level of a swept list, or a [list]), else the
+    config's `strength` list."""
+    import yaml
+
+    from ablation.errors import ConfigError
+
+    given = _value(job, "strength")
+    value = yaml.safe_load(given) if given is not None else defaults.get("strength")
+    value = [value] if value is None or isinstance(value, (int, float, str)) else list(value)
+    if not value or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value):
+        raise ConfigError(f"strength: expected levels >= 0 such as strength=0,0.5,1,2 (1 = the policy as written), "
+                          f"got {given if given is not None else value!r}")
+    return sorted({float(v) for v in value})
 
 
 def compose_job(job: list[str]) -> DictConfig:

@@ -19,8 +19,8 @@ from ablation import errors
 ROOT_KEY = "augmentation"
 # mode, copies, save_format, save_prefix: how the policy is applied (online per batch, or offline as a written
 # training set, ablation/expansion.py); checked by ablation.config, not part of the policy itself.
-TOP_LEVEL_KEYS = ("name", "transforms", "idg", "mix", "variant", "where", "mode", "copies", "save_format",
-                  "save_prefix")
+TOP_LEVEL_KEYS = ("name", "transforms", "idg", "mix", "variant", "strength", "where", "mode", "copies",
+                  "save_format", "save_prefix")
 PLACES = ("host", "device")
 # ImageDataGenerator arguments that shape the fill of others rather than being an augmentation of their own.
 IDG_SETTINGS = ("fill_mode", "cval")

@@ -19,6 +19,7 @@ import inspect
 import keras
 import numpy as np
 
+from ablation.augment import strength as scaling
 from ablation.augment.checks import ROOT_KEY, PolicyError, plain, zoom_bounds
 from ablation.augment.layers import (
     Flip,
@@ -347,6 +348,9 @@ def layers_for(cfg, input_shape: tuple[int, int, int], seed: int) -> keras.Seque
         indices = [next(i for i, item in enumerate(original) if item is kept) for kept in transforms]
     else:
         indices = list(range(len(transforms)))
+    if cfg.get("strength") is not None:  # the same scaled magnitudes as the host's (build() checked them)
+        cfg, name = scaling.scale(cfg, name, cfg["strength"])
+        transforms = list(cfg.get("transforms") or [])
 
     builder = _Builder(input_shape, seed)
     layers = []

@@ -75,7 +75,7 @@ def parse_transforms(items, path: str) -> list[Node]:
     return [_parse_transform(item, f"{path}[{i}]") for i, item in enumerate(items)]
 
 
-def _resolve_target(target, path: str) -> type:
+def resolve_target(target, path: str) -> type:
     key = f"{path}._target_"
     if not isinstance(target, str) or not target:
         raise fail(key, f"expected a class name such as 'albumentations.HorizontalFlip', got {target!r}")
@@ -110,7 +110,7 @@ def _parse_transform(item, path: str) -> Node:
     if "_target_" not in item:
         raise fail(f"{path}._target_", "missing (e.g. _target_: albumentations.HorizontalFlip)")
     label = item["_target_"]
-    cls = _resolve_target(label, path)
+    cls = resolve_target(label, path)
     args = {k: v for k, v in item.items() if k != "_target_"}
     if "p" in args:
         _checked(path, check_probability, "p", args["p"])

@@ -16,6 +16,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from ablation.augment import strength as scaling
 from ablation.augment.buffers import empty_batch
 from ablation.augment.checks import (
     DROPOUTS,
@@ -37,7 +38,8 @@ class Policy:
     """A validated augmentation policy. `policy(image, rng)` / `policy.augment_batch(images, rng)`: uint8 in,
     uint8 of the same shape out; the result depends only on the images and the state of `rng`."""
 
-    def __init__(self, name: str, nodes: list[Node], template: A.Compose, mix=None):
+    def __init__(self, name: str, nodes: list[Node], template: A.Compose, mix=None, strength: float | None = None,
+                 scaled_from: str | None = None):
         self.name = name
         # Batch mixing (MixUp, CutMix: ablation/augment/mixing.py), applied by the batches after these transforms.
         self.mix = mix
@@ -53,6 +55,10 @@ class Policy:
         # Through JSON once: tuples become lists, so to_dict() equals what a JSON reader gets back.
         if mix is not None:
             serialized["mix"] = mix.to_dict()
+        if strength is not None:  # a level of a dose-response design: its own combination, even at 0 or 1
+            serialized["strength"] = strength
+            if strength == 0:  # no transform left to tell policies apart: the policy scaled to nothing
+                serialized["scaled_from"] = scaled_from
         self._dict = json.loads(json.dumps(serialized))
         self._local = threading.local()
 
@@ -212,11 +218,19 @@ def build(cfg, image_shape: tuple[int, ...] | None = None) -> Policy:
         raise fail(f"{ROOT_KEY}.where", f"expected one of {'|'.join(PLACES)}, got {cfg.get('where')!r}")
     if cfg.get("variant"):
         cfg, name = apply_variant(cfg, name, cfg["variant"])
+    strength, scaled_from = None, name
+    if cfg.get("strength") is not None:
+        strength = scaling.check(cfg["strength"])
+        cfg, name = scaling.scale(cfg, name, strength)
 
-    nodes = []
-    if cfg.get("idg") is not None:
-        nodes += idg_nodes(cfg["idg"], f"{ROOT_KEY}.idg")
-    nodes += parse_transforms(cfg.get("transforms"), f"{ROOT_KEY}.transforms")
+    try:
+        nodes = idg_nodes(cfg["idg"], f"{ROOT_KEY}.idg") if cfg.get("idg") is not None else []
+        nodes += parse_transforms(cfg.get("transforms"), f"{ROOT_KEY}.transforms")
+        mix = parse_mix(cfg.get("mix"))
+    except PolicyError as exc:
+        if strength is None:
+            raise
+        raise PolicyError(f"{exc} (the policy scaled to {ROOT_KEY}.strength={strength:g})") from None
     size = tuple(image_shape[:2]) if image_shape is not None else PLACEHOLDER_SIZE
     template = make_compose(nodes, size)
     for node, transform in zip(nodes, template.transforms):
@@ -224,7 +238,7 @@ def build(cfg, image_shape: tuple[int, ...] | None = None) -> Policy:
             A.to_dict(transform)
         except (NotImplementedError, ValueError, TypeError) as exc:
             raise fail(node.path, f"{node.label}: cannot be recorded ({' '.join(str(exc).split())})") from None
-    policy = Policy(name, nodes, template, mix=parse_mix(cfg.get("mix")))
+    policy = Policy(name, nodes, template, mix=mix, strength=strength, scaled_from=scaled_from)
     if image_shape is not None and not policy.is_identity:
         _try(policy, nodes, tuple(image_shape))
     return policy

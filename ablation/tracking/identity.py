@@ -24,7 +24,7 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
 
 # Settings that change how a combination is run, recorded, scored beyond its test split or reported, or where its
 # outputs go, not what is trained.
-NOT_IDENTITY = ("tracking", "force", "design", "report", "paths", "eval")
+NOT_IDENTITY = ("tracking", "force", "design", "strength", "report", "paths", "eval")
 
 
 def config_hash(cfg: DictConfig, policy_fingerprint: str) -> str:

@@ -218,19 +218,20 @@ def build(cfg, image_shape: tuple[int, ...] | None = None) -> Policy:
         raise fail(f"{ROOT_KEY}.where", f"expected one of {'|'.join(PLACES)}, got {cfg.get('where')!r}")
     if cfg.get("variant"):
         cfg, name = apply_variant(cfg, name, cfg["variant"])
-    strength, scaled_from = None, name
-    if cfg.get("strength") is not None:
-        strength = scaling.check(cfg["strength"])
-        cfg, name = scaling.scale(cfg, name, strength)
-
+    if cfg.get("strength") is None:
+        return _build(cfg, name, image_shape)
+    strength = scaling.check(cfg["strength"])
+    scaled, scaled_name = scaling.scale(cfg, name, strength)
     try:
-        nodes = idg_nodes(cfg["idg"], f"{ROOT_KEY}.idg") if cfg.get("idg") is not None else []
-        nodes += parse_transforms(cfg.get("transforms"), f"{ROOT_KEY}.transforms")
-        mix = parse_mix(cfg.get("mix"))
-    except PolicyError as exc:
-        if strength is None:
-            raise
+        return _build(scaled, scaled_name, image_shape, strength=strength, scaled_from=name)
+    except PolicyError as exc:  # a scaled value the transform itself refuses: which level did it
         raise PolicyError(f"{exc} (the policy scaled to {ROOT_KEY}.strength={strength:g})") from None
+
+
+def _build(cfg: dict, name: str, image_shape, strength: float | None = None, scaled_from: str | None = None):
+    nodes = idg_nodes(cfg["idg"], f"{ROOT_KEY}.idg") if cfg.get("idg") is not None else []
+    nodes += parse_transforms(cfg.get("transforms"), f"{ROOT_KEY}.transforms")
+    mix = parse_mix(cfg.get("mix"))
     size = tuple(image_shape[:2]) if image_shape is not None else PLACEHOLDER_SIZE
     template = make_compose(nodes, size)
     for node, transform in zip(nodes, template.transforms):

@@ -31,9 +31,19 @@ def inputs(tracker: tracking.Tracker, cfg: DictConfig, plan: RunPlan, splits: da
     tracker.log_text(json.dumps({"class_names": splits.class_names,
                                  "class_indices": {n: i for i, n in enumerate(splits.class_names)}}, indent=1),
                      "labels.json")
+    # The Dataset column: each split as an MLflow dataset, its digest from the data's cache key.
+    tracker.log_inputs(tracking.dataset_records(
+        cfg.dataset.name, datasets.cache_key(cfg.dataset), data_source(cfg.dataset),
+        {"train": splits.train, "validation": splits.val, "test": splits.test}))
     if splits.skipped:  # dataset.on_bad_image=skip: which files were left out, and why
         pd.DataFrame(splits.skipped, columns=["file", "reason"]).to_csv(scratch / "skipped_images.csv", index=False)
         tracker.log_file(scratch / "skipped_images.csv")
+
+
+def data_source(dataset_cfg) -> str:
+    """Where a dataset's images come from: its files' path, or the loader that generates or ships them."""
+    path = dataset_cfg.get("path")
+    return str(path) if path else f"ablation.datasets.load_{dataset_cfg.name}"
 
 
 def results(tracker: tracking.Tracker, plan: RunPlan, scores: dict, history: pd.DataFrame, best: dict,

@@ -1,6 +1,8 @@
 """The only package that talks to MLflow.
 
     store     where the store is (URI, artifact root), the SQLite store's preparation, a server's health
+    context   where a run comes from (MLflow's context tags: user, source, git commit) and library versions
+    inputs    the data a run used as MLflow datasets (log_input records: name, digest, source, split)
     connect   an MlflowClient for a `tracking` config node (prepared, reachable, journals replayed)
     identity  flat params and the combination's key (config_hash) that makes sweeps resumable
     tracker   Tracker (logging into one open run) and run() (its lifecycle: FINISHED, FAILED or KILLED)
@@ -13,6 +15,7 @@ Callers import from here; the modules above import each other only downwards in 
 from ablation.errors import StoreUnavailable
 from ablation.tracking.connect import client
 from ablation.tracking.identity import NOT_IDENTITY, config_hash, flatten
+from ablation.tracking.inputs import records as dataset_records
 from ablation.tracking.journal import unsent_root
 from ablation.tracking.replay import replay_unsent
 from ablation.tracking.runs import (
@@ -31,6 +34,6 @@ from ablation.tracking.store import EXPERIMENT_TAGS, experiment_id, sqlite_path,
 from ablation.tracking.tracker import PARENT_RUN_ENV, Tracker, run, scratch_dir
 
 __all__ = ["EXPERIMENT_TAGS", "NOT_IDENTITY", "PARENT_RUN_ENV", "StoreUnavailable", "Tracker", "client",
-           "close_dead_children", "close_parent", "config_hash", "count_children", "download", "experiment_id",
+           "close_dead_children", "close_parent", "config_hash", "count_children", "dataset_records", "download", "experiment_id",
            "experiment_of", "find_run", "finished_run", "flatten", "load_runs", "log_to_run", "open_parent",
            "replay_unsent", "run", "scratch_dir", "sqlite_path", "store", "unsent_root"]

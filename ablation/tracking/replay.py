@@ -7,6 +7,7 @@ import logging
 import shutil
 import sys
 
+from ablation.tracking.inputs import entities
 from ablation.tracking.journal import unsent_root
 from ablation.tracking.store import server_down
 
@@ -36,6 +37,8 @@ def replay_unsent(uri: str) -> list[str]:
                 mlflow_client.set_tag(run_id, entry["key"], entry["value"])
             elif entry["kind"] == "file":
                 mlflow_client.log_artifact(run_id, str(folder / entry["path"]), artifact_path=entry["folder"])
+            elif entry["kind"] == "inputs":
+                mlflow_client.log_inputs(run_id, datasets=entities(entry["datasets"]))
             elif entry["kind"] == "terminate":
                 mlflow_client.set_terminated(run_id, entry["status"])
         mlflow_client.set_tag(run_id, "replayed_from_journal", "true")

@@ -14,6 +14,8 @@ from omegaconf import DictConfig
 
 from ablation.errors import StoreUnavailable
 from ablation.tracking.connect import client
+from ablation.tracking.context import context_tags
+from ablation.tracking.inputs import entities
 from ablation.tracking.journal import Journal
 from ablation.tracking.process import process_tags
 from ablation.tracking.store import experiment_id, server_down, store
@@ -82,6 +84,11 @@ class Tracker:
     def set_tag(self, key: str, value: str) -> None:
         self._send({"kind": "tag", "key": key, "value": value}, lambda: self.client.set_tag(self.run_id, key, value))
 
+    def log_inputs(self, datasets: list[dict]) -> None:
+        """The run's datasets (inputs.records()): MLflow's inputs, the runs table's Dataset column."""
+        self._send({"kind": "inputs", "datasets": datasets},
+                   lambda: self.client.log_inputs(self.run_id, datasets=entities(datasets)))
+
     def terminate(self, status: str) -> None:
         self._send({"kind": "terminate", "status": status}, lambda: self.client.set_terminated(self.run_id, status))
 
@@ -127,6 +134,8 @@ def run(cfg: DictConfig, run_name: str, tags: dict):
         tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
     # Where the run's process lives, so a run left RUNNING by a process that died can be told from a live one.
     tags.update(process_tags())
+    # Source, user, git commit and library versions, as MLflow's fluent runs record them.
+    tags = context_tags(tags)
     mlflow_run = mlflow_client.create_run(exp_id, run_name=run_name, tags=tags)
     tracker = Tracker(mlflow_client, mlflow_run.info.run_id, store(cfg.tracking)[0])
     status = "FAILED"

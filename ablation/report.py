@@ -26,6 +26,7 @@ from ablation import (
     page,
     paths,
     plots,
+    publish,
     robustness,
     summary,
     tracking,
@@ -263,6 +264,11 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
         sections.append(("Dose and response", dose.NOTE, strength_lines, "", "strength.png"))
     (out_dir / "report.html").write_text(page.html_page(name, rule(opts), decision_view(table), table, todo,
                                                    failed_table, list(figures), sections=sections))
+    # The verdicts where MLflow users look: every decided run's tags, the sweep's description and table.
+    view = decision_view(table)
+    tracking.publish(cfg.tracking, parent_run_id, publish.run_tags(finished, table),
+                     note=publish.note(name, view, rule(opts), todo, out_dir, markdown),
+                     table=view, table_file=f"{out_dir.name}/decision.json")
     return out_dir
 
 

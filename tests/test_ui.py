@@ -70,6 +70,31 @@ def test_ui_lists_the_sweeps_runs_in_a_real_browser(tmp_path):
         assert "quick" in page
         for name in wanted:
             assert name in page, f"{name} not in the rendered runs table (screenshot: {tmp_path / 'mlflow_ui.png'})"
+
+        # The sweep's parent run: its description is the report's decision, rendered from Markdown.
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        experiment = client.get_experiment_by_name("quick")
+        found = client.search_runs([experiment.experiment_id])
+        [parent] = [r for r in found if r.data.tags.get("sweep") == "parent"]
+        verdict = next(r.data.tags["verdict"] for r in found if r.info.run_name == "hflip/small_cnn/s0")
+        driver.get(f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs/{parent.info.run_id}")
+        try:
+            wait_for(lambda: "quick: which augmentations to use" in driver.page_source, 90,
+                     "the parent run's description", interval=1)
+        finally:
+            driver.save_screenshot(str(tmp_path / "parent_run.png"))
+        # The answer is in the lines shown before "Show more": each verdict with its policies.
+        summary = driver.find_element(By.XPATH, "//p[.//*[contains(text(), 'which augmentations to use')]]"
+                                                "/following-sibling::p[1]").text
+        assert f"{verdict}: hflip" in summary, summary
+        # Expanded, the verdict table is rendered from Markdown as an HTML table.
+        for more in driver.find_elements(By.XPATH, "//*[normalize-space(text())='Show more']"):
+            more.click()
+        wait_for(lambda: driver.find_elements(By.XPATH, f"//table//td[contains(., '{verdict}')]"), 30,
+                 "the description's verdict table", interval=1)
+        driver.save_screenshot(str(tmp_path / "parent_run.png"))
     finally:
         if driver is not None:
             driver.quit()

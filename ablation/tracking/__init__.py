@@ -29,11 +29,12 @@ from ablation.tracking.runs import (
     load_runs,
     log_to_run,
     open_parent,
+    publish,
 )
 from ablation.tracking.store import EXPERIMENT_TAGS, experiment_id, sqlite_path, store
 from ablation.tracking.tracker import PARENT_RUN_ENV, Tracker, run, scratch_dir
 
 __all__ = ["EXPERIMENT_TAGS", "NOT_IDENTITY", "PARENT_RUN_ENV", "StoreUnavailable", "Tracker", "client",
            "close_dead_children", "close_parent", "config_hash", "count_children", "dataset_records", "download", "experiment_id",
-           "experiment_of", "find_run", "finished_run", "flatten", "load_runs", "log_to_run", "open_parent",
+           "experiment_of", "find_run", "finished_run", "flatten", "load_runs", "log_to_run", "open_parent", "publish",
            "replay_unsent", "run", "scratch_dir", "sqlite_path", "store", "unsent_root"]

@@ -105,6 +105,22 @@ def log_to_run(cfg: DictConfig, run_id: str, metrics: dict | None = None, params
         tracker.client.log_artifacts(run_id, str(folder), artifact_path=Path(folder).name)
 
 
+def publish(cfg_tracking, parent_run_id: str | None, run_tags: dict[str, dict[str, str]], note: str | None = None,
+            table=None, table_file: str | None = None) -> None:
+    """The report's verdicts into MLflow: each decided run's tags (one request per run), and on the sweep's parent
+    run the description (`mlflow.note.content`, Markdown in the UI) and the decision table (log_table)."""
+    from mlflow.entities import RunTag
+
+    mlflow_client = client(cfg_tracking)
+    for run_id, tags in run_tags.items():
+        mlflow_client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    if parent_run_id:
+        if note is not None:
+            mlflow_client.set_tag(parent_run_id, "mlflow.note.content", note)
+        if table is not None and table_file:
+            mlflow_client.log_table(parent_run_id, data=table, artifact_file=table_file)
+
+
 def close_parent(cfg: DictConfig, run_id: str, status: str, reason: str | None = None) -> None:
     mlflow_client = client(cfg.tracking)
     if reason:

@@ -7,6 +7,7 @@
     journal   what a run keeps locally while its server is away; replay sends it later
     process   which process a run belongs to (dead runs are told from live ones)
     runs      an experiment's runs: the finished one of a combination, a sweep's parent and children, reading back
+    model     a run's model as an MLflow Model (LoggedModel): logged, found, loaded, registered
 
 Callers import from here; the modules above import each other only downwards in this list.
 """
@@ -14,6 +15,7 @@ from ablation.errors import StoreUnavailable
 from ablation.tracking.connect import client
 from ablation.tracking.identity import NOT_IDENTITY, config_hash, flatten
 from ablation.tracking.journal import unsent_root
+from ablation.tracking.model import load_model, log_model, register_model, run_model_uri
 from ablation.tracking.replay import replay_unsent
 from ablation.tracking.runs import (
     close_dead_children,
@@ -32,5 +34,5 @@ from ablation.tracking.tracker import PARENT_RUN_ENV, Tracker, run, scratch_dir
 
 __all__ = ["EXPERIMENT_TAGS", "NOT_IDENTITY", "PARENT_RUN_ENV", "StoreUnavailable", "Tracker", "client",
            "close_dead_children", "close_parent", "config_hash", "count_children", "download", "experiment_id",
-           "experiment_of", "find_run", "finished_run", "flatten", "load_runs", "log_to_run", "open_parent",
-           "replay_unsent", "run", "scratch_dir", "sqlite_path", "store", "unsent_root"]
+           "experiment_of", "find_run", "finished_run", "flatten", "load_model", "load_runs", "log_model", "log_to_run",
+           "open_parent", "register_model", "replay_unsent", "run_model_uri", "run", "scratch_dir", "sqlite_path", "store", "unsent_root"]

@@ -101,6 +101,7 @@ def load_model(tracking_cfg, model_uri: str, folder):
         raise ConfigError(f"model_uri: expected a models:/ URI (models:/NAME/latest, models:/NAME/VERSION, "
                           f"models:/<model_id>), got {model_uri!r}")
     client(tracking_cfg)  # the store prepared (SQLite) or checked (server)
+    os.makedirs(folder, exist_ok=True)
     uri, _ = store(tracking_cfg)
     try:
         _use(uri)

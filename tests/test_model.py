@@ -128,7 +128,9 @@ def test_served_model_answers_invocations(logged, tmp_path):
     """`mlflow models serve --env-manager local` on loopback: two uint8 images posted, two rows of probabilities."""
     cfg, run_id, model_uri, test = logged
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.store(cfg.tracking)[0]}
+    # The server runs uvicorn from the interpreter's environment, as an activated virtual environment finds it.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.store(cfg.tracking)[0],
+           "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "--env-manager", "local", "-m",
                                model_uri, "-p", str(port), "-h", "127.0.0.1"], env=env, cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -13,6 +13,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -41,7 +42,10 @@ def test_logged_model_is_linked_to_its_run_with_a_uint8_signature(logged):
     assert model_uri is not None and model_uri.startswith("models:/m-")
     client = MlflowClient(tracking.store(cfg.tracking)[0])
     model = client.get_logged_model(model_uri.removeprefix("models:/"))
-    assert model.source_run_id == run_id and model.name == "model"
+    assert model.source_run_id == run_id and model.name == "model" and model.status == LoggedModelStatus.READY
+    # In the run's experiment (not MLflow's Default), and listed as the run's output.
+    assert model.experiment_id == client.get_run(run_id).info.experiment_id
+    assert [m.model_id for m in client.get_run(run_id).outputs.model_outputs] == [model.model_id]
     assert client.get_run(run_id).data.tags["model_uri"] == model_uri
     mlflow.set_tracking_uri(tracking.store(cfg.tracking)[0])
     info = mlflow.models.get_model_info(model_uri)

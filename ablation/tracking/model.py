@@ -71,10 +71,15 @@ def log_model(tracker, model, example) -> str | None:
     uri = tracker.uri or mlflow.get_tracking_uri()
     signature = infer_signature(example, model.predict(example, verbose=0))
     try:
+        # Created here, in the run's experiment: Model.log alone would file it under the process's current
+        # experiment (Default), as it knows no other without a fluent active run.
+        run = tracker.client.get_run(tracker.run_id)
+        logged = tracker.client.create_logged_model(run.info.experiment_id, name=MODEL_NAME,
+                                                    source_run_id=tracker.run_id, params=run.data.params)
         _use(uri)
         info = Model.log(artifact_path=None, name=MODEL_NAME, flavor=_KerasFlavor, keras_model=model,
-                         run_id=tracker.run_id, signature=signature, input_example=example,
-                         pip_requirements=requirements(), flavor_name="keras")
+                         run_id=tracker.run_id, model_id=logged.model_id, signature=signature,
+                         input_example=example, pip_requirements=requirements())
     except Exception as exc:
         if not server_down(tracker.uri):
             raise

@@ -63,9 +63,10 @@ def choose(table: pd.DataFrame, finished: pd.DataFrame) -> dict:
 
 
 def register(tracking_cfg, name: str, table: pd.DataFrame, finished: pd.DataFrame) -> dict:
-    """Register the chosen run's MLflow Model as a new version of `name`; returns the choice with `version`."""
+    """Register the chosen run's MLflow Model as a new version of `name`; returns the choice with `version` and
+    `new` (False when the newest version already held it)."""
     pick = choose(table, finished)
-    version = tracking.register_model(tracking_cfg, pick["run_id"], name, description=pick["reason"],
+    version, pick["new"] = tracking.register_model(tracking_cfg, pick["run_id"], name, description=pick["reason"],
                                       tags={"augmentation": pick["augmentation"], "seed": pick["seed"],
                                             "verdict": pick["verdict"], f"test_{pick['metric']}": pick["score"]})
     pick["version"] = version.version

@@ -309,7 +309,8 @@ def register_best(cfg: DictConfig, parent: str, out_dir: Path) -> dict | None:
     except errors.ConfigError as exc:
         print(f"warning: {exc}")
         return None
-    print(f"\nregistered model {name} version {pick['version']}: run {pick['run_id']} ({pick['run_name']})\n"
+    again = "" if pick["new"] else " (already its newest version)"
+    print(f"\nregistered model {name} version {pick['version']}{again}: run {pick['run_id']} ({pick['run_name']})\n"
           f"  why: {pick['reason']}\n  load: models:/{name}/{pick['version']}")
     tracking.log_to_run(cfg, parent, params={"registered_model": f"{name}/{pick['version']}",
                                              "registered_run_id": pick["run_id"],

@@ -86,6 +86,19 @@ def test_predict_reads_the_mlflow_model_by_uri_and_by_run(logged, tmp_path):
         predict.predict(cfg.tracking, None, folder, tmp_path / "x.csv", model_uri="models:/nothing/1")
 
 
+def test_registering_the_same_run_again_adds_no_version(logged):
+    """A resumed sweep that recommends the same run again leaves the registry as it was."""
+    cfg, run_id, model_uri, _ = logged
+    first, created = tracking.register_model(cfg.tracking, run_id, "again", description="why")
+    assert created and str(first.version) == "1" and first.run_id == run_id and first.source == model_uri
+    second, created = tracking.register_model(cfg.tracking, run_id, "again")
+    assert not created and str(second.version) == "1"
+    client = MlflowClient(tracking.store(cfg.tracking)[0])
+    assert len(client.search_model_versions("name = 'again'")) == 1
+    mlflow.set_tracking_uri(tracking.store(cfg.tracking)[0])
+    assert mlflow.models.get_model_info("models:/again/1").run_id == run_id
+
+
 def test_register_model_needs_a_logged_model():
     bad = compose_config("tracking.register_model=digits_best", "tracking.log_model=false")
     with pytest.raises(ConfigError, match="tracking.register_model: .*tracking.log_model=false"):

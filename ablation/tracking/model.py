@@ -118,9 +118,11 @@ def load_model(tracking_cfg, model_uri: str, folder):
     return model, info.run_id
 
 
-def register_model(tracking_cfg, run_id: str, name: str, description: str = "", tags: dict | None = None):
+def register_model(tracking_cfg, run_id: str, name: str, description: str = "",
+                   tags: dict | None = None) -> tuple[object, bool]:
     """Register run `run_id`'s MLflow Model as a new version of registered model `name` (created when new);
-    returns the ModelVersion."""
+    returns (the ModelVersion, True), or (the newest version, False) when that already holds this run's model
+    (a resumed sweep that recommends the same run again)."""
     from mlflow.exceptions import MlflowException
 
     model_uri = run_model_uri(tracking_cfg, run_id)
@@ -133,6 +135,10 @@ def register_model(tracking_cfg, run_id: str, name: str, description: str = "", 
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
+    versions = mlflow_client.search_model_versions(f"name = '{name}'")
+    newest = max(versions, key=lambda v: int(v.version), default=None)
+    if newest is not None and newest.run_id == run_id and newest.source == model_uri:
+        return newest, False
     return mlflow_client.create_model_version(name, model_uri, run_id=run_id, description=description,
                                               tags={k: str(v) for k, v in (tags or {}).items()},
-                                              model_id=model_uri.removeprefix("models:/"))
+                                              model_id=model_uri.removeprefix("models:/")), True

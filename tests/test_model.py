@@ -47,6 +47,7 @@ def test_logged_model_is_linked_to_its_run_with_a_uint8_signature(logged):
     assert model.experiment_id == client.get_run(run_id).info.experiment_id
     assert [m.model_id for m in client.get_run(run_id).outputs.model_outputs] == [model.model_id]
     assert client.get_run(run_id).data.tags["model_uri"] == model_uri
+    assert 0 < client.get_run(run_id).data.metrics["time/log_model_s"] < 60
     mlflow.set_tracking_uri(tracking.store(cfg.tracking)[0])
     info = mlflow.models.get_model_info(model_uri)
     assert info.run_id == run_id and "keras" in info.flavors

@@ -33,8 +33,6 @@ class _KerasFlavor:
     """mlflow.keras as Model.log's flavour, with its model folder created first: mlflow.keras.save_model writes
     the input example before it creates the folder (FileNotFoundError in mlflow 3.x with an input_example)."""
 
-    __name__ = "mlflow.keras"
-
     @staticmethod
     def save_model(path, keras_model, **kwargs):
         import mlflow.keras

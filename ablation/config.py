@@ -66,6 +66,7 @@ def validate(cfg: DictConfig):
     _augmentation_mode(cfg)
     check_report(cfg)  # a sweep ends in its report: a bad report setting stops it before anything trains
     check_eval(cfg)
+    check_tracking(cfg)
     models.check(cfg.model)
     datasets.check(cfg.dataset)
     normalize.check(cfg.dataset)
@@ -98,6 +99,19 @@ def check_report(cfg: DictConfig) -> None:
     for group in ("margin", "underfit"):
         for metric in ("accuracy", "psnr"):
             _number(cfg, f"report.{group}.{metric}", minimum=0)
+
+
+def check_tracking(cfg: DictConfig) -> None:
+    """tracking.register_model: the name a sweep registers its recommended run's MLflow Model under."""
+    name = OmegaConf.select(cfg, "tracking.register_model", default=None)
+    if name is None:
+        return
+    if not isinstance(name, str) or not name.strip() or "/" in name or ":" in name:
+        raise ConfigError(f"tracking.register_model: expected a registered model name such as digits_best (no '/' "
+                          f"or ':'), or null, got {name!r}")
+    if not cfg.tracking.get("log_model"):
+        raise ConfigError("tracking.register_model: registers a run's logged model, but tracking.log_model=false; "
+                          "set tracking.log_model=true or tracking.register_model=null")
 
 
 def check_eval(cfg: DictConfig) -> None:

@@ -1,7 +1,10 @@
-"""ablation-predict run_id=ID data=FOLDER [out=FILE.csv|FOLDER] [batch_size=64] [tracking.uri=...] (or python -m
-ablation.predict; config: conf/predict.yaml): a logged model's predictions for every image under a folder (recursively, sorted by relative path).
+"""ablation-predict (run_id=ID | model_uri=models:/NAME/latest) data=FOLDER [out=FILE.csv|FOLDER] [batch_size=64]
+[tracking.uri=...] (or python -m ablation.predict; config: conf/predict.yaml): a logged model's predictions for every
+image under a folder (recursively, sorted by relative path).
 
-The run's model.keras is loaded from MLflow; each image is decoded and resized by the folder loader's reader
+The model is loaded from MLflow: `model_uri=` any models:/ URI (a registered model's version or alias, or a logged
+model's id), `run_id=` the MLflow Model that run logged (its model.keras artifact for runs recorded before runs
+logged MLflow Models). Each image is decoded and resized by the folder loader's reader
 (datasets.read_image), so it reaches the model exactly as a training image of a folder dataset did, without
 augmentation (the model runs in inference mode, which also switches off in-model augmentation layers).
 
@@ -30,9 +33,9 @@ from ablation.errors import ConfigError
 log = logging.getLogger(__name__)
 
 # This command's own settings (conf/predict.yaml); everything else is the run config's.
-ARGUMENTS = ("run_id", "data", "out", "batch_size")
-USAGE = ("usage: ablation-predict run_id=RUN_ID data=FOLDER [out=FILE.csv|FOLDER] [batch_size=64] "
-         "[tracking.uri=...]")
+ARGUMENTS = ("run_id", "model_uri", "data", "out", "batch_size")
+USAGE = ("usage: ablation-predict run_id=RUN_ID|model_uri=models:/NAME/latest data=FOLDER "
+         "[out=FILE.csv|FOLDER] [batch_size=64] [tracking.uri=...]")
 DEFAULT_BATCH_SIZE = 64
 # Images decoded and predicted per round, so a folder larger than memory is never held whole.
 CHUNK = 1024
@@ -40,13 +43,19 @@ CHUNK = 1024
 
 def options(cfg) -> dict:
     """This command's own settings from its config (conf/predict.yaml), checked."""
-    for key in ("run_id", "data"):
-        if cfg.get(key) in (None, ""):
-            raise ConfigError(f"{key}: required; {USAGE.removeprefix('usage: ')}")
+    given = [key for key in ("run_id", "model_uri") if cfg.get(key) not in (None, "")]
+    if not given:
+        raise ConfigError(f"run_id: required (or model_uri=models:/NAME/latest); {USAGE.removeprefix('usage: ')}")
+    if len(given) > 1:
+        raise ConfigError("model_uri: give run_id=RUN_ID or model_uri=URI, not both")
+    if cfg.get("data") in (None, ""):
+        raise ConfigError(f"data: required; {USAGE.removeprefix('usage: ')}")
     size = cfg.get("batch_size", DEFAULT_BATCH_SIZE)
     if isinstance(size, bool) or not str(size).isdigit() or int(size) < 1:
         raise ConfigError(f"batch_size: expected an integer >= 1, got {str(size)!r}")
-    return {"run_id": str(cfg.run_id), "data": str(cfg.data), "out": None if cfg.get("out") is None else str(cfg.out),
+    return {"run_id": None if cfg.get("run_id") in (None, "") else str(cfg.run_id),
+            "model_uri": None if cfg.get("model_uri") in (None, "") else str(cfg.model_uri), "data": str(cfg.data),
+            "out": None if cfg.get("out") is None else str(cfg.out),
             "batch_size": int(size)}
 
 
@@ -70,23 +79,32 @@ def output_csv(out, run_id: str) -> Path:
     return path if path.suffix.lower() == ".csv" else path / "predictions.csv"
 
 
-def load_run(tracking_cfg, run_id: str, scratch: Path):
-    """(the model, its class names or None); one-line errors for an unknown run or one without a model."""
+def load_run(tracking_cfg, run_id: str | None, scratch: Path, model_uri: str | None = None):
+    """(the model, its class names or None, the run that logged it) for run_id or a models:/ URI; one-line errors
+    for an unknown run or model, or a run without a model."""
     import keras
 
     from ablation.augment import device  # noqa: F401  registers the in-model augmentation layers for loading
 
-    run = tracking.find_run(tracking_cfg, run_id)
-    if run is None:
-        raise ConfigError(f"run_id: no run {run_id!r} in the MLflow store {tracking.store(tracking_cfg)[0]} "
-                          "(set tracking.uri to the store the run was recorded in)")
-    model_file = tracking.download(tracking_cfg, run_id, "model.keras", scratch)
-    if model_file is None:
-        raise ConfigError(f"run_id: run {run_id} ({run.info.run_name}, {run.info.status}) has no model.keras "
-                          "artifact; train it with tracking.log_model=true")
-    labels = tracking.download(tracking_cfg, run_id, "labels.json", scratch)
+    if model_uri is not None:
+        model, run_id = tracking.load_model(tracking_cfg, model_uri, scratch / "model")
+    else:
+        run = tracking.find_run(tracking_cfg, run_id)
+        if run is None:
+            raise ConfigError(f"run_id: no run {run_id!r} in the MLflow store {tracking.store(tracking_cfg)[0]} "
+                              "(set tracking.uri to the store the run was recorded in)")
+        logged = tracking.run_model_uri(tracking_cfg, run_id)
+        if logged is not None:
+            model, _ = tracking.load_model(tracking_cfg, logged, scratch / "model")
+        else:  # a run recorded before runs logged MLflow Models
+            model_file = tracking.download(tracking_cfg, run_id, "model.keras", scratch)
+            if model_file is None:
+                raise ConfigError(f"run_id: run {run_id} ({run.info.run_name}, {run.info.status}) has no logged model "
+                                  "(no MLflow Model, no model.keras artifact); train it with tracking.log_model=true")
+            model = keras.models.load_model(model_file, compile=False)
+    labels = tracking.download(tracking_cfg, run_id, "labels.json", scratch) if run_id else None
     class_names = json.loads(labels.read_text())["class_names"] if labels is not None else None
-    return keras.models.load_model(model_file, compile=False), class_names
+    return model, class_names, run_id
 
 
 def task_of(model, class_names: list[str] | None, run_id: str) -> tuple[str, list[str]]:
@@ -147,15 +165,18 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(np.asarray(images, np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def predict(tracking_cfg, run_id: str, data, out=None, batch_size: int = DEFAULT_BATCH_SIZE) -> Path:
-    """Write the predictions of run `run_id`'s model for every image under `data`; returns the CSV's path."""
+def predict(tracking_cfg, run_id: str | None, data, out=None, batch_size: int = DEFAULT_BATCH_SIZE,
+            model_uri: str | None = None) -> Path:
+    """Write the predictions of run `run_id`'s model, or of the MLflow Model at `model_uri`, for every image
+    under `data`; returns the CSV's path."""
     from PIL import Image
 
     root, files = list_images(data)
-    csv = output_csv(out, run_id)
     relative = [f.relative_to(root).as_posix() for f in files]
+    source = model_uri
     with tracking.scratch_dir() as scratch:
-        model, class_names = load_run(tracking_cfg, run_id, Path(scratch))
+        model, class_names, run_id = load_run(tracking_cfg, run_id, Path(scratch), model_uri=source)
+    csv = output_csv(out, run_id or "model")
     task, class_names = task_of(model, class_names, run_id)
     _, size, _, channels = model.input_shape
     outputs = image_names(relative) if task == "image" else []
@@ -183,7 +204,8 @@ def predict(tracking_cfg, run_id: str, data, out=None, batch_size: int = DEFAULT
         table = pd.DataFrame({"file": relative, "output": [f"images/{name}" for name in outputs]})
     table.to_csv(csv, index=False)
 
-    print(f"{len(table)} images from {root}, model of run {run_id}")
+    print(f"{len(table)} images from {root}, " + (f"model {source} (of run {run_id})" if source else
+                                                    f"model of run {run_id}"))
     if task == "classify":
         counts = table["predicted"].value_counts()
         for name in class_names:
@@ -197,7 +219,7 @@ def predict(tracking_cfg, run_id: str, data, out=None, batch_size: int = DEFAULT
 @hydra.main(config_path="conf", config_name="predict", version_base="1.3")
 @guard.command
 def cli(cfg: DictConfig) -> None:
-    """`ablation-predict run_id=ID data=FOLDER ...`"""
+    """`ablation-predict run_id=ID|model_uri=models:/NAME/latest data=FOLDER ...`"""
     paths.configure(cfg.get("paths"))
     predict(cfg.tracking, **options(cfg))
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from ablation import (
     advice,
     affinity,
+    champion,
     class_effects,
     config,
     decide,
@@ -300,6 +301,27 @@ def main(cfg: DictConfig, parent: str | None = None) -> Path:
          summary.options(cfg.get("report")))
     print(f"\nreport: {out_dir / 'report.html'}")
     return out_dir
+
+
+def register_best(cfg: DictConfig, parent: str, out_dir: Path) -> dict | None:
+    """tracking.register_model=NAME: register the MLflow Model of the run the report recommends (champion.choose),
+    say which and why, and record it on the sweep's parent run. A registration that cannot be made is a warning:
+    the sweep and its report stand."""
+    name = cfg.tracking.get("register_model")
+    finished, _, _ = runs_of(cfg, parent)
+    table = pd.read_csv(out_dir / "summary.csv", keep_default_na=False, na_values=[""])
+    try:
+        pick = champion.register(cfg.tracking, name, table, finished)
+    except errors.ConfigError as exc:
+        print(f"warning: {exc}")
+        return None
+    again = "" if pick["new"] else " (already its newest version)"
+    print(f"\nregistered model {name} version {pick['version']}{again}: run {pick['run_id']} ({pick['run_name']})\n"
+          f"  why: {pick['reason']}\n  load: models:/{name}/{pick['version']}")
+    tracking.log_to_run(cfg, parent, params={"registered_model": f"{name}/{pick['version']}",
+                                             "registered_run_id": pick["run_id"],
+                                             "registered_because": pick["reason"]})
+    return pick
 
 
 @hydra.main(config_path="conf", config_name="report", version_base="1.3")

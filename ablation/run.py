@@ -129,6 +129,11 @@ def run(cfg: DictConfig, announce: Callable[[str], None] | None = None) -> dict[
             if p.task == "classify" and cfg.eval.corruptions:  # and how the model fares under corruptions
                 final.update(record.robustness(tracker, p, inference, splits.test, cfg.eval))
             if cfg.tracking.log_model:
+                # The MLflow Model (pyfunc, keras, `mlflow models serve`, the registry) and the plain model.keras
+                # that affinity and older readers take; both take uint8 images as the test split holds them.
+                model_started = time.perf_counter()
+                tracking.log_model(tracker, inference, splits.test.x[:2])
+                tracker.log_metrics({"time/log_model_s": time.perf_counter() - model_started})
                 inference.save(scratch / "model.keras")
                 tracker.log_file(scratch / "model.keras")
             log.info(record.headline(p, final))

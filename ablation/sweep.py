@@ -282,7 +282,10 @@ def finish(config: DictConfig, interrupted: BaseException | None = None) -> None
             log.warning("sweep interrupted: %s of %s combinations started training", trained, size)
         else:
             if trained + counts["sweep/skipped"] > 0:
-                tracking.log_to_run(config, parent, folder=report.main(config, parent))
+                out_dir = report.main(config, parent)
+                tracking.log_to_run(config, parent, folder=out_dir)
+                if config.tracking.get("register_model"):  # the run the report recommends, to the registry
+                    report.register_best(config, parent, out_dir)
             log.info(f"sweep: {size} combinations: {trained} trained, {counts['sweep/skipped']} skipped (finished "
                   f"before), {len(failures)} failed")
     finally:

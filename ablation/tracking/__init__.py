@@ -9,6 +9,7 @@
     journal   what a run keeps locally while its server is away; replay sends it later
     process   which process a run belongs to (dead runs are told from live ones)
     runs      an experiment's runs: the finished one of a combination, a sweep's parent and children, reading back
+    model     a run's model as an MLflow Model (LoggedModel): logged, found, loaded, registered
 
 Callers import from here; the modules above import each other only downwards in this list.
 """
@@ -17,6 +18,7 @@ from ablation.tracking.connect import client
 from ablation.tracking.identity import NOT_IDENTITY, config_hash, flatten
 from ablation.tracking.inputs import records as dataset_records
 from ablation.tracking.journal import unsent_root
+from ablation.tracking.model import load_model, log_model, register_model, run_model_uri
 from ablation.tracking.replay import replay_unsent
 from ablation.tracking.runs import (
     close_dead_children,
@@ -35,6 +37,7 @@ from ablation.tracking.store import EXPERIMENT_TAGS, experiment_id, sqlite_path,
 from ablation.tracking.tracker import PARENT_RUN_ENV, Tracker, run, scratch_dir
 
 __all__ = ["EXPERIMENT_TAGS", "NOT_IDENTITY", "PARENT_RUN_ENV", "StoreUnavailable", "Tracker", "client",
-           "close_dead_children", "close_parent", "config_hash", "count_children", "dataset_records", "download", "experiment_id",
-           "experiment_of", "find_run", "finished_run", "flatten", "load_runs", "log_to_run", "open_parent", "publish",
-           "replay_unsent", "run", "scratch_dir", "sqlite_path", "store", "unsent_root"]
+           "close_dead_children", "close_parent", "config_hash", "count_children", "dataset_records", "download",
+           "experiment_id", "experiment_of", "find_run", "finished_run", "flatten", "load_model", "load_runs",
+           "log_model", "log_to_run", "open_parent", "publish", "register_model", "replay_unsent", "run",
+           "run_model_uri", "scratch_dir", "sqlite_path", "store", "unsent_root"]

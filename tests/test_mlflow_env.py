@@ -120,8 +120,8 @@ def auth_server(tmp_path_factory):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
+            server.wait(5)
+        except subprocess.TimeoutExpired:  # its workers take their time to finish gracefully
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(30)
         log.close()

@@ -40,6 +40,7 @@ def load_runs(tracking, experiment_name: str):
     """Every run of an experiment as a pandas DataFrame (mlflow.search_runs: params.*, metrics.*, tags.*)."""
     import mlflow
 
+    client(tracking)  # a server checked (unreachable, refused credentials: one line), a SQLite store prepared
     uri, _ = store(tracking)
     mlflow.set_tracking_uri(uri)
     return mlflow.search_runs(experiment_names=[experiment_name], max_results=50000)

@@ -134,11 +134,12 @@ def server_down(uri: str | None) -> bool:
 def reach(uri: str) -> None:
     """A server that does not answer, or refuses the credentials, is a one-line error at once, before anything
     trains (MLflow's own client would retry for minutes, run by run)."""
+    from mlflow.utils.credentials import get_default_host_creds
+
     status, reason = probe(uri)
     if status in AUTH_STATUS:
-        who = os.environ.get("MLFLOW_TRACKING_USERNAME")
-        sent = (f"user {who!r} from MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD" if who else
-                "a token from MLFLOW_TRACKING_TOKEN" if os.environ.get("MLFLOW_TRACKING_TOKEN") else "no credentials")
+        creds = get_default_host_creds(uri)  # what the probe sent: the variables, else ~/.mlflow/credentials
+        sent = (f"user {creds.username!r}" if creds.username else "a token" if creds.token else "no credentials")
         raise ConfigError(f"tracking.uri: the MLflow server at {uri} refused the credentials ({reason}; sent {sent}); "
                           "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) "
                           "to an account of that server")
@@ -146,5 +147,5 @@ def reach(uri: str) -> None:
         raise ConfigError(f"tracking.uri: cannot reach the MLflow server at {uri} ({reason}); start it or point "
                           "tracking.uri elsewhere")
     if status != 200:
-        raise ConfigError(f"tracking.uri: {uri} answered {reason} to an MLflow experiment search; is it an MLflow "
-                          "tracking server (its address, without a path)?")
+        raise ConfigError(f"tracking.uri: {uri} answered {reason} to an MLflow experiment search; is it the address "
+                          "of an MLflow tracking server?")

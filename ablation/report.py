@@ -52,14 +52,24 @@ CLASS_NOTE = ("Test accuracy per class, policy minus none paired by seed, in poi
 
 
 def runs_of(cfg: DictConfig, parent_run_id: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """(finished runs, one per combination, latest first; failed combinations; experiment name)."""
+    """(finished runs, one per combination, latest first; failed combinations; experiment name).
+
+    Without a parent: every combination that finished in the experiment, whichever sweep ran it. With one: exactly
+    that sweep's combinations (the keys its parent recorded), each from the sweep's own runs, or from the earlier
+    run a resumed sweep skipped to; a parent recorded before sweeps kept their keys counts its own runs only."""
     name = tracking.experiment_of(cfg.tracking, parent_run_id) if parent_run_id else cfg.experiment_name
     runs = tracking.load_runs(cfg.tracking, name)
     if runs.empty:
         return runs, runs, name
     runs = runs[runs.get("tags.sweep", pd.Series(index=runs.index, dtype=object)) != "parent"]
+    runs = runs.assign(own=False)
+    if parent_run_id:
+        own = runs.get("tags.mlflow.parentRunId", pd.Series(index=runs.index, dtype=object)) == parent_run_id
+        keys = tracking.sweep_keys(cfg.tracking, parent_run_id)
+        runs = runs.assign(own=own)[own | (runs["tags.config_hash"].isin(keys) if keys is not None else False)]
     runs = runs.rename(columns={f"tags.{k}": k for k in [*KEYS, "seed"]})
-    runs = runs.sort_values("start_time", ascending=False)
+    # The sweep's own run of a combination first (a later sweep may have rerun it with force=true), then the latest.
+    runs = runs.sort_values(["own", "start_time"], ascending=False).drop(columns="own")
     finished = runs[runs["status"] == "FINISHED"].drop_duplicates("tags.config_hash")
     finished = finished.assign(**settings(finished))
     failed = runs[(runs["status"] == "FAILED") & ~runs["tags.config_hash"].isin(finished["tags.config_hash"])]
@@ -295,7 +305,8 @@ def main(cfg: DictConfig, parent: str | None = None) -> Path:
         guard.fail(str(exc))
     finished, _, name = runs_of(cfg, parent)
     if finished.empty:
-        guard.fail(f"experiment_name: no finished runs in MLflow experiment {name!r}")
+        guard.fail(f"parent_run_id: no finished runs of the sweep {parent} in MLflow experiment {name!r}" if parent
+                   else f"experiment_name: no finished runs in MLflow experiment {name!r}")
     out_dir = build(cfg, parent)
     show(pd.read_csv(out_dir / "summary.csv", keep_default_na=False, na_values=[""]), name,
          summary.options(cfg.get("report")))

@@ -258,6 +258,19 @@ class SweepCallback(Callback):
         finish(config)
 
 
+def record_definition(config: DictConfig, jobs: list[list[str]], keys: list[str]) -> None:
+    """Once the sweeper has expanded and checked every job: the sweep's definition on its parent run (tag
+    sweep_hash, artifact sweep.json), so that its report counts exactly its combinations."""
+    from ablation import tracking
+
+    parent = os.environ.get(tracking.PARENT_RUN_ENV)
+    if parent is None:  # the parent is opened by SweepCallback; a config without it records nothing
+        return
+    with guard.guard():
+        digest = tracking.describe_sweep(config, parent, keys, [list(job) for job in jobs])
+    log.info("sweep %s: %s combinations (sweep_hash %s)", parent, len(set(keys)), digest)
+
+
 def finish(config: DictConfig, interrupted: BaseException | None = None) -> None:
     """Close the sweep's parent run (FAILED when a job failed, KILLED when interrupted), after building the
     report from what MLflow holds and logging it to the parent. Exits non-zero when any combination failed."""

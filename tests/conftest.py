@@ -68,6 +68,14 @@ def make_cfg(tracking_overrides):
 
 
 @pytest.fixture(autouse=True)
+def _no_mlflow_environment(monkeypatch):
+    """A developer's own MLFLOW_TRACKING_URI or MLFLOW_EXPERIMENT_NAME never sends a test's runs elsewhere
+    (tests that are about them set them)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+
+
+@pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
     """Decoded datasets go to a temporary cache, never into the repository's runs/cache."""
     monkeypatch.setenv("ABLATION_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))

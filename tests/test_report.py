@@ -207,14 +207,40 @@ def test_report_command_prints_the_decision_first(synthetic, capsys):
     assert "delta test accuracy [95% CI]" in header and "report.html" in printed and decide.HELPS in printed
 
 
-def test_report_by_parent_run_id_finds_its_experiment(synthetic):
+def _keys(cfg, *augmentations):
+    return [r.data.tags["config_hash"] for a in augmentations
+            for r in runs(cfg.tracking.uri, cfg.experiment_name, f"tags.augmentation = '{a}'")]
+
+
+def test_report_by_parent_run_id_finds_its_experiment_and_holds_only_its_sweep(synthetic):
     client = MlflowClient(tracking_uri=synthetic.tracking.uri)
     parent = tracking.open_parent(synthetic, {"overrides": "x"})
+    keys = _keys(synthetic, "none", "good")
+    assert tracking.describe_sweep(synthetic, parent, keys, [["augmentation=none,good"]]) == tracking.sweep_hash(
+        list(reversed(keys)))
     other = synthetic.copy()
     other.experiment_name = "elsewhere"
     out = report.main(other, parent)
     assert out.name == "synthetic"
+    assert set(pd.read_csv(out / "summary.csv")["augmentation"]) == {"none", "good"}
     assert client.get_run(parent).data.tags["sweep"] == "parent"
+    assert client.get_run(parent).data.tags["sweep_hash"] == tracking.sweep_hash(keys)
+    # By experiment: everything that finished, whichever sweep ran it.
+    finished, failed, _ = report.runs_of(synthetic)
+    assert set(finished["augmentation"]) == {"none", *EFFECTS, "late"} and set(failed["augmentation"]) == {"crashy"}
+
+
+def test_a_parent_without_a_recorded_definition_reports_its_own_runs(synthetic):
+    client = MlflowClient(tracking_uri=synthetic.tracking.uri)
+    parent = tracking.open_parent(synthetic, {"overrides": "x"})
+    assert report.runs_of(synthetic, parent)[0].empty  # the experiment's other runs are not its own
+    for augmentation in ("none", "bad"):
+        for r in runs(synthetic.tracking.uri, "synthetic", f"tags.augmentation = '{augmentation}'"):
+            client.set_tag(r.info.run_id, "mlflow.parentRunId", parent)
+    assert set(report.runs_of(synthetic, parent)[0]["augmentation"]) == {"none", "bad"}
+    with pytest.raises(SystemExit) as info:
+        report.main(synthetic, tracking.open_parent(synthetic, {"overrides": "y"}))
+    assert info.value.code == 2
 
 
 def test_empty_experiment_is_a_clear_error(make_cfg, capsys):

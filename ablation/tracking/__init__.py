@@ -8,7 +8,8 @@
     tracker   Tracker (logging into one open run) and run() (its lifecycle: FINISHED, FAILED or KILLED)
     journal   what a run keeps locally while its server is away; replay sends it later
     process   which process a run belongs to (dead runs are told from live ones)
-    runs      an experiment's runs: the finished one of a combination, a sweep's parent and children, reading back
+    runs      an experiment's runs: the finished one of a combination, a sweep's parent (its source and definition)
+              and children, reading back
     model     a run's model as an MLflow Model (LoggedModel): logged, found, loaded, registered
 
 Callers import from here; the modules above import each other only downwards in this list.
@@ -24,6 +25,7 @@ from ablation.tracking.runs import (
     close_dead_children,
     close_parent,
     count_children,
+    describe_sweep,
     download,
     experiment_of,
     find_run,
@@ -32,12 +34,15 @@ from ablation.tracking.runs import (
     log_to_run,
     open_parent,
     publish,
+    sweep_hash,
+    sweep_keys,
 )
 from ablation.tracking.store import EXPERIMENT_TAGS, experiment_id, sqlite_path, store
 from ablation.tracking.tracker import PARENT_RUN_ENV, Tracker, run, scratch_dir
 
 __all__ = ["EXPERIMENT_TAGS", "NOT_IDENTITY", "PARENT_RUN_ENV", "StoreUnavailable", "Tracker", "client",
-           "close_dead_children", "close_parent", "config_hash", "count_children", "dataset_records", "download",
-           "experiment_id", "experiment_of", "find_run", "finished_run", "flatten", "load_model", "load_runs",
-           "log_model", "log_to_run", "open_parent", "publish", "register_model", "replay_unsent", "run",
-           "run_model_uri", "scratch_dir", "sqlite_path", "store", "unsent_root"]
+           "close_dead_children", "close_parent", "config_hash", "count_children", "dataset_records",
+           "describe_sweep", "download", "experiment_id", "experiment_of", "find_run", "finished_run", "flatten",
+           "load_model", "load_runs", "log_model", "log_to_run", "open_parent", "publish", "register_model",
+           "replay_unsent", "run", "run_model_uri", "scratch_dir", "sqlite_path", "store", "sweep_hash", "sweep_keys",
+           "unsent_root"]

@@ -1,8 +1,12 @@
 """The runs of an experiment as a whole: the finished run of a combination (what a resumed sweep skips), a sweep's
-parent run and its children, dead runs marked KILLED, and reading runs and artifacts back."""
+parent run (its source, its definition) and its children, dead runs marked KILLED, and reading runs and artifacts
+back."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +40,7 @@ def load_runs(tracking, experiment_name: str):
     """Every run of an experiment as a pandas DataFrame (mlflow.search_runs: params.*, metrics.*, tags.*)."""
     import mlflow
 
+    client(tracking)  # a server checked (unreachable, refused credentials: one line), a SQLite store prepared
     uri, _ = store(tracking)
     mlflow.set_tracking_uri(uri)
     return mlflow.search_runs(experiment_names=[experiment_name], max_results=50000)
@@ -47,10 +52,51 @@ def open_parent(cfg: DictConfig, params: dict) -> str:
     exp_id = experiment_id(mlflow_client, cfg.tracking, cfg.experiment_name)
     name = f"sweep/{cfg.experiment_name}/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     _close_dead_parents(mlflow_client, exp_id)
-    parent = mlflow_client.create_run(exp_id, run_name=name, tags={"sweep": "parent", "experiment": cfg.experiment_name,
-                                                                    **process_tags()})
+    tags = {**source_tags(), "sweep": "parent", "experiment": cfg.experiment_name, **process_tags()}
+    parent = mlflow_client.create_run(exp_id, run_name=name, tags=tags)
     Tracker(mlflow_client, parent.info.run_id).log_params(params)
     return parent.info.run_id
+
+
+def source_tags() -> dict[str, str]:
+    """What MLflow's fluent API records of where a run comes from (mlflow.source.name, mlflow.user, and from a git
+    checkout mlflow.source.git.commit, .branch and .repoURL), for the parent run that MlflowClient opens."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    try:
+        return {k: str(v) for k, v in resolve_tags().items() if k.startswith(("mlflow.source.", "mlflow.user"))}
+    except Exception:  # a provenance tag is not worth a sweep
+        return {}
+
+
+SWEEP_DEFINITION = "sweep.json"
+
+
+def sweep_hash(keys: list[str]) -> str:
+    """The sweep's definition as one hash: its combinations' keys (config_hash: each job's resolved config, the
+    defaults included, without where it is tracked), sorted and deduplicated. The same sweep gets the same hash
+    whatever the order or spelling of its overrides, wherever it is tracked, at whatever commit."""
+    return hashlib.sha256("\n".join(sorted(set(keys))).encode()).hexdigest()[:16]
+
+
+def describe_sweep(cfg: DictConfig, parent_run_id: str, keys: list[str], jobs: list[list[str]]) -> str:
+    """Record a sweep's definition on its parent run: tag sweep_hash, and the artifact sweep.json (the hash,
+    the combinations' keys, the expanded jobs' overrides). Returns the hash."""
+    digest = sweep_hash(keys)
+    tracker = Tracker(client(cfg.tracking), parent_run_id)
+    tracker.set_tag("sweep_hash", digest)
+    with tempfile.TemporaryDirectory(prefix="ablation-") as tmp:
+        path = Path(tmp) / SWEEP_DEFINITION
+        path.write_text(json.dumps({"sweep_hash": digest, "keys": sorted(set(keys)), "jobs": jobs}, indent=1))
+        tracker.log_file(path)
+    return digest
+
+
+def sweep_keys(tracking, parent_run_id: str) -> list[str] | None:
+    """The combinations' keys a sweep's parent run recorded (describe_sweep); None for a parent without them."""
+    with tempfile.TemporaryDirectory(prefix="ablation-") as tmp:
+        path = download(tracking, parent_run_id, SWEEP_DEFINITION, Path(tmp))
+        return json.loads(path.read_text())["keys"] if path is not None else None
 
 
 def _close_dead_parents(mlflow_client, exp_id: str) -> None:

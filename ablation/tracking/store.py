@@ -1,8 +1,11 @@
-"""Where the MLflow store is and how to reach it: the tracking URI and artifact root of a `tracking` config node,
-the SQLite store's one-time preparation, a server's health check, and experiments created with the tags the UI
-needs."""
+"""Where the MLflow store is and how to reach it: the tracking URI and artifact root of a `tracking` config node
+(tracking.uri, else MLFLOW_TRACKING_URI, else the embedded SQLite store), the SQLite store's one-time preparation,
+a server's reachability probe (through MLflow's own client, with the credentials runs send), and experiments
+created with the tags the UI needs."""
 from __future__ import annotations
 
+import os
+import re
 import time
 from pathlib import Path
 
@@ -21,10 +24,14 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///").split("?")[0]) if uri.startswith("sqlite:///") else None
 
 
+URI_ENV = "MLFLOW_TRACKING_URI"
+
+
 def store(tracking) -> tuple[str, str | None]:
-    """(tracking URI, artifact root) for a `tracking` config node; the default store is paths.store_file().
-    SQLite URIs get a busy timeout unless they set their own."""
-    uri = tracking.get("uri") or f"sqlite:///{paths.store_file()}"
+    """(tracking URI, artifact root) for a `tracking` config node. The URI is tracking.uri (the command line or
+    the config), else MLflow's own MLFLOW_TRACKING_URI, else the embedded store paths.store_file(). SQLite URIs
+    get a busy timeout unless they set their own."""
+    uri = tracking.get("uri") or os.environ.get(URI_ENV) or f"sqlite:///{paths.store_file()}"
     artifacts = tracking.get("artifact_root")
     path = sqlite_path(uri)
     if path is not None:
@@ -83,27 +90,62 @@ def experiment_id(mlflow_client, tracking, name: str) -> str:
         return exp.experiment_id
 
 
-def server_down(uri: str | None) -> bool:
-    """True when uri is a tracking server that does not answer its health check (a local store never is)."""
-    import urllib.request
+# The probe's request: MLflow's REST client (the credentials of MLFLOW_TRACKING_USERNAME/PASSWORD or
+# MLFLOW_TRACKING_TOKEN, or ~/.mlflow/credentials, and MLflow's request headers: exactly what runs send) with a
+# short timeout and one quick retry, where MLflow's defaults (7 retries, 120 s timeout) wait for minutes. The
+# limits are passed to this one request, not set in the environment, so concurrent logging keeps its own.
+PROBE_TIMEOUT_S = 5
+PROBE_RETRIES = 1
+AUTH_STATUS = (401, 403)
 
-    if not uri or not uri.startswith(("http://", "https://")):
-        return False
+
+def probe(uri: str) -> tuple[int | None, str]:
+    """(HTTP status, reason) of a one-experiment search at a tracking server; (None, reason) when nothing
+    answers."""
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
     try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10).close()
-    except OSError:
-        return True
-    return False
+        response = http_request(get_default_host_creds(uri), "/api/2.0/mlflow/experiments/search", "POST",
+                                max_retries=PROBE_RETRIES, backoff_factor=0, backoff_jitter=0,
+                                timeout=PROBE_TIMEOUT_S, raise_on_status=False, json={"max_results": 1})
+    except Exception as exc:
+        # requests' text nests the cause ("... Max retries exceeded ... [Errno 111] Connection refused"))"): its
+        # innermost reason is what a user needs.
+        text = str(exc)
+        inner = re.search(r"(\[Errno -?\d+\][^'\")]*|timed out|Name or service not known)", text)
+        return None, inner.group(1).strip() if inner else text.splitlines()[0][:300] or type(exc).__name__
+    return response.status_code, f"HTTP {response.status_code} {response.reason or ''}".strip()
 
+
+def is_server(uri: str | None) -> bool:
+    return bool(uri) and uri.startswith(("http://", "https://"))
+
+
+def server_down(uri: str | None) -> bool:
+    """True when uri is a tracking server that does not answer (a local store never is). A server that answers,
+    even to refuse the credentials, is up: the tracker's journal is for servers that went away."""
+    if not is_server(uri):
+        return False
+    status, _ = probe(uri)
+    return status is None or status >= 500
 
 
 def reach(uri: str) -> None:
-    """A server that does not answer is a one-line error, at once (MLflow's own client would retry for minutes)."""
-    import urllib.request
+    """A server that does not answer, or refuses the credentials, is a one-line error at once, before anything
+    trains (MLflow's own client would retry for minutes, run by run)."""
+    from mlflow.utils.credentials import get_default_host_creds
 
-    try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10).close()
-    except OSError as exc:
-        reason = getattr(exc, "reason", exc)
+    status, reason = probe(uri)
+    if status in AUTH_STATUS:
+        creds = get_default_host_creds(uri)  # what the probe sent: the variables, else ~/.mlflow/credentials
+        sent = (f"user {creds.username!r}" if creds.username else "a token" if creds.token else "no credentials")
+        raise ConfigError(f"tracking.uri: the MLflow server at {uri} refused the credentials ({reason}; sent {sent}); "
+                          "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) "
+                          "to an account of that server")
+    if status is None or status >= 500:
         raise ConfigError(f"tracking.uri: cannot reach the MLflow server at {uri} ({reason}); start it or point "
-                          "tracking.uri elsewhere") from None
+                          "tracking.uri elsewhere")
+    if status != 200:
+        raise ConfigError(f"tracking.uri: {uri} answered {reason} to an MLflow experiment search; is it the address "
+                          "of an MLflow tracking server?")

@@ -64,7 +64,7 @@ class AblationSweeper(BasicSweeper):
                 print(f"error: {exc}", file=sys.stderr)  # a design or policy that cannot be expanded
                 raise SystemExit(2) from None
             os.environ[sweep.SIZE_ENV] = str(len(jobs))
-            self._validate(jobs)
+            sweep.record_definition(self.config, jobs, self._validate(jobs))
             size = self.max_batch_size or len(jobs)
             self.overrides = [jobs[i:i + size] for i in range(0, len(jobs), size)]
             sweep_dir = Path(self.config.hydra.sweep.dir)
@@ -95,17 +95,18 @@ class AblationSweeper(BasicSweeper):
         return sweep.missing_config_is_user_error(lambda: self.hydra_context.config_loader.load_sweep_config(
             master_config=self.config, sweep_overrides=list(job)))
 
-    def _validate(self, jobs: list[list[str]]) -> None:
-        """Compose and check every job before any trains: a bad combination stops the sweep up front."""
+    def _validate(self, jobs: list[list[str]]) -> list[str]:
+        """Compose and check every job before any trains: a bad combination stops the sweep up front. Returns the
+        jobs' keys (config_hash), the sweep's definition."""
         from ablation.errors import user_error
         from ablation.plan import plan
 
-        bad = []
+        bad, keys = [], []
         for job in jobs:
             try:
                 cfg = self._load(job)
                 cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])  # as the job will see it
-                plan(cfg)  # every setting and every rule between settings
+                keys.append(plan(cfg).key)  # every setting and every rule between settings
             except Exception as exc:
                 if not user_error(exc):
                     raise
@@ -113,3 +114,4 @@ class AblationSweeper(BasicSweeper):
         if bad:
             print("\n".join(bad), file=sys.stderr)
             raise SystemExit(2)
+        return keys

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from importlib import metadata
 
 from ablation.errors import ConfigError
@@ -75,9 +76,10 @@ def log_model(tracker, model, example) -> str | None:
         logged = tracker.client.create_logged_model(run.info.experiment_id, name=MODEL_NAME,
                                                     source_run_id=tracker.run_id, params=run.data.params)
         _use(uri)
-        info = Model.log(artifact_path=None, name=MODEL_NAME, flavor=_KerasFlavor, keras_model=model,
-                         run_id=tracker.run_id, model_id=logged.model_id, signature=signature,
-                         input_example=example, pip_requirements=requirements())
+        with _quiet_keras():  # MLflow checks the input example through the pyfunc: no progress bar
+            info = Model.log(artifact_path=None, name=MODEL_NAME, flavor=_KerasFlavor, keras_model=model,
+                             run_id=tracker.run_id, model_id=logged.model_id, signature=signature,
+                             input_example=example, pip_requirements=requirements())
     except Exception as exc:
         if not server_down(tracker.uri):
             raise
@@ -85,6 +87,17 @@ def log_model(tracker, model, example) -> str | None:
         return None
     tracker.set_tag("model_uri", info.model_uri)
     return info.model_uri
+
+
+@contextmanager
+def _quiet_keras():
+    """Keras' progress bar of MLflow's input example check kept off the console. The check runs in a thread of
+    its own, where Keras' (thread-local) interactive logging switch does not reach: stdout is set aside."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
 
 
 def run_model_uri(tracking_cfg, run_id: str) -> str | None:

@@ -202,7 +202,7 @@ def test_a_run_with_each_mode_finishes_logs_the_statistics_and_its_model_reloads
         assert "data/normalize_mean" not in mlrun.data.params
     # The logged model.keras, loaded the way `python -m ablation.predict` loads it, scores the test split as the
     # run recorded.
-    model, _ = predict.load_run(cfg.tracking, result["run_id"], tmp_path / "download")
+    model, _, _ = predict.load_run(cfg.tracking, result["run_id"], tmp_path / "download")
     model.compile(loss=models.loss_for(splits.num_classes), metrics=["accuracy"])
     scores = model.evaluate(Batches(splits.test.x, splits.test.y, 64), verbose=0, return_dict=True)
     assert scores["accuracy"] == pytest.approx(mlrun.data.metrics["test/accuracy"], abs=1e-6)

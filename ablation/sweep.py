@@ -280,6 +280,7 @@ def finish(config: DictConfig, interrupted: BaseException | None = None) -> None
     if parent is None:
         return
     status = "KILLED" if isinstance(interrupted, KeyboardInterrupt) else "FAILED" if interrupted or failures else "FINISHED"
+    report_error = None
     try:
         if interrupted is not None:
             for name in tracking.close_dead_children(config, parent):
@@ -295,16 +296,24 @@ def finish(config: DictConfig, interrupted: BaseException | None = None) -> None
             log.warning("sweep interrupted: %s of %s combinations started training", trained, size)
         else:
             if trained + counts["sweep/skipped"] > 0:
-                out_dir = report.main(config, parent)
-                tracking.log_to_run(config, parent, folder=out_dir)
-                if config.tracking.get("register_model"):  # the run the report recommends, to the registry
-                    report.register_best(config, parent, out_dir)
+                try:
+                    out_dir = report.main(config, parent)
+                    tracking.log_to_run(config, parent, folder=out_dir)
+                    if config.tracking.get("register_model"):  # the run the report recommends, to the registry
+                        report.register_best(config, parent, out_dir)
+                except Exception as exc:  # the runs stand; the sweep did not end in its answer
+                    report_error = f"the report could not be built: {type(exc).__name__}: {exc}"
+                    status = "FAILED"
             log.info(f"sweep: {size} combinations: {trained} trained, {counts['sweep/skipped']} skipped (finished "
                   f"before), {len(failures)} failed")
     finally:
-        reason = "; ".join(f"[{' '.join(job)}] {error}" for job, error in failures) or (
+        reason = "; ".join(f"[{' '.join(job)}] {error}" for job, error in failures) or report_error or (
             f"{type(interrupted).__name__}: {interrupted}" if interrupted else None)
         tracking.close_parent(config, parent, status, reason)
+    if report_error:
+        print(f"error: {report_error}; every run is recorded: rebuild it with ablation-report "
+              f"+parent_run_id={parent}", file=sys.stderr)
+        raise SystemExit(1)
     if failures:
         print(f"{len(failures)} combination(s) failed:", file=sys.stderr)
         for job, error in failures:

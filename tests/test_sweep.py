@@ -1,12 +1,14 @@
 """Sweeps end to end: Hydra multiruns through the ablation sweeper and callback into a temporary MLflow store."""
+import subprocess
+
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from ablation import decide, sweep
-from conftest import CONF, compose_config, options
-from helpers import parents_and_children, run_sweep, runs, store_uri
+from conftest import CONF, ROOT, compose_config, options
+from helpers import parents_and_children, run_sweep, runs, store_uri, sweep_command
 
 EXPERIMENTS = {"digits_ablation", "shapes_ablation", "quick", "models_ablation"}
 
@@ -158,3 +160,22 @@ def test_a_failing_combination_does_not_stop_the_others(tmp_path):
     parents, children = parents_and_children(runs(store_uri(tmp_path), "faults"))
     assert [r.info.status for r in children] == ["FINISHED"]
     assert parents[0].info.status == "FAILED" and "bad.npz" in parents[0].data.tags["error"]
+
+
+@pytest.mark.slow
+def test_a_report_that_cannot_be_built_fails_the_sweep_not_its_runs(tmp_path):
+    """A sweep that cannot end in its report exits non-zero with one `error:` line, and its parent run is FAILED
+    with the reason; the runs it trained stay FINISHED (nothing logged is lost)."""
+    command = sweep_command(tmp_path, "augmentation=none,hflip", "trainer=smoke", "trainer.epochs=1",
+                            "dataset.train_size=32", "eval.corruptions=[]", "tracking.log_model=false",
+                            "experiment_name=noreport")
+    command = [c for c in command if not c.startswith("tracking.report_dir=")]
+    result = subprocess.run([*command, "tracking.report_dir=/proc/ablation_reports"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stderr[-3000:]
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: the report could not be built: FileNotFoundError") and "+parent_run_id=" in line
+    parents, children = parents_and_children(runs(store_uri(tmp_path), "noreport"))
+    assert [p.info.status for p in parents] == ["FAILED"]
+    assert "the report could not be built" in parents[0].data.tags["error"]
+    assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED"]

@@ -50,9 +50,10 @@ server: $(STAMP) ## MLflow tracking server on 127.0.0.1:5001 over PostgreSQL, ke
 server-stop: ## Stop the tracking server and its PostgreSQL (nothing running is fine)
 	bash scripts/server.sh stop
 
-bench: $(STAMP) ## Benchmarks side by side: input pipeline (QUICK=1: 32 and 128 px, under two minutes) -> runs/bench/pipeline.md; the lenses' cost (LENSES=1) -> runs/bench/lenses.md
-	$(if $(LENSES),,$(PY) benchmarks/pipeline.py $(if $(QUICK),--quick))
+bench: $(STAMP) ## Benchmarks side by side: input pipeline (QUICK=1: 32 and 128 px, under two minutes) -> runs/bench/pipeline.md; the lenses' cost (LENSES=1) -> runs/bench/lenses.md; per-run overhead and a sweep old vs new (OVERHEAD=1) -> runs/bench/overhead.md
+	$(if $(LENSES)$(OVERHEAD),,$(PY) benchmarks/pipeline.py $(if $(QUICK),--quick))
 	$(if $(LENSES),$(PY) benchmarks/lenses.py)
+	$(if $(OVERHEAD),$(PY) benchmarks/overhead.py --sweep)
 
 lint: $(STAMP) ## ruff (pyflakes, isort, bugbear, pyupgrade), the import contracts (lint-imports), the docs site (mkdocs --strict)
 	$(PY) -m ruff check ablation hydra_plugins tests benchmarks scripts

@@ -45,6 +45,7 @@ def validate(cfg: DictConfig):
     _number(cfg, "trainer.epochs", minimum=1, integer=True)
     _number(cfg, "trainer.batch_size", minimum=1, integer=True)
     _number(cfg, "trainer.steps_per_epoch", minimum=1, integer=True, optional=True)
+    _number(cfg, "trainer.eval_batch_size", minimum=1, integer=True, optional=True)
     _number(cfg, "trainer.learning_rate", minimum=0, strict=True)
     _number(cfg, "trainer.workers", minimum=1, integer=True)
     _number(cfg, "trainer.max_queue_size", minimum=1, integer=True)

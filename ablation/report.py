@@ -44,7 +44,8 @@ CURVE_METRICS = ("train_clean/loss", "val/loss", "val/accuracy")
 NOT_SETTINGS = ("seed", "experiment_name", "force", "design", "strength", "tracking.", "report.", "paths.", "eval.",
                 "augmentation.", "data/",
                 "dataset.cache", "trainer.verbose", "trainer.workers", "trainer.use_multiprocessing",
-                "trainer.max_queue_size", "trainer.resume", "trainer.devices", "trainer.jit_compile")
+                "trainer.max_queue_size", "trainer.resume", "trainer.devices", "trainer.jit_compile",
+                "trainer.eval_batch_size")
 SETTING_KEYS_KEPT = ("augmentation.where",)
 CLASS_NOTE = ("Test accuracy per class, policy minus none paired by seed, in points with 95% intervals; the p values "
               "of all policies x classes are adjusted together (Benjamini-Hochberg). An average can hide a class a "

@@ -154,12 +154,14 @@ def make_batches(cfg: DictConfig, splits: datasets.Splits, policy: augment.Polic
     shared = {"pad_to": pad_to, "task": task or tasks.build(cfg)}
     # The honest training score: a fixed subset of the training split, un-augmented, in inference mode.
     clean = np.sort(np.random.default_rng(cfg.seed).permutation(len(splits.train.y))[:t.clean_train_size])
+    # Evaluation batches (validation, test, the clean subset) learn nothing: larger ones take fewer steps.
+    evaluate = t.get("eval_batch_size") or t.batch_size
     return {
         "train": Batches(train.x, train.y, t.batch_size, policy=policy, shuffle=True, seed=cfg.seed,
                          steps=t.steps_per_epoch, workers=t.workers, use_multiprocessing=t.use_multiprocessing,
                          max_queue_size=t.max_queue_size, mix=mix, mix_images=mix_images, **shared),
-        "val": Batches(splits.val.x, splits.val.y, t.batch_size, **shared),
-        "test": Batches(splits.test.x, splits.test.y, t.batch_size, **shared),
-        "train_clean": Batches(splits.train.x[clean], splits.train.y[clean], t.batch_size, **shared),
+        "val": Batches(splits.val.x, splits.val.y, evaluate, **shared),
+        "test": Batches(splits.test.x, splits.test.y, evaluate, **shared),
+        "train_clean": Batches(splits.train.x[clean], splits.train.y[clean], evaluate, **shared),
     }
 

@@ -91,3 +91,27 @@ def test_datasets_kept_in_a_journal_are_sent_when_it_is_replayed(make_cfg, tmp_p
     assert replay.replay_unsent(uri) == [run_id]
     [sent] = client.get_run(run_id).inputs.dataset_inputs
     assert sent.dataset.name == "digits" and sent.tags[0].value == "test"
+
+
+def test_the_evaluation_batch_size_changes_no_result_and_no_combination(tmp_path):
+    """trainer.eval_batch_size only sets how many steps validation, test and the clean subset take: the same
+    scores to float precision, and the same combination (a finished run is not trained again)."""
+    from ablation import augment
+
+    found = []
+    for size in ("null", "256"):
+        cfg = compose_config("trainer.epochs=2", "dataset.train_size=64", "eval.corruptions=[]",
+                             "tracking.log_model=false", f"trainer.eval_batch_size={size}", "force=true",
+                             *store_overrides(tmp_path))
+        found.append((run(cfg), tracking.config_hash(cfg, augment.build(cfg.augmentation).fingerprint)))
+    (small, key_small), (large, key_large) = found
+    assert key_small == key_large
+    for metric in ("test/accuracy", "test/loss", "best/val_loss", "best/gap_loss"):
+        assert abs(small[metric] - large[metric]) < 1e-4, metric
+
+
+def test_a_bad_evaluation_batch_size_names_the_key():
+    from ablation.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=r"^trainer\.eval_batch_size: expected an integer >= 1"):
+        validate(compose_config("trainer.eval_batch_size=0"))

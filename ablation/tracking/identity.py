@@ -34,7 +34,8 @@ def config_hash(cfg: DictConfig, policy_fingerprint: str) -> str:
     data = OmegaConf.to_container(cfg, resolve=True)
     for key in NOT_IDENTITY:
         data.pop(key, None)
-    for key in ("verbose", "workers", "use_multiprocessing", "max_queue_size", "resume", "devices", "jit_compile"):
+    for key in ("verbose", "workers", "use_multiprocessing", "max_queue_size", "resume", "devices", "jit_compile",
+                "eval_batch_size"):
         data.get("trainer", {}).pop(key, None)
     data.get("dataset", {}).pop("cache", None)
     # Settings at their defaults are left out, so combinations recorded before the setting existed keep their key.

@@ -18,11 +18,6 @@ from ablation.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-MATCH = ["dataset", "model", "setting", "augmentation"]
-
-
-def _text(column: pd.Series) -> pd.Series:
-    return column.astype(object).where(column.notna(), "").astype(str)
 
 
 def choose(table: pd.DataFrame, finished: pd.DataFrame) -> dict:
@@ -45,9 +40,8 @@ def choose(table: pd.DataFrame, finished: pd.DataFrame) -> dict:
                              if a != summary.BASELINE)
         why = (f"no policy helps ({verdicts or 'no policies'}), so none (no augmentation), the baseline the "
                "report keeps")
-    runs = finished
-    for key in MATCH:
-        runs = runs[_text(runs[key]) == ("" if pd.isna(row[key]) else str(row[key]))]
+    wanted = summary.key_text(row.to_frame().T).iloc[0]
+    runs = finished[(summary.key_text(finished) == wanted).all(axis=1)]
     metric = f"metrics.test/{row['score_metric']}"
     if runs.empty or metric not in runs:
         raise ConfigError(f"tracking.register_model: no finished run of {row['augmentation']} with a test "

@@ -66,16 +66,29 @@ def _advice(todo: list[str]) -> str:
 
 
 def html_page(name: str, rule: str, view: pd.DataFrame, table: pd.DataFrame, todo: list[str],
-              failed: pd.DataFrame, images: list[str], sections=()) -> str:
+              failed: pd.DataFrame, images: list[str], sections=(), leading=()) -> str:
     """The report page. sections: (title, note, lines, what to say when there are no lines, image) each, shown
-    after the details: the lenses that are lists and a figure (per-class effects, dose and response)."""
+    after the details: the lenses that are lists and a figure (per-class effects). leading: the same, shown
+    right after the decision, where the sweep asked its question there (dose and response)."""
     details = table.to_html(index=False, float_format="{:.4f}".format, na_rep="", border=0)
+    shown = {"forest.png"}
+
+    def render(found) -> list[str]:
+        out = []
+        for title, note, lines, empty, image in found:  # the lines, then the figure
+            items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+            out += [f"<h2>{html.escape(title)}</h2>", f"<p class='rule'>{html.escape(note)}</p>",
+                    f"<ul>{items}</ul>" if lines else f"<p>{html.escape(empty)}</p>" if empty else "",
+                    f"<img src='{image}' alt='{image}'>" if image in images else ""]
+            shown.add(image)
+        return out
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title>"
              f"<style>{STYLE}</style></head><body>",
              f"<h1>{html.escape(name)}: which augmentations to use</h1>",
              f"<p class='rule'><b>Rule.</b> {html.escape(rule)}</p>",
              "<div class='decision'>", _summary(view),
              "<img class='forest' src='forest.png' alt='forest.png'>" if "forest.png" in images else "", "</div>",
+             *render(leading),
              "<h2>What to do next</h2>", _advice(todo),
              "<h2>Details</h2><p class='rule'>Every column of summary.csv. gap = validation loss &minus; clean "
              "training loss (gap_estimator says which estimate; delta_gap_* give the others). p_* raw and "
@@ -83,14 +96,8 @@ def html_page(name: str, rule: str, view: pd.DataFrame, table: pd.DataFrame, tod
              "<code>&lt;policy&gt;@offline</code>: trained on a written expansion. <code>setting</code>: what else "
              "the runs of a dataset and model differ in; each policy is compared with the <code>none</code> of "
              "its own setting.</p>",
-             f"<div class='details'>{details}</div>"]
-    shown = {"forest.png"}
-    for title, note, lines, empty, image in sections:  # the lines, then the figure
-        items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
-        parts += [f"<h2>{html.escape(title)}</h2>", f"<p class='rule'>{html.escape(note)}</p>",
-                  f"<ul>{items}</ul>" if lines else f"<p>{html.escape(empty)}</p>" if empty else "",
-                  f"<img src='{image}' alt='{image}'>" if image in images else ""]
-        shown.add(image)
+             f"<div class='details'>{details}</div>",
+             *render(sections)]
     if not failed.empty:
         parts += ["<h2>Failed combinations</h2>", failed.to_html(index=False)]
     parts += [f"<h2>{file[:-4]}</h2><img src='{file}' alt='{file}'>" for file in images if file not in shown]

@@ -173,9 +173,8 @@ def predict(tracking_cfg, run_id: str | None, data, out=None, batch_size: int = 
 
     root, files = list_images(data)
     relative = [f.relative_to(root).as_posix() for f in files]
-    source = model_uri
     with tracking.scratch_dir() as scratch:
-        model, class_names, run_id = load_run(tracking_cfg, run_id, Path(scratch), model_uri=source)
+        model, class_names, run_id = load_run(tracking_cfg, run_id, Path(scratch), model_uri=model_uri)
     csv = output_csv(out, run_id or "model")
     task, class_names = task_of(model, class_names, run_id)
     _, size, _, channels = model.input_shape
@@ -204,7 +203,7 @@ def predict(tracking_cfg, run_id: str | None, data, out=None, batch_size: int = 
         table = pd.DataFrame({"file": relative, "output": [f"images/{name}" for name in outputs]})
     table.to_csv(csv, index=False)
 
-    print(f"{len(table)} images from {root}, " + (f"model {source} (of run {run_id})" if source else
+    print(f"{len(table)} images from {root}, " + (f"model {model_uri} (of run {run_id})" if model_uri else
                                                     f"model of run {run_id}"))
     if task == "classify":
         counts = table["predicted"].value_counts()

@@ -8,18 +8,17 @@ from pathlib import Path
 
 import pandas as pd
 
-KEYS = ["dataset", "model", "setting", "augmentation"]
+from ablation import summary
+
+KEYS = summary.KEYS
 
 
 def run_tags(finished: pd.DataFrame, table: pd.DataFrame) -> dict[str, dict[str, str]]:
     """run_id -> {"verdict", "delta_test_score"} of its row in the report table (one row per policy)."""
     if finished.empty or table.empty:
         return {}
-    rows = table[[*KEYS, "verdict", "delta_test_score"]].astype({k: str for k in KEYS})
-    runs = finished[["run_id", *KEYS]].astype({k: str for k in KEYS})
-    for frame in (rows, runs):
-        frame["setting"] = frame["setting"].replace({"nan": "", "None": ""})
-    merged = runs.merge(rows, on=KEYS, how="inner")
+    rows = summary.key_text(table).assign(verdict=table["verdict"], delta_test_score=table["delta_test_score"])
+    merged = summary.key_text(finished).assign(run_id=finished["run_id"]).merge(rows, on=KEYS, how="inner")
     return {r.run_id: {"verdict": str(r.verdict), "delta_test_score": _number(r.delta_test_score)}
             for r in merged.itertuples()}
 

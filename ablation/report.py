@@ -46,10 +46,10 @@ NOT_SETTINGS = ("seed", "experiment_name", "force", "design", "strength", "track
                 "dataset.cache", "trainer.verbose", "trainer.workers", "trainer.use_multiprocessing",
                 "trainer.max_queue_size", "trainer.resume", "trainer.devices", "trainer.jit_compile",
                 "trainer.eval_batch_size")
-SETTING_KEYS_KEPT = ("augmentation.where",)
+SETTING_KEYS_KEPT = ("augmentation.where",)  # a policy on the host and on the device are different runs
 CLASS_NOTE = ("Test accuracy per class, policy minus none paired by seed, in points with 95% intervals; the p values "
               "of all policies x classes are adjusted together (Benjamini-Hochberg). An average can hide a class a "
-              "policy hurts: a flip or a large rotation can turn one digit into another.")  # a policy on the host and on the device are different runs
+              "policy hurts: a flip or a large rotation can turn one digit into another.")
 
 
 def runs_of(cfg: DictConfig, parent_run_id: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
@@ -272,10 +272,11 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
     if len(per_class):  # whom each policy hurts
         sections.append(("Per-class effects", CLASS_NOTE, harms, "No policy significantly hurts any class.",
                          "classes.png"))
-    if len(doses):
-        sections.append(("Dose and response", dose.NOTE, strength_lines, "", "strength.png"))
+    # A strength design asked how much of a policy to use: its answer right after the decision.
+    leading = [("Dose and response", dose.NOTE, strength_lines, "", "strength.png")] if len(doses) else []
     (out_dir / "report.html").write_text(page.html_page(name, rule(opts), decision_view(table), table, todo,
-                                                   failed_table, list(figures), sections=sections))
+                                                   failed_table, list(figures), sections=sections,
+                                                   leading=leading))
     # The verdicts where MLflow users look: every decided run's tags, the sweep's description and table.
     view = decision_view(table)
     tracking.publish(cfg.tracking, parent_run_id, publish.run_tags(finished, table),

@@ -31,6 +31,12 @@ DEFAULTS = {"correction": "bh", "alpha": 0.05, "margin": {"accuracy": 0.01, "psn
             "underfit": {"accuracy": 0.05, "psnr": 1.0}, "power": 0.8}
 
 
+def key_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """A table's KEYS columns as text, a missing value (no setting) as "": how report rows and runs are matched."""
+    return pd.DataFrame({k: frame[k].astype(object).where(frame[k].notna(), "").astype(str) for k in KEYS},
+                        index=frame.index)
+
+
 def options(report_cfg=None) -> dict:
     """cfg.report as a plain dict with every key (a store written before a key existed, or a test's dict)."""
     from omegaconf import OmegaConf

@@ -163,6 +163,7 @@ def test_a_quick_strength_sweep_writes_the_strength_plot(tmp_path):
     assert (report / "strength.png").stat().st_size > 10_000
     page = (report / "report.html").read_text()
     assert "<h2>Dose and response</h2>" in page and "src='strength.png'" in page
+    assert page.index("<h2>Dose and response</h2>") < page.index("<h2>What to do next</h2>")  # the sweep's answer
     assert "hflip: " in (report / "summary.md").read_text().split("## Dose and response")[1]
     logged = {a.path for a in MlflowClient(store_uri(tmp_path)).list_artifacts(parents[0].info.run_id, "dose")}
     assert "dose/strength.png" in logged

@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ablation.tracking.connect import client
+from ablation.tracking.context import context_tags
 from ablation.tracking.process import mark_dead, may_be_alive, on_this_host, process_gone, process_tags
 from ablation.tracking.store import experiment_id, store
 from ablation.tracking.tracker import Tracker
@@ -52,21 +53,10 @@ def open_parent(cfg: DictConfig, params: dict) -> str:
     exp_id = experiment_id(mlflow_client, cfg.tracking, cfg.experiment_name)
     name = f"sweep/{cfg.experiment_name}/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     _close_dead_parents(mlflow_client, exp_id)
-    tags = {**source_tags(), "sweep": "parent", "experiment": cfg.experiment_name, **process_tags()}
+    tags = context_tags({"sweep": "parent", "experiment": cfg.experiment_name, **process_tags()})
     parent = mlflow_client.create_run(exp_id, run_name=name, tags=tags)
     Tracker(mlflow_client, parent.info.run_id).log_params(params)
     return parent.info.run_id
-
-
-def source_tags() -> dict[str, str]:
-    """What MLflow's fluent API records of where a run comes from (mlflow.source.name, mlflow.user, and from a git
-    checkout mlflow.source.git.commit, .branch and .repoURL), for the parent run that MlflowClient opens."""
-    from mlflow.tracking.context.registry import resolve_tags
-
-    try:
-        return {k: str(v) for k, v in resolve_tags().items() if k.startswith(("mlflow.source.", "mlflow.user"))}
-    except Exception:  # a provenance tag is not worth a sweep
-        return {}
 
 
 SWEEP_DEFINITION = "sweep.json"

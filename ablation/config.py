@@ -46,6 +46,11 @@ def validate(cfg: DictConfig):
     _number(cfg, "trainer.batch_size", minimum=1, integer=True)
     _number(cfg, "trainer.steps_per_epoch", minimum=1, integer=True, optional=True)
     _number(cfg, "trainer.eval_batch_size", minimum=1, integer=True, optional=True)
+    _number(cfg, "trainer.steps_per_execution", minimum=1, integer=True, optional=True)
+    if OmegaConf.select(cfg, "trainer.epoch_evaluation") is not None:  # absent from a trainer file: scorer
+        _choice(cfg, "trainer.epoch_evaluation", ("scorer", "keras"))
+    if OmegaConf.select(cfg, "trainer.keep_compiled") is not None:  # absent from a trainer file: true
+        _choice(cfg, "trainer.keep_compiled", (True, False))
     _number(cfg, "trainer.learning_rate", minimum=0, strict=True)
     _number(cfg, "trainer.workers", minimum=1, integer=True)
     _number(cfg, "trainer.max_queue_size", minimum=1, integer=True)

@@ -42,10 +42,8 @@ CURVE_METRICS = ("train_clean/loss", "val/loss", "val/accuracy")
 # Params that never set runs apart in the report: the seed (runs are paired over it), where and how a run is
 # tracked or executed, and the policy itself (its name is the augmentation column; see settings() for its content).
 NOT_SETTINGS = ("seed", "experiment_name", "force", "design", "strength", "tracking.", "report.", "paths.", "eval.",
-                "augmentation.", "data/",
-                "dataset.cache", "trainer.verbose", "trainer.workers", "trainer.use_multiprocessing",
-                "trainer.max_queue_size", "trainer.resume", "trainer.devices", "trainer.jit_compile",
-                "trainer.eval_batch_size")
+                "augmentation.", "data/", "dataset.cache",
+                *(f"trainer.{key}" for key in tracking.EXECUTION_KEYS))
 SETTING_KEYS_KEPT = ("augmentation.where",)  # a policy on the host and on the device are different runs
 CLASS_NOTE = ("Test accuracy per class, policy minus none paired by seed, in points with 95% intervals; the p values "
               "of all policies x classes are adjusted together (Benjamini-Hochberg). An average can hide a class a "

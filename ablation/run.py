@@ -10,7 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ablation import (
     augment,
@@ -22,6 +22,7 @@ from ablation import (
     models,
     normalize,
     record,
+    reuse,
     tasks,
     tracking,
 )
@@ -72,14 +73,20 @@ def run(cfg: DictConfig, announce: Callable[[str], None] | None = None) -> dict[
         batches = make_batches(cfg, splits, policy if p.placement.batches_augment else None,
                                pad_to=backend.batch_multiple(replicas), train=expanded.train if expanded else None,
                                task=task, mix=policy.mix, mix_images=p.placement.mix_at == "host")
-        # 4. The model, compiled from the trainer settings. weighted_metrics: the zero-weighted padding of short
-        # batches (several devices on JAX) counts in no metric.
+        # 4. The model, compiled from the trainer settings. A model of the same architecture and settings that this
+        # process compiled for an earlier run takes this one's starting weights instead (ablation/reuse.py).
         model = models.build(cfg.model, splits.input_shape, splits.num_classes, augmentation=layers,
                              normalization=normalization.layer(), task=task.name, mix=p.placement.mix_at)
-        optimizer = keras.optimizers.get(t.optimizer)
-        optimizer.learning_rate = t.learning_rate
-        model.compile(optimizer=optimizer, loss=task.loss(splits.num_classes), weighted_metrics=task.metrics(),
-                      jit_compile=t.jit_compile)
+        architecture = {"model": OmegaConf.to_container(cfg.model, resolve=True), "shape": splits.input_shape,
+                        "classes": splits.num_classes, "task": task.name, "mix": p.placement.mix_at,
+                        "normalize": cfg.dataset.get("normalize", "rescale"),
+                        "device": OmegaConf.to_container(cfg.augmentation, resolve=True) if layers else None,
+                        "seed": cfg.seed if layers else None,
+                        "trainer": {k: t.get(k) for k in ("optimizer", "learning_rate", "jit_compile",
+                                                          "steps_per_execution", "mixed_precision")}}
+        keep = t.get("keep_compiled", True) and replicas == 1
+        model = reuse.compiled(model, lambda m: compile_model(m, t, task, splits.num_classes),
+                               reuse.key(architecture) if keep else None)
         tags = {**p.tags, "devices": replicas, "device": backend.device_description(),
                 "keras_backend": keras.backend.backend()}
         if expanded:
@@ -92,7 +99,11 @@ def run(cfg: DictConfig, announce: Callable[[str], None] | None = None) -> dict[
             scratch = Path(scratch)
             record.inputs(tracker, cfg, p, splits, normalization, scratch,
                           {"time/data_load_s": data_load_s, **(expanded.metrics if expanded else {})})
-            epochs = measure.CleanGap(batches["train"], batches["train_clean"], on_row=tracker.log_epoch)
+            # Validation and the clean subset, evaluated by the callback in one pass (trainer.epoch_evaluation).
+            one_pass = t.get("epoch_evaluation", "scorer") == "scorer"
+            scorer = measure.Scorer(task.loss(splits.num_classes), task.metrics()) if one_pass else None
+            epochs = measure.CleanGap(batches["train"], batches["train_clean"], on_row=tracker.log_epoch,
+                                      val=batches["val"] if one_pass else None, scorer=scorer)
             best_weights = scratch / "best.weights.h5"
             if backup:
                 backup.start(tracker.run_id)
@@ -109,7 +120,8 @@ def run(cfg: DictConfig, announce: Callable[[str], None] | None = None) -> dict[
             fit_started = time.perf_counter()
             # shuffle=False: Batches reshuffles every epoch from the seed (Keras would use global random state).
             train_input, steps = backend.fit_input(batches["train"], start_epoch=batches["train"].epoch)
-            model.fit(train_input, steps_per_epoch=steps, validation_data=batches["val"], epochs=t.epochs,
+            model.fit(train_input, steps_per_epoch=steps, validation_data=None if one_pass else batches["val"],
+                      epochs=t.epochs,
                       callbacks=fit_callbacks, verbose=t.verbose, shuffle=False)
             fit_s = time.perf_counter() - fit_started
 
@@ -140,6 +152,15 @@ def run(cfg: DictConfig, announce: Callable[[str], None] | None = None) -> dict[
     if backup:
         backup.clear()
     return {"run_id": tracker.run_id, "skipped": False, **final}
+
+
+def compile_model(model: keras.Model, t: DictConfig, task: tasks.Classify, num_classes: int) -> None:
+    """Compile from the trainer settings. weighted_metrics: the zero-weighted padding of short batches (several
+    devices on JAX) counts in no metric."""
+    optimizer = keras.optimizers.get(t.optimizer)
+    optimizer.learning_rate = t.learning_rate
+    model.compile(optimizer=optimizer, loss=task.loss(num_classes), weighted_metrics=task.metrics(),
+                  jit_compile=t.jit_compile, steps_per_execution=t.get("steps_per_execution") or 1)
 
 
 def make_batches(cfg: DictConfig, splits: datasets.Splits, policy: augment.Policy, pad_to: int = 1,

@@ -16,7 +16,7 @@ Callers import from here; the modules above import each other only downwards in 
 """
 from ablation.errors import StoreUnavailable
 from ablation.tracking.connect import client
-from ablation.tracking.identity import NOT_IDENTITY, config_hash, flatten
+from ablation.tracking.identity import EXECUTION_KEYS, NOT_IDENTITY, config_hash, flatten
 from ablation.tracking.inputs import records as dataset_records
 from ablation.tracking.journal import unsent_root
 from ablation.tracking.model import load_model, log_model, register_model, run_model_uri
@@ -40,7 +40,7 @@ from ablation.tracking.runs import (
 from ablation.tracking.store import EXPERIMENT_TAGS, experiment_id, sqlite_path, store
 from ablation.tracking.tracker import PARENT_RUN_ENV, Tracker, run, scratch_dir
 
-__all__ = ["EXPERIMENT_TAGS", "NOT_IDENTITY", "PARENT_RUN_ENV", "StoreUnavailable", "Tracker", "client",
+__all__ = ["EXECUTION_KEYS", "EXPERIMENT_TAGS", "NOT_IDENTITY", "PARENT_RUN_ENV", "StoreUnavailable", "Tracker", "client",
            "close_dead_children", "close_parent", "config_hash", "count_children", "dataset_records",
            "describe_sweep", "download", "experiment_id", "experiment_of", "find_run", "finished_run", "flatten",
            "load_model", "load_runs", "log_model", "log_to_run", "open_parent", "publish", "register_model",

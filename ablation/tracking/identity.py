@@ -25,6 +25,9 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
 # Settings that change how a combination is run, recorded, scored beyond its test split or reported, or where its
 # outputs go, not what is trained.
 NOT_IDENTITY = ("tracking", "force", "design", "strength", "report", "paths", "eval")
+# Trainer settings that change how fast a run goes, not its results (the same scores to float precision).
+EXECUTION_KEYS = ("verbose", "workers", "use_multiprocessing", "max_queue_size", "resume", "devices", "jit_compile",
+                  "eval_batch_size", "epoch_evaluation", "steps_per_execution", "keep_compiled")
 
 
 def config_hash(cfg: DictConfig, policy_fingerprint: str) -> str:
@@ -34,8 +37,7 @@ def config_hash(cfg: DictConfig, policy_fingerprint: str) -> str:
     data = OmegaConf.to_container(cfg, resolve=True)
     for key in NOT_IDENTITY:
         data.pop(key, None)
-    for key in ("verbose", "workers", "use_multiprocessing", "max_queue_size", "resume", "devices", "jit_compile",
-                "eval_batch_size"):
+    for key in EXECUTION_KEYS:
         data.get("trainer", {}).pop(key, None)
     data.get("dataset", {}).pop("cache", None)
     # Settings at their defaults are left out, so combinations recorded before the setting existed keep their key.

@@ -182,6 +182,12 @@ def decision_view(table: pd.DataFrame) -> pd.DataFrame:
     def needed(r):
         n = r["seeds_needed"]
         return "" if not isinstance(n, float) or math.isnan(n) else ">50" if math.isinf(n) else str(int(n))
+    def cost(r):
+        """What a run of the policy costs, so a small gain can be weighed against a slower run."""
+        def text(value, spec):
+            return format(value, spec) if isinstance(value, float) and math.isfinite(value) else ""
+        return {"s per run": text(r["time_total_s_mean"], ".1f"), "x none": text(r["time_vs_baseline"], ".2f"),
+                "train img/s": text(r["images_per_s_mean"], ",.0f")}
     rows = []
     for _, r in table.iterrows():
         metric = r["score_metric"]
@@ -190,9 +196,9 @@ def decision_view(table: pd.DataFrame) -> pd.DataFrame:
                f"delta test {metric} [95% CI]": interval("delta_test_score", r),
                f"delta gap ({r['gap_estimator']}) [95% CI]": interval("delta_gap", r),
                f"test {metric}": f"{r['test_score_mean']:.3f}", "seeds": int(r["n_seeds"]),
-               "seeds to decide": needed(r)}
-        if offline:  # online vs offline: their cost too
-            row.update(mode=r["mode"], time_total_s=f"{r['time_total_s_mean']:.1f}",
+               "seeds to decide": needed(r), **cost(r)}
+        if offline:  # online vs offline: the images written too
+            row.update(mode=r["mode"],
                        expanded_mb=f"{r['expanded_bytes_mean'] / 1e6:.1f}" if r["expanded_bytes_mean"] == r["expanded_bytes_mean"] else "")
         rows.append(row)
     return pd.DataFrame(rows)

@@ -99,8 +99,9 @@ def run(cfg: DictConfig, announce: Callable[[str], None] | None = None) -> dict[
             scratch = Path(scratch)
             record.inputs(tracker, cfg, p, splits, normalization, scratch,
                           {"time/data_load_s": data_load_s, **(expanded.metrics if expanded else {})})
-            # Validation and the clean subset, evaluated by the callback in one pass (trainer.epoch_evaluation).
-            one_pass = t.get("epoch_evaluation", "scorer") == "scorer"
+            # Validation and the clean subset, evaluated by the callback in one pass (trainer.epoch_evaluation);
+            # data-parallel runs evaluate through Keras, which splits each batch across the devices.
+            one_pass = t.get("epoch_evaluation", "scorer") == "scorer" and replicas == 1
             scorer = measure.Scorer(task.loss(splits.num_classes), task.metrics()) if one_pass else None
             epochs = measure.CleanGap(batches["train"], batches["train_clean"], on_row=tracker.log_epoch,
                                       val=batches["val"] if one_pass else None, scorer=scorer)

@@ -32,8 +32,8 @@ install: $(STAMP) ## Create .venv and install ablation with its dependencies (id
 run: $(STAMP) ## One run with the defaults; pass overrides as ARGS="augmentation=rotate trainer.epochs=5"
 	$(PY) -m ablation $(ARGS)
 
-sweep: $(STAMP) ## Run an experiment's sweep and its report (EXP=digits_ablation: 6 policies and none, 10 seeds; JOBS=2: 2 jobs at a time)
-	$(PY) -m ablation -m experiment=$(EXP) $(if $(JOBS),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS)) $(ARGS)
+sweep: $(STAMP) ## Run an experiment's sweep and its report (EXP=digits_ablation: 6 policies and none, 10 seeds; JOBS=2: 2 jobs at a time; JOBS=auto: as many as the device takes)
+	$(PY) -m ablation -m experiment=$(EXP) $(if $(filter auto,$(JOBS)),hydra/launcher=packed,$(if $(JOBS),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS))) $(ARGS)
 
 report: $(STAMP) ## Rebuild an experiment's report from what MLflow holds (EXP=digits_ablation)
 	$(PY) -m ablation.report experiment_name=$(EXP) $(ARGS)

@@ -7,7 +7,7 @@ from ablation import guard
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float:
+def app(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -21,6 +21,13 @@ def main(cfg: DictConfig) -> float:
     with guard.guard("interrupted: the run is marked KILLED"):
         metrics = run(cfg)
     return metrics.get("best/val_loss", float("nan"))
+
+
+def main() -> None:
+    """The `ablation` command. An interrupted sweep has said so and closed its runs by the time the interrupt
+    leaves Hydra (ablation.sweep.finish): it ends with the interrupt's exit status, without a traceback."""
+    with guard.guard("interrupted"):
+        app()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@ callback that opens one parent MLflow run per sweep and builds the report when t
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from ablation import guard
+from ablation import guard, packing
 
 CONF = Path(__file__).resolve().parent / "conf"
 DESIGNS = ("grid", "leave_one_out", "add_one_in", "strength")
@@ -173,6 +175,10 @@ class Job:
 
     def __call__(self, cfg: DictConfig):
         os.environ.update(self.env)
+        if os.environ.get(packing.PACKED_ENV) and multiprocessing.parent_process() is not None:
+            # A packed worker (ablation/packing.py): loky's workers ignore Ctrl-C, which would leave the jobs
+            # training while the sweep waits for them; here it interrupts the job, and the job stops the sweep.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         if not self.fresh_process:
             return self.task_function(cfg)
         from hydra.core.singleton import Singleton
@@ -223,7 +229,7 @@ def job(cfg: DictConfig, train) -> float:
     try:
         metrics = train(cfg, announce=progress)
     except KeyboardInterrupt:
-        if _interrupted_once:
+        if _interrupted_once or os.environ.get(packing.PACKED_ENV):  # packed: every worker got it; the sweep stops
             log.warning("interrupted: the run is marked KILLED")
             raise
         _interrupted_once = True

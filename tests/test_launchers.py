@@ -5,6 +5,8 @@ import os
 import re
 import signal
 import subprocess
+import uuid
+from pathlib import Path
 
 import pytest
 from hydra.core.hydra_config import HydraConfig
@@ -127,18 +129,59 @@ def _training_pids(tmp_path) -> dict[int, int]:
     return pids
 
 
+def _scores(tmp_path) -> dict[str, dict[str, float]]:
+    """Run name -> what it logged, but how long it took."""
+    return {r.info.run_name: {k: v for k, v in r.data.metrics.items() if not k.startswith(("time/", "throughput/", "perf/"))}
+            for r in _runs(tmp_path)[1]}
+
+
+def _processes_with(marker: str) -> list[int]:
+    """The processes whose environment carries marker (a sweep's, and whatever it started)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker.encode() in environ.read_bytes():
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue  # ended meanwhile, or not ours to read
+    return found
+
+
 @pytest.mark.slow
-def test_joblib_sweep_runs_every_job_in_a_fresh_process(tmp_path):
-    result = run_sweep(tmp_path, *QUICK, "trainer.epochs=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", timeout=400)
+def test_joblib_sweep_runs_every_job_in_a_fresh_process_and_packed_runs_match_it(tmp_path):
+    fresh, packed = tmp_path / "fresh", tmp_path / "packed"
+    fresh.mkdir()
+    packed.mkdir()
+    result = run_sweep(fresh, *QUICK, "trainer.epochs=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", timeout=400)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "4 trained, 0 skipped" in result.stdout
-    _every_run_nested_under_the_parent(tmp_path)
+    _every_run_nested_under_the_parent(fresh)
     for k in range(1, 5):  # the sweep's size reached every job's process
         assert f"[{k}/4] " in result.stdout
     # Two workers, four jobs: reused workers would show two processes, not four.
-    pids = _training_pids(tmp_path)
+    pids = _training_pids(fresh)
     assert sorted(pids) == [0, 1, 2, 3]
     assert len(set(pids.values())) == 4, pids
+
+    # hydra/launcher=packed: two workers that each take job after job, keeping their compiled model.
+    marker = f"ABLATION_TEST_MARKER={uuid.uuid4().hex}"
+    key, value = marker.split("=")
+    result = subprocess.run(sweep_command(packed, *QUICK, "trainer.epochs=1", "hydra/launcher=packed",
+                                          "hydra.launcher.n_jobs=2"),
+                            cwd=ROOT, capture_output=True, text=True, timeout=400, env={**os.environ, key: value})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "packed: 2 jobs at once" in result.stdout + result.stderr
+    _every_run_nested_under_the_parent(packed)
+    assert len(set(_training_pids(packed).values())) == 2
+    # The same numbers as each run alone in a fresh process.
+    alone, together = _scores(fresh), _scores(packed)
+    assert alone.keys() == together.keys() and all(alone.values())
+    for name, metrics in alone.items():
+        assert together[name].keys() == metrics.keys(), name
+        for metric, value in metrics.items():
+            assert together[name][metric] == pytest.approx(value, abs=1e-5), (name, metric)
+    # No worker outlives the sweep.
+    wait_for(lambda: not _processes_with(marker), 30, "the packed sweep's workers to end")
 
 
 @pytest.mark.slow
@@ -157,8 +200,10 @@ def test_submitit_local_sweep_nests_every_run_under_the_parent(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_a_joblib_sweep_without_hanging(tmp_path):
-    process = subprocess.Popen(sweep_command(tmp_path, *QUICK, "trainer.epochs=500", "hydra/launcher=joblib",
+@pytest.mark.parametrize("launcher", ["joblib", "packed"])
+def test_ctrl_c_stops_a_joblib_sweep_without_hanging(tmp_path, launcher):
+    """Fresh processes per job (joblib) or workers that take job after job (packed): the first Ctrl-C stops it."""
+    process = subprocess.Popen(sweep_command(tmp_path, *QUICK, "trainer.epochs=500", f"hydra/launcher={launcher}",
                                              "hydra.launcher.n_jobs=2"),
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)

@@ -24,11 +24,23 @@ class AblationSweeperConf:
     max_batch_size: int | None = None
     params: dict[str, str] | None = None
     # Run every job in a new process of its own, so TensorFlow's state and GPU memory end with the job.
-    # null: only under hydra/launcher=joblib, whose workers otherwise take job after job (ablation.sweep.Job).
+    # null: only under hydra/launcher=joblib, whose workers otherwise take job after job (ablation.sweep.Job);
+    # hydra/launcher=packed keeps them, so each worker keeps its compiled model (ablation/packing.py).
     fresh_process: bool | None = None
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="ablation", node=AblationSweeperConf, provider="ablation")
+
+
+def _jobs() -> int:
+    from ablation import packing
+
+    return packing.jobs()
+
+
+# hydra/launcher=packed (ablation/conf/hydra/launcher/packed.yaml): n_jobs from the device, resolved in the sweep's
+# process when the launcher is set up.
+OmegaConf.register_new_resolver("ablation_jobs", _jobs, replace=True)
 
 
 BasicSweeper = compat.basic_sweeper()
@@ -41,9 +53,13 @@ class AblationSweeper(BasicSweeper):
         self.fresh_process = fresh_process
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from ablation import sweep
+        from ablation import packing, sweep
 
-        fresh = sweep.fresh_by_default(config.hydra.launcher) if self.fresh_process is None else self.fresh_process
+        packed = config.hydra.runtime.choices.get("hydra/launcher") == packing.LAUNCHER
+        if packed:
+            packing.prepare(int(config.hydra.launcher.n_jobs))
+        fresh = (sweep.fresh_by_default(config.hydra.launcher) and not packed) if self.fresh_process is None \
+            else self.fresh_process
         self.job = sweep.Job(task_function, fresh_process=fresh)
         super().setup(hydra_context=hydra_context, task_function=self.job, config=config)
 

@@ -29,7 +29,8 @@ and prints the ratio of runs per hour. --tiny is the CPU dry run (512 + 128 imag
     KERAS_BACKEND=jax python benchmarks/gpu.py [--compare-packing] [--jobs N] [--tiny] [overrides ...]
     bash scripts/bench_gpu.sh [same options]     # on the GPU machine: installs .whl/*.whl first (make bench-gpu)
 
-Output: Markdown tables on stdout and in runs/bench/gpu.md; each phase's sweep log in runs/bench/gpu-<phase>.log.
+Output: Markdown tables on stdout and in runs/bench/gpu.md (--out; rewritten after each phase), each phase's
+sweep log beside it as gpu-<phase>.log.
 """
 from __future__ import annotations
 
@@ -396,6 +397,12 @@ def main(argv=None) -> int:
                 continue
             phases.append(phase(label, n_jobs, npz, Path(tmp), args.data_dir, args, policies, seeds, epochs,
                                 overrides, left))
+            # Each phase's figures as soon as it ends, on stdout and in the report: a slot that ends early
+            # keeps what was measured.
+            print("\n".join("| " + " | ".join(map(str, row)) + " |" for row in summary_rows(phases[-1], args.full_runs)),
+                  flush=True)
+            args.out.write_text(report(args, phases, npz, generated, n_train, n_eval, epochs, policies, seeds,
+                                       time.perf_counter() - started))
     text = report(args, phases, npz, generated, n_train, n_eval, epochs, policies, seeds,
                   time.perf_counter() - started)
     args.out.write_text(text)

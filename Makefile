@@ -16,7 +16,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run sweep report ui predict server server-stop bench lint test clean clean-runs
+.PHONY: help install run sweep report ui predict server server-stop bench bench-gpu lint test clean clean-runs
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ bench: $(STAMP) ## Benchmarks side by side: input pipeline (QUICK=1: 32 and 128 
 	$(if $(LENSES)$(OVERHEAD),,$(PY) benchmarks/pipeline.py $(if $(QUICK),--quick))
 	$(if $(LENSES),$(PY) benchmarks/lenses.py)
 	$(if $(OVERHEAD),$(PY) benchmarks/overhead.py --sweep)
+
+bench-gpu: $(STAMP) ## The GPU headline: a CIFAR-10-sized sweep's slice timed, the whole sweep projected -> runs/bench/gpu.md (JAX; TINY=1: CPU dry run; JOBS=N: N jobs at once; PACKING=1: sequential vs packed); on the GPU machine: bash scripts/bench_gpu.sh
+	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(PY) benchmarks/gpu.py $(if $(TINY),--tiny) $(if $(JOBS),--jobs $(JOBS)) $(if $(PACKING),--compare-packing) $(ARGS)
 
 lint: $(STAMP) ## ruff (pyflakes, isort, bugbear, pyupgrade), the import contracts (lint-imports), the docs site (mkdocs --strict)
 	$(PY) -m ruff check ablation hydra_plugins tests benchmarks scripts

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.metadata
 import io
 import logging
 import math
@@ -69,6 +68,9 @@ from omegaconf import OmegaConf
 
 from ablation import augment, backend, datasets, models
 from ablation.batches import Batches
+
+# CIFAR10_CLASSES stays importable from here: tests/test_perf.py reads it off this module.
+from benchmarks.common import CIFAR10_CLASSES, fmt, installed, md_table, write_cifar_like  # noqa: F401
 
 logging.getLogger("mlflow").setLevel(logging.ERROR)
 logging.getLogger("alembic").setLevel(logging.ERROR)
@@ -144,18 +146,6 @@ def busy_processes(limit: int = 4) -> list[str]:
             continue
         rows.append(f"pid {pid} {pcpu}% cpu ({etime}): {args[:90]}")
     return rows[:limit]
-
-
-def md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def fmt(value: float | None, digits: int = 0) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return f"{value:,.{digits}f}"
 
 
 def verdict(ok: bool) -> str:
@@ -497,20 +487,7 @@ def recommend(rows: list[dict]) -> str:
 
 # ---------------------------------------------------------------------------------------------- 6. CIFAR-10-sized epoch
 
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR_METRICS = ("throughput/images_per_s", "perf/input_wait_fraction", "time/epoch_s")
-
-
-def write_cifar_like(path: Path, n_train: int, n_eval: int, size: int = 32) -> None:
-    """A stand-in for CIFAR-10 as an .npz (ablation/conf/dataset/npz.yaml): n_train training images and n_eval each for
-    validation and test, size x size RGB uint8, 10 balanced classes. Noise rather than photos: what the input
-    path costs (augmentation, batching, the copy to the device) does not depend on what the pixels show."""
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in (("train", n_train), ("val", n_eval), ("test", n_eval)):
-        arrays[f"x_{split}"] = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-        arrays[f"y_{split}"] = rng.permutation(np.arange(n) % len(CIFAR10_CLASSES))
-    np.savez(path, class_names=np.array(CIFAR10_CLASSES), **arrays)
 
 
 def cifar_epoch(tmp: Path, n_train: int, n_eval: int, epochs: int = 2, overrides: tuple[str, ...] = ()) -> dict:
@@ -567,13 +544,6 @@ def cifar_section(quick: bool) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- main
-
-def installed(distribution: str) -> str:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
 
 def machine() -> list[str]:
     return [f"- machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "

@@ -21,9 +21,9 @@ The projection: start-up + exit + (runs + report) x 60 / slice runs (the report 
 it linearly errs on the long side). Targets: at most 30 minutes projected, input wait under 5% (the
 fit loop's perf/input_wait_fraction over the runs' epochs 2.., weighted by their training time).
 
---jobs N runs the slice through Hydra's joblib launcher, N jobs at once on the one device (each in a process of
-its own; on JAX without preallocation, XLA_PYTHON_CLIENT_PREALLOCATE=false and XLA_PYTHON_CLIENT_MEM_FRACTION
-=0.9/N, so that N processes fit); --compare-packing runs it once sequentially and once with N jobs (default 3)
+--jobs N runs the slice packed (hydra/launcher=packed, ablation/packing.py): N worker processes at once on the
+one device, each taking job after job and keeping its compiled model, with GPU memory allocated as used
+(XLA_PYTHON_CLIENT_PREALLOCATE=false; here also XLA_PYTHON_CLIENT_MEM_FRACTION=0.9/N, so that N processes fit); --compare-packing runs it once sequentially and once with N jobs (default 3)
 and prints the ratio of runs per hour. --tiny is the CPU dry run (512 + 128 images, 1 epoch, 2 policies).
 
     KERAS_BACKEND=jax python benchmarks/gpu.py [--compare-packing] [--jobs N] [--tiny] [overrides ...]
@@ -146,7 +146,7 @@ def preflight(jobs: int, data: Path) -> str | None:
 
 def sweep_command(npz: Path, home: Path, policies: list[str], seeds: list[int], epochs: int, batch: int, jobs: int,
                   overrides: list[str]) -> list[str]:
-    launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
+    launcher = ["hydra/launcher=packed", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
     return [sys.executable, "-m", "ablation", "-m", "dataset=npz", f"dataset.path={npz}", "model=resnet",
             f"augmentation={','.join(policies)}", "augmentation.where=device", f"seed={','.join(map(str, seeds))}",
             f"trainer.epochs={epochs}", f"trainer.batch_size={batch}", "trainer.verbose=0",
@@ -349,7 +349,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="CPU dry run: 512 + 128 images, 1 epoch, 2 policies")
     parser.add_argument("--jobs", type=int, default=None,
-                        help="jobs at a time through hydra/launcher=joblib (default 1; with --compare-packing 3)")
+                        help="jobs at a time through hydra/launcher=packed (default 1; with --compare-packing 3)")
     parser.add_argument("--compare-packing", action="store_true",
                         help="run the slice sequentially and with --jobs at once, and print the ratio")
     parser.add_argument("--slice", default=None, help=f"the slice's policies (default {','.join(SLICE)})")

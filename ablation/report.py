@@ -186,7 +186,7 @@ def decision_view(table: pd.DataFrame) -> pd.DataFrame:
         """What a run of the policy costs, so a small gain can be weighed against a slower run."""
         def text(value, spec):
             return format(value, spec) if isinstance(value, float) and math.isfinite(value) else ""
-        return {"s per run": text(r["time_total_s_mean"], ".1f"), "x none": text(r["time_vs_baseline"], ".2f"),
+        return {"s per run": text(r["time_total_s_median"], ".1f"), "x none": text(r["time_vs_baseline"], ".2f"),
                 "train img/s": text(r["images_per_s_mean"], ",.0f")}
     rows = []
     for _, r in table.iterrows():

@@ -26,7 +26,7 @@ EPOCHS = 6
 
 
 def _log(client, exp_id, dataset, model, augmentation, seed, gap, acc, status="FINISHED", best_epoch=3,
-         train_acc=1.0):
+         train_acc=1.0, seconds=10.0):
     """A finished run as run.py records it: the per-epoch clean-train and validation losses (best at
     best_epoch, the gap constant), the best-epoch and test metrics, the trainer's epoch limit."""
     run = client.create_run(exp_id, run_name=f"{augmentation}/{model}/s{seed}", tags={
@@ -35,7 +35,8 @@ def _log(client, exp_id, dataset, model, augmentation, seed, gap, acc, status="F
     rid = run.info.run_id
     metrics = [Metric("best/gap_loss", gap, 0, 0), Metric("best/gap_accuracy", gap / 10, 0, 0),
                Metric("test/accuracy", acc, 0, 0), Metric("test/loss", 1 - acc, 0, 0),
-               Metric("best_epoch", best_epoch, 0, 0), Metric("best/train_clean_accuracy", train_acc, 0, 0)]
+               Metric("best_epoch", best_epoch, 0, 0), Metric("best/train_clean_accuracy", train_acc, 0, 0),
+               Metric("time/total_s", seconds, 0, 0), Metric("throughput/images_per_s", 5000 / seconds, 0, 0)]
     for epoch in range(1, EPOCHS + 1):
         val = 0.3 + gap + 0.01 * (epoch - best_epoch) ** 2  # lowest at the best epoch
         metrics += [Metric("train_clean/loss", 0.3, 0, epoch), Metric("val/loss", val, 0, epoch)]
@@ -63,10 +64,11 @@ def synthetic(make_cfg, tmp_path):
     for model in ("small_cnn", "resnet"):
         for seed in SEEDS:
             gap, acc = _base(seed, rng)
-            _log(client, exp_id, "digits", model, "none", seed, gap, acc)
+            # The first run of a process also compiles its model: 30 s, the others 10 (`bad` takes twice as long).
+            _log(client, exp_id, "digits", model, "none", seed, gap, acc, seconds=30.0 if seed == 0 else 10.0)
             for name, (gaps, accs, _) in EFFECTS.items():
                 _log(client, exp_id, "digits", model, name, seed, gap + gaps[seed], acc + accs[seed],
-                     train_acc=0.85 if name == "underfit" else 1.0)
+                     train_acc=0.85 if name == "underfit" else 1.0, seconds=20.0 if name == "bad" else 10.0)
             # Still improving at the end: best epoch = the last one, in 3 of 5 seeds.
             _log(client, exp_id, "digits", model, "late", seed, gap - 0.2, acc + 0.01,
                  best_epoch=EPOCHS if seed < 3 else 3)
@@ -98,6 +100,17 @@ def test_every_verdict_reached_in_its_rule_order(synthetic):
         assert order == sorted(order)
         assert rows.index[-1] == "none"
     assert set(table["verdict"]) == {*decide.VERDICTS, decide.BASELINE}
+
+
+def test_each_policy_shows_its_cost_next_to_its_verdict(synthetic):
+    """Seconds per run (median: the first run of a process also compiles), that against none, images/s."""
+    table = report.decision_view(pd.read_csv(report.build(synthetic) / "summary.csv")).set_index("augmentation")
+    assert table.columns.tolist()[-3:] == ["s per run", "x none", "train img/s"]
+    small = table[table["model"] == "small_cnn"]
+    assert small.loc["bad", ["s per run", "x none", "train img/s"]].tolist() == ["20.0", "2.00", "250"]
+    # images/s is the mean over seeds: (5000 / 30 + 4 x 5000 / 10) / 5
+    assert small.loc["none", ["s per run", "x none", "train img/s"]].tolist() == ["10.0", "1.00", "433"]
+    assert small.loc["good", "x none"] == "1.00"
 
 
 def test_a_lower_gap_bought_with_17_points_of_accuracy_is_never_helps(synthetic):

@@ -50,10 +50,10 @@ server: $(STAMP) ## MLflow tracking server on 127.0.0.1:5001 over PostgreSQL, ke
 server-stop: ## Stop the tracking server and its PostgreSQL (nothing running is fine)
 	bash scripts/server.sh stop
 
-bench: $(STAMP) ## Benchmarks side by side: input pipeline (QUICK=1: 32 and 128 px, under two minutes) -> runs/bench/pipeline.md; the lenses' cost (LENSES=1) -> runs/bench/lenses.md; per-run overhead and a sweep old vs new (OVERHEAD=1) -> runs/bench/overhead.md
+bench: $(STAMP) ## Benchmarks side by side: input pipeline (QUICK=1: 32 and 128 px, under two minutes) -> runs/bench/pipeline.md; the lenses' cost (LENSES=1) -> runs/bench/lenses.md; per-run overhead, a sweep old vs new and packed (OVERHEAD=1) -> runs/bench/overhead.md (QUICK=1 runs every section shrunk)
 	$(if $(LENSES)$(OVERHEAD),,$(PY) benchmarks/pipeline.py $(if $(QUICK),--quick))
 	$(if $(LENSES),$(PY) benchmarks/lenses.py)
-	$(if $(OVERHEAD),$(PY) benchmarks/overhead.py --sweep)
+	$(if $(OVERHEAD)$(if $(LENSES),,$(QUICK)),$(PY) benchmarks/overhead.py --sweep --packing $(if $(QUICK),--quick --out runs/bench/overhead-quick.md))
 
 bench-gpu: $(STAMP) ## The GPU headline: a CIFAR-10-sized sweep's slice timed, the whole sweep projected -> runs/bench/gpu.md (JAX; TINY=1: CPU dry run; JOBS=N: N jobs at once; PACKING=1: sequential vs packed); on the GPU machine: bash scripts/bench_gpu.sh
 	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(PY) benchmarks/gpu.py $(if $(TINY),--tiny) $(if $(JOBS),--jobs $(JOBS)) $(if $(PACKING),--compare-packing) $(ARGS)

@@ -37,3 +37,20 @@ def test_quick_benchmark_prints_and_writes_every_table(tmp_path):
     assert re.search(r"epoch-time ratio idg_classic / none = \d+\.\d+", report)
     assert re.search(r"second / first = \d+\.\d+%", report)
     assert "All targets met." in report or "Targets missed:" in report
+
+
+def test_the_overhead_tables_give_each_sweep_its_ratio_to_the_earlier_settings():
+    """benchmarks/overhead.py's report from measured times (`make bench QUICK=1` runs the measurement itself)."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("benchmark_overhead", ROOT / "benchmarks" / "overhead.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    times = {"default": [3.0, 5.0], "earlier_default": [6.0, 6.0], "plain Keras": [4.0, 4.0]}
+    sweeps = {"earlier settings": 90.0, "current defaults": 60.0, "current defaults, packed": 40.0}
+    text = bench.render(times, sweeps, SimpleNamespace(repeats=2, policies="none,shift", seeds=3), epochs=12)
+    assert "| default | 4.00 | 1.00 | 1.00 |" in text and "| earlier_default | 6.00 | 1.50 | 1.50 |" in text
+    assert "| current defaults | 60.0 | 360 | 1.50x |" in text  # 6 runs in a minute
+    assert "| current defaults, packed | 40.0 | 540 | 2.25x |" in text
+    assert re.search(r"packed \(\d+ jobs at once\) against one job at a time: 1\.50x the runs per hour", text)

@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 5000
 ARGS   ?=
 EXP    ?= digits_ablation
-JOBS   ?=
+# Jobs of a sweep at once: auto = as many as the device takes (hydra/launcher=packed), 1 = one after another.
+JOBS   ?= auto
 # Test processes (pytest-xdist): most of the suite's time is spent in subprocesses importing TensorFlow, servers
 # starting and sweeps waiting on each other, so 2 processes on 2 cores take about 9 to 11 minutes instead of 13 or more.
 TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(min(4, os.cpu_count() or 1))')
@@ -32,8 +33,8 @@ install: $(STAMP) ## Create .venv and install ablation with its dependencies (id
 run: $(STAMP) ## One run with the defaults; pass overrides as ARGS="augmentation=rotate trainer.epochs=5"
 	$(PY) -m ablation $(ARGS)
 
-sweep: $(STAMP) ## Run an experiment's sweep and its report (EXP=digits_ablation: 6 policies and none, 10 seeds; JOBS=2: 2 jobs at a time; JOBS=auto: as many as the device takes)
-	$(PY) -m ablation -m experiment=$(EXP) $(if $(filter auto,$(JOBS)),hydra/launcher=packed,$(if $(JOBS),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS))) $(ARGS)
+sweep: $(STAMP) ## Run an experiment's sweep and its report (EXP=digits_ablation: 6 policies and none, 10 seeds; JOBS=auto, the default: as many jobs at once as the device takes; JOBS=1: one by one; JOBS=2: 2 in fresh processes)
+	$(PY) -m ablation -m experiment=$(EXP) $(if $(filter auto,$(JOBS)),hydra/launcher=packed,$(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS))) $(ARGS)
 
 report: $(STAMP) ## Rebuild an experiment's report from what MLflow holds (EXP=digits_ablation)
 	$(PY) -m ablation.report experiment_name=$(EXP) $(ARGS)

@@ -97,7 +97,9 @@ def test_make_sweep_jobs_uses_the_joblib_launcher():
         return next(line for line in out.stdout.splitlines() if "-m ablation" in line)
 
     assert "-m ablation -m experiment=digits_ablation hydra/launcher=joblib hydra.launcher.n_jobs=2" in command("JOBS=2")
-    assert "hydra/launcher" not in command() and "-m ablation -m experiment=digits_ablation" in command()
+    # By default as many jobs at once as the device takes; JOBS=1 one after another in the sweep's process.
+    assert "-m ablation -m experiment=digits_ablation hydra/launcher=packed" in command()
+    assert "hydra/launcher" not in command("JOBS=1") and "-m ablation -m experiment=digits_ablation" in command("JOBS=1")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -172,6 +172,7 @@ def decision_view(table: pd.DataFrame) -> pd.DataFrame:
     # Which block a row belongs to, where the report has several: the keys that vary.
     where_keys = [k for k in summary.BLOCK if table[k].astype(str).nunique() > 1] if len(table) else []
     offline = (table.get("mode", pd.Series(dtype=str)) == "offline").any()
+    generated = table.get("time_generator_s_mean", pd.Series(dtype=float)).notna().any()
 
     def interval(prefix, r):
         mean, low, high = r[prefix], r[f"{prefix}_ci_low"], r[f"{prefix}_ci_high"]
@@ -196,8 +197,15 @@ def decision_view(table: pd.DataFrame) -> pd.DataFrame:
         if offline:  # online vs offline: their cost too
             row.update(mode=r["mode"], time_total_s=f"{r['time_total_s_mean']:.1f}",
                        expanded_mb=f"{r['expanded_bytes_mean'] / 1e6:.1f}" if r["expanded_bytes_mean"] == r["expanded_bytes_mean"] else "")
+        if generated:  # generated training images: what the generator cost and how recognisable its images are
+            row.update({"generator s": _number(r["time_generator_s_mean"], "{:.0f}"),
+                        "sample affinity": _number(r["sample_affinity_mean"], "{:.2f}")})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _number(value, form: str) -> str:
+    return form.format(value) if isinstance(value, float) and math.isfinite(value) else ""
 
 
 def markdown(table: pd.DataFrame) -> str:

@@ -29,7 +29,8 @@ TRAIN_DRAW, SAMPLE_DRAW = 2_000_003, 2_000_029
 # a discriminator that is never fully sure keeps giving the generator gradients.
 REAL_TARGET = 0.9
 # A class whose samples vary less than this fraction of its real images' variation has collapsed to one image
-# (a generator that ignores its noise); measured at 0.4-0.9 for a working generator on digits and shapes.
+# (a generator that ignores its noise); the worst class of the default generators measured 0.47-0.71 on digits
+# and shapes (docs/generative.md).
 COLLAPSE_SPREAD = 0.05
 # Images per generator call when sampling: one traced shape for every call.
 SAMPLE_CHUNK = 256

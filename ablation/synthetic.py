@@ -56,11 +56,13 @@ def active(cfg: DictConfig) -> bool:
 
 
 def label(cfg: DictConfig, policy_is_identity: bool, name: str) -> str:
-    """The row's name: `synthetic@<ratio>` alone, `<policy>+synthetic@<ratio>` on top of a policy; the policy's
+    """The row's name: `synthetic:<ratio>` alone, `<policy>+synthetic:<ratio>` on top of a policy; the policy's
     own name when no generator is used."""
     if not active(cfg):
         return name
-    tail = f"synthetic@{settings(cfg)['ratio']:g}"
+    # ':' and not '@', which marks a strength level (<policy>@<s>, read back by the report's dose section) and
+    # offline mode.
+    tail = f"synthetic:{settings(cfg)['ratio']:g}"
     return tail if policy_is_identity else f"{name}+{tail}"
 
 
@@ -134,25 +136,29 @@ def prepare(cfg: DictConfig, splits: datasets.Splits, tracker, scratch: Path) ->
     started = time.perf_counter()
     check_data(cfg, splits)
     target = root() / key(cfg)
-    created = read_manifest(target) is None
-    if created:
+    trained = []
+
+    def write(folder: Path) -> None:
         log.info("synthetic: training a %s generator on %d images of %d classes (%s)", settings(cfg)["model"],
                  len(splits.train), splits.num_classes, target.name)
-    manifest = datasets.publish(target, lambda folder: _write(cfg, splits, folder, tracker), read_manifest, KEY)
-    if not created:
+        _write(cfg, splits, folder, tracker)
+        trained.append(folder)
+
+    manifest = datasets.publish(target, write, read_manifest, KEY)
+    if not trained:  # an earlier run's generator: its losses, as that run logged them while it trained
         log.info("synthetic: reusing %s (its generator trained in %.0f s)", target, manifest["train_s"])
         for row in manifest["losses"]:
             tracker.log_metrics({"synthetic/d_loss": row["d_loss"], "synthetic/g_loss": row["g_loss"]},
                                 step=row["epoch"])
-    with np.load(target / "images.npz") as stored:
+    with np.load(target / "images.npz", allow_pickle=False) as stored:
         images, labels = stored["x"], stored["y"]
-    train = mix(splits.train, images, labels, settings(cfg)["ratio"])
-    made = Synthetic(target, manifest, created, time.perf_counter() - started, images, labels, train)
+    train = combine(splits.train, images, labels, settings(cfg)["ratio"])
+    made = Synthetic(target, manifest, bool(trained), time.perf_counter() - started, images, labels, train)
     record(tracker, cfg, made, scratch)
     return made
 
 
-def mix(real: datasets.Split, images: np.ndarray, labels: np.ndarray, ratio: float) -> datasets.Split:
+def combine(real: datasets.Split, images: np.ndarray, labels: np.ndarray, ratio: float) -> datasets.Split:
     """The real images, then round(ratio x its real images) generated images of each class (the first ones)."""
     counts = np.bincount(np.asarray(real.y), minlength=int(labels.max()) + 1)
     chosen = np.concatenate([np.flatnonzero(labels == c)[:n] for c, n in enumerate(_takes(counts, ratio))])
@@ -222,7 +228,7 @@ def save_grid(images: np.ndarray, labels: np.ndarray, path: Path, columns: int =
         rows.append(np.concatenate(picks + [blank[0]] * (columns - len(picks)), axis=1))
     grid = np.concatenate(rows, axis=0)
     picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-    scale = max(1, 256 // images.shape[1])
+    scale = max(1, 64 // images.shape[1])
     picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST).save(path)
 
 

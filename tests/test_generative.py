@@ -8,12 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from ablation import config, datasets, gan, report, synthetic, tracking
 from ablation.errors import ConfigError, GeneratorFailed
 from ablation.plan import plan
 from ablation.run import run
-from conftest import options
+from conftest import CONF, options
 
 # 16 px digits, 12 training images of each class, a generator trained for one epoch: seconds per run.
 TINY = ("dataset.image_size=16", "dataset.train_size=120", "augmentation.synthetic.epochs=1",
@@ -38,7 +39,17 @@ def test_every_synthetic_option_composes_and_passes_the_config_check(option, mak
     cfg = make_cfg(f"synthetic={option}", "augmentation.synthetic.ratio=0.5")
     assert cfg.augmentation.synthetic.model == option, f"conf/synthetic/{option}.yaml: model must be the file's name"
     config.validate(cfg)
-    assert plan(cfg).name.startswith("synthetic@0.5/")
+    assert plan(cfg).name.startswith("synthetic:0.5/")
+
+
+@pytest.mark.parametrize("option", [o for o in options("augmentation")
+                                    if OmegaConf.load(CONF / "augmentation" / f"{o}.yaml").get("synthetic")])
+def test_every_generative_policy_option_names_its_row_by_ratio(option, make_cfg):
+    cfg = make_cfg(f"augmentation={option}")
+    planned, without = plan(cfg), plan(make_cfg(f"augmentation={option}", "augmentation.synthetic.ratio=0"))
+    assert planned.name.split("/")[0].endswith(f"synthetic:{cfg.augmentation.synthetic.ratio:g}")
+    assert "@" not in planned.name  # '@' is a strength level's (the report's dose section reads it)
+    assert planned.policy.fingerprint != without.policy.fingerprint and planned.key != without.key
 
 
 def test_rows_are_named_by_ratio_and_policy_and_keyed_by_the_generator(make_cfg):
@@ -50,7 +61,7 @@ def test_rows_are_named_by_ratio_and_policy_and_keyed_by_the_generator(make_cfg)
     shifted = planned("augmentation=shift_synthetic")
     rotated = planned("augmentation=rotate", "augmentation.synthetic.ratio=0.5")
     assert [p.name.split("/")[0] for p in (none, half, equal, shifted, rotated)] == [
-        "none", "synthetic@0.5", "synthetic@1", "shift+synthetic@0.5", "rotate+synthetic@0.5"]
+        "none", "synthetic:0.5", "synthetic:1", "shift+synthetic:0.5", "rotate+synthetic:0.5"]
     assert off.key == none.key  # ratio 0 trains on the real images only: none itself
     assert len({p.key for p in (none, half, equal, shifted, rotated)}) == 5
     assert planned("augmentation=synthetic", "augmentation.synthetic.epochs=7").key != half.key
@@ -166,18 +177,19 @@ def test_refusals_name_the_key_and_the_reason(tiny, make_cfg):
         synthetic.check_data(tiny("augmentation=synthetic_equal"), datasets.load(tiny().dataset))
 
 
-def test_a_sweep_of_none_and_synthetic_reports_the_generator_columns(tiny):
+def test_a_sweep_of_none_and_synthetic_reports_the_generator_columns(tiny, tmp_path):
     for augmentation in ("none", "synthetic"):
         for seed in (0, 1):
             run(tiny(f"augmentation={augmentation}", f"seed={seed}", "experiment_name=generative"))
     cfg = tiny("experiment_name=generative")
-    out = report.build(cfg)
+    out = report.build(cfg, out_root=tmp_path / "reports")
     table = pd.read_csv(out / "summary.csv")
-    row = table.set_index("augmentation").loc["synthetic@0.5"]
+    row = table.set_index("augmentation").loc["synthetic:0.5"]
     assert row["n_seeds"] == 2 and isinstance(row["verdict"], str)
     assert row["time_generator_s_mean"] > 0
     # The none classifier of each seed had finished: it scored the generated images.
     assert 0 <= row["sample_affinity_mean"] <= 1
     text = (out / "summary.md").read_text()
-    assert "| generator s | sample affinity |" in text and "synthetic@0.5" in text
+    assert "| generator s | sample affinity |" in text and "synthetic:0.5" in text
     assert "sample affinity" in (out / "report.html").read_text()
+    assert not (out / "strength.csv").exists()  # a ratio is no strength level: no dose-and-response section

@@ -66,6 +66,32 @@ def of_runs(cfg, runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run_id", *METRICS])
 
 
+def of_samples(cfg, images: np.ndarray, labels: np.ndarray, scratch: Path) -> float | None:
+    """Sample affinity of generated training images (ablation/synthetic.py): the accuracy of the `none` classifier
+    of the same dataset, model, settings and seed on them; low when they do not look like their class. None, with a
+    line saying why, when that run has not finished in this experiment or kept no model."""
+    none_key = tracking.config_hash(cfg, augment.build({"name": BASELINE, "transforms": []}).fingerprint)
+    base = tracking.finished_run(cfg, none_key)
+    if base is None:
+        log.info("synthetic: no finished %s run of seed %s with these settings in experiment %s: the sample "
+                 "affinity is not measured", BASELINE, cfg.seed, cfg.experiment_name)
+        return None
+    model_file = tracking.download(cfg.tracking, base.info.run_id, "model.keras", scratch / "baseline")
+    if model_file is None:
+        log.info("synthetic: run %s has no model.keras (tracking.log_model=false): the sample affinity is not "
+                 "measured", base.info.run_id)
+        return None
+    return float(np.mean(per_class.predict(_load_model(model_file), images) == np.asarray(labels)))
+
+
+def _load_model(path: Path):
+    import keras
+
+    from ablation.augment import device  # noqa: F401  registers the in-model augmentation layers
+
+    return keras.models.load_model(path, compile=False)
+
+
 def _ratio(a, b) -> float:
     a, b = float(a) if a is not None else math.nan, float(b) if b is not None else math.nan
     return a / b if np.isfinite(a) and np.isfinite(b) and b > 0 else math.nan
@@ -84,11 +110,7 @@ class _Scorer:
             log.info("affinity: run %s has no model.keras (tracking.log_model=false); its seed gets none",
                      base["run_id"])
             return
-        import keras
-
-        from ablation.augment import device  # noqa: F401  registers the in-model augmentation layers
-
-        self.model = keras.models.load_model(model_file, compile=False)
+        self.model = _load_model(model_file)
         self.val = datasets.load(OmegaConf.load(config_file).dataset).val
         self.clean = self._accuracy(self.val.x)
 

@@ -70,6 +70,7 @@ def validate(cfg: DictConfig):
         raise ConfigError(f"trainer.reduce_lr.factor: expected a number in (0, 1), got {cfg.trainer.reduce_lr.factor!r}")
 
     _augmentation_mode(cfg)
+    _synthetic(cfg)
     check_report(cfg)  # a sweep ends in its report: a bad report setting stops it before anything trains
     check_eval(cfg)
     check_tracking(cfg)
@@ -158,6 +159,20 @@ def _augmentation_mode(cfg: DictConfig) -> None:
     if not isinstance(prefix, str) or not re.fullmatch(expansion.PREFIX_PATTERN, prefix):
         raise ConfigError(f"augmentation.save_prefix: expected the start of a file name (letters, digits, _ . -, "
                           f"starting with a letter or digit), got {prefix!r}")
+
+
+def _synthetic(cfg: DictConfig) -> None:
+    """augmentation.synthetic: the generator whose images join the training set (ablation/synthetic.py)."""
+    from ablation import synthetic
+
+    if cfg.augmentation.get("synthetic") is None:
+        return
+    synthetic.check(cfg)
+    key = synthetic.KEY
+    _number(cfg, f"{key}.ratio", minimum=0)
+    for name in ("per_class", "epochs", "batch_size", "latent_dim", "width"):
+        _number(cfg, f"{key}.{name}", minimum=1, integer=True)
+    _number(cfg, f"{key}.learning_rate", minimum=0, strict=True)
 
 
 def _optimizer(name) -> None:

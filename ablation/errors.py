@@ -28,6 +28,11 @@ class TrainingDiverged(UserError, FloatingPointError):
     """The training loss became NaN or infinite; the message says which setting to change."""
 
 
+class GeneratorFailed(UserError, RuntimeError):
+    """A generator of synthetic training images diverged (non-finite losses) or collapsed (one image per class);
+    the message says which and what to change."""
+
+
 def user_error(exc: BaseException) -> bool:
     """True for mistakes the user fixes from the one-line message."""
     return isinstance(exc, UserError)

@@ -17,12 +17,9 @@ Run takes this through prepare(); `ablation-expand` (ablation.expand) writes one
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import re
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -69,9 +66,7 @@ def key(cfg: DictConfig, policy: augment.Policy) -> str:
     identity = {"layout": [LAYOUT, CHUNK], "dataset": datasets.cache_key(cfg.dataset),
                 "policy": policy.fingerprint, "copies": aug.copies, "seed": cfg.seed,
                 "save_format": aug.save_format, "save_prefix": aug.save_prefix}
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-    readable = re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{cfg.dataset.name}-{policy.name}")
-    return f"{readable}-x{aug.copies}-s{cfg.seed}-{digest}"
+    return datasets.folder_name(f"{cfg.dataset.name}-{policy.name}-x{aug.copies}-s{cfg.seed}", identity)
 
 
 @dataclass(frozen=True)
@@ -135,12 +130,8 @@ def expand(cfg: DictConfig, splits: datasets.Splits, policy: augment.Policy) -> 
     manifest = read_manifest(target)
     if manifest is not None:
         return Expansion(target, manifest, created=False, seconds=time.perf_counter() - started)
-    if target.exists():  # no readable manifest: an interrupted copy moved by hand, or edited; set aside, rewrite
-        datasets.discard(target, rename=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    scratch.chmod(target.parent.stat().st_mode & 0o777)  # mkdtemp's 0700 -> as readable as its parent
-    try:
+
+    def write(scratch: Path) -> None:
         counts, size = _write(cfg, splits, policy, scratch)
         aug = cfg.augmentation
         manifest = {"key": target.name, "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
@@ -151,18 +142,8 @@ def expand(cfg: DictConfig, splits: datasets.Splits, policy: augment.Policy) -> 
                     "class_names": list(splits.class_names), "counts": counts, "bytes": size,
                     "write_s": round(time.perf_counter() - started, 3)}
         (scratch / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
-        try:
-            os.rename(scratch, target)
-        except OSError as exc:
-            if read_manifest(target) is None:
-                raise datasets.DataError(f"augmentation.mode: cannot move {scratch} to {target} ({exc})") from None
-            # A parallel job published the same expansion first; its copy is identical, this one goes.
-        manifest = read_manifest(target)
-        if manifest is None:
-            raise datasets.DataError(f"augmentation.mode: cannot read {target / 'manifest.json'} just written")
-    finally:
-        if scratch.exists():
-            datasets.discard(scratch)
+
+    manifest = datasets.publish(target, write, read_manifest, "augmentation.mode")
     return Expansion(target, manifest, created=True, seconds=time.perf_counter() - started)
 
 

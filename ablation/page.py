@@ -93,7 +93,9 @@ def html_page(name: str, rule: str, view: pd.DataFrame, table: pd.DataFrame, tod
              "<h2>Details</h2><p class='rule'>Every column of summary.csv. gap = validation loss &minus; clean "
              "training loss (gap_estimator says which estimate; delta_gap_* give the others). p_* raw and "
              "adjusted; verdict_uncorrected is the verdict without the multiplicity correction. "
-             "<code>&lt;policy&gt;@offline</code>: trained on a written expansion. <code>setting</code>: what else "
+             "<code>&lt;policy&gt;@offline</code>: trained on a written expansion. "
+             "<code>synthetic:&lt;ratio&gt;</code>: trained with a generator's images besides the real ones. "
+             "<code>setting</code>: what else "
              "the runs of a dataset and model differ in; each policy is compared with the <code>none</code> of "
              "its own setting.</p>",
              f"<div class='details'>{details}</div>",

@@ -13,6 +13,7 @@ HOME_ENV = "ABLATION_HOME"
 FOLDERS = {
     "cache": "ABLATION_CACHE_DIR",        # decoded datasets (rebuilt on demand)
     "expanded": "ABLATION_EXPANDED_DIR",  # offline expansions (rebuilt on demand)
+    "synthetic": "ABLATION_SYNTHETIC_DIR",  # generated training images (augmentation.synthetic; rebuilt on demand)
     "backup": "ABLATION_BACKUP_DIR",      # per-epoch backups of runs that resume
     "unsent": "ABLATION_UNSENT_DIR",      # journals of runs whose tracking server went away
     "reports": "ABLATION_REPORTS_DIR",    # report.html, tables and plots per experiment

@@ -11,7 +11,7 @@ from types import MappingProxyType
 
 from omegaconf import DictConfig
 
-from ablation import augment, config, expansion, models, tracking
+from ablation import augment, config, expansion, models, synthetic, tracking
 from ablation.errors import ConfigError
 
 
@@ -51,7 +51,7 @@ def plan(cfg: DictConfig) -> RunPlan:
     task = cfg.get("task", "classify")
     where = "offline" if expansion.offline(cfg) else cfg.augmentation.get("where", "host")
     placement = Placement(where=where, mix_at=("device" if where == "device" else "host") if policy.mix else None)
-    label = expansion.label(cfg, policy.name)
+    label = synthetic.label(cfg, policy.is_identity and policy.mix is None, expansion.label(cfg, policy.name))
     key = tracking.config_hash(cfg, policy.fingerprint)
     tags = {"dataset": cfg.dataset.name, "model": cfg.model.name, "augmentation": label,
             "policy": cfg.augmentation.name, "seed": cfg.seed, "experiment": cfg.experiment_name, "config_hash": key,
@@ -70,6 +70,8 @@ def check_combinations(cfg: DictConfig, policy: augment.Policy) -> None:
     if offline and on_device:
         raise ConfigError("augmentation.mode: offline writes the augmented images ahead of training on the host; "
                           "augmentation.where=device augments inside the model while training; use one of the two")
+    if synthetic.active(cfg):  # generated training images (ablation/synthetic.py)
+        _check_synthetic(task, offline, on_device)
     if policy.mix is not None:  # MixUp / CutMix (ablation/augment/mixing.py)
         if task != "classify":
             raise ConfigError(f"augmentation.mix: {policy.mix.label} mixes the class labels of two images; task "
@@ -93,3 +95,17 @@ def check_combinations(cfg: DictConfig, policy: augment.Policy) -> None:
             raise ConfigError("augmentation.mode: offline writes photometric changes into the training images, so "
                               "the inpaint target would carry them; use mode=online with task=inpaint")
         policy.split()  # inpaint applies the spatial part to input, target and mask, the photometric to the input
+
+
+def _check_synthetic(task: str, offline: bool, on_device: bool) -> None:
+    key = f"{synthetic.KEY}.ratio"
+    if task != "classify":
+        raise ConfigError(f"{key}: the generator makes images of a given class; task {task} has no classes to ask it "
+                          f"for (use task=classify, or {key}=0)")
+    if on_device:
+        raise ConfigError(f"{key}: generated images are mixed into the training split on the host, before batching; "
+                          f"augmentation.where=device (a policy placed inside the model) is not combined with them "
+                          f"(use augmentation.where=host, or {key}=0)")
+    if offline:
+        raise ConfigError(f"{key}: augmentation.mode=offline trains on a written expansion of the real images only; "
+                          f"generated images join the training set online (use augmentation.mode=online, or {key}=0)")

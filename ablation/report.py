@@ -170,6 +170,7 @@ def decision_view(table: pd.DataFrame) -> pd.DataFrame:
     # Which block a row belongs to, where the report has several: the keys that vary.
     where_keys = [k for k in summary.BLOCK if table[k].astype(str).nunique() > 1] if len(table) else []
     offline = (table.get("mode", pd.Series(dtype=str)) == "offline").any()
+    generated = table.get("time_generator_s_mean", pd.Series(dtype=float)).notna().any()
 
     def interval(prefix, r):
         mean, low, high = r[prefix], r[f"{prefix}_ci_low"], r[f"{prefix}_ci_high"]
@@ -182,12 +183,12 @@ def decision_view(table: pd.DataFrame) -> pd.DataFrame:
     def needed(r):
         n = r["seeds_needed"]
         return "" if not isinstance(n, float) or math.isnan(n) else ">50" if math.isinf(n) else str(int(n))
+
     def cost(r):
         """What a run of the policy costs, so a small gain can be weighed against a slower run."""
-        def text(value, spec):
-            return format(value, spec) if isinstance(value, float) and math.isfinite(value) else ""
-        return {"s per run": text(r["time_total_s_median"], ".1f"), "x none": text(r["time_vs_baseline"], ".2f"),
-                "train img/s": text(r["images_per_s_mean"], ",.0f")}
+        return {"s per run": _number(r["time_total_s_median"], "{:.1f}"),
+                "x none": _number(r["time_vs_baseline"], "{:.2f}"),
+                "train img/s": _number(r["images_per_s_mean"], "{:,.0f}")}
     rows = []
     for _, r in table.iterrows():
         metric = r["score_metric"]
@@ -200,8 +201,15 @@ def decision_view(table: pd.DataFrame) -> pd.DataFrame:
         if offline:  # online vs offline: the images written too
             row.update(mode=r["mode"],
                        expanded_mb=f"{r['expanded_bytes_mean'] / 1e6:.1f}" if r["expanded_bytes_mean"] == r["expanded_bytes_mean"] else "")
+        if generated:  # generated training images: what the generator cost and how recognisable its images are
+            row.update({"generator s": _number(r["time_generator_s_mean"], "{:.0f}"),
+                        "sample affinity": _number(r["sample_affinity_mean"], "{:.2f}")})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _number(value, form: str) -> str:
+    return form.format(value) if isinstance(value, float) and math.isfinite(value) else ""
 
 
 def markdown(table: pd.DataFrame) -> str:

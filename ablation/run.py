@@ -2,6 +2,7 @@
 Read top to bottom, this is the whole path of a run."""
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from ablation import (
     normalize,
     record,
     reuse,
+    synthetic,
     tasks,
     tracking,
 )
@@ -55,6 +57,8 @@ def run(cfg: DictConfig, announce: Callable[[str], None] | None = None) -> dict[
     splits = datasets.load(cfg.dataset)
     data_load_s = time.perf_counter() - load_started
     models.check_input(cfg.model, splits.input_shape)
+    if synthetic.active(cfg):  # too few images of a class to train a generator on: said before anything trains
+        synthetic.check_data(cfg, splits)
     normalization = normalize.prepare(cfg.dataset, splits)
     # Once more with the data's shape: a crop larger than the image, a policy that changes the shape.
     policy = augment.build(cfg.augmentation, image_shape=splits.input_shape)
@@ -70,9 +74,10 @@ def run(cfg: DictConfig, announce: Callable[[str], None] | None = None) -> dict[
     with backend.training_scope(t) as replicas:
         # 3. Batches: the policy goes to the training batches only (host placement); val, test and the
         # clean-train subset are never augmented.
-        batches = make_batches(cfg, splits, policy if p.placement.batches_augment else None,
-                               pad_to=backend.batch_multiple(replicas), train=expanded.train if expanded else None,
-                               task=task, mix=policy.mix, mix_images=p.placement.mix_at == "host")
+        batches_of = functools.partial(make_batches, cfg, splits, policy if p.placement.batches_augment else None,
+                                       pad_to=backend.batch_multiple(replicas), task=task, mix=policy.mix,
+                                       mix_images=p.placement.mix_at == "host")
+        batches = batches_of(train=expanded.train if expanded else None)
         # 4. The model, compiled from the trainer settings. A model of the same architecture and settings that this
         # process compiled for an earlier run takes this one's starting weights instead (ablation/reuse.py).
         model = models.build(cfg.model, splits.input_shape, splits.num_classes, augmentation=layers,
@@ -99,6 +104,10 @@ def run(cfg: DictConfig, announce: Callable[[str], None] | None = None) -> dict[
             scratch = Path(scratch)
             record.inputs(tracker, cfg, p, splits, normalization, scratch,
                           {"time/data_load_s": data_load_s, **(expanded.metrics if expanded else {})})
+            if synthetic.active(cfg):
+                # The generator trains (or its images are reused) inside the run, so one that diverges fails it;
+                # its images join the training batches, which the policy then augments like the real ones.
+                batches = batches_of(train=synthetic.prepare(cfg, splits, tracker, scratch).train)
             # Validation and the clean subset, evaluated by the callback in one pass (trainer.epoch_evaluation);
             # data-parallel runs evaluate through Keras, which splits each batch across the devices.
             one_pass = t.get("epoch_evaluation", "scorer") == "scorer" and replicas == 1

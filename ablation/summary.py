@@ -24,8 +24,10 @@ COLUMNS = [*KEYS, "verdict", "flags", "delta_test_score", "delta_test_score_ci_l
            *[f"delta_gap_{e}" for e in curves.ESTIMATORS],
            "test_accuracy_mean", "test_accuracy_std", "gap_accuracy_mean", "gap_loss_mean", "gap_loss_std",
            "delta_test_accuracy", "task", "test_psnr_mean", "test_psnr_std", "test_mae_mean", "delta_test_psnr",
-           "mode", "time_total_s_mean", "time_total_s_median", "time_vs_baseline", "images_per_s_mean", "time_expand_s_mean",
-           "expanded_bytes_mean"]
+           "mode", "time_total_s_mean", "time_total_s_median", "time_vs_baseline", "images_per_s_mean",
+           "time_expand_s_mean", "expanded_bytes_mean",
+           # Generated training images (ablation/synthetic.py): the generator's training time, sample affinity.
+           "time_generator_s_mean", "sample_affinity_mean"]
 # The headline test score of a task and the clean-train score the underfitting flag compares.
 SCORES = {"classify": "accuracy", "reconstruct": "psnr", "inpaint": "psnr"}
 DEFAULTS = {"correction": "bh", "alpha": 0.05, "margin": {"accuracy": 0.01, "psnr": 0.5}, "gap": "auc",
@@ -69,7 +71,8 @@ def per_run(finished: pd.DataFrame, history: pd.DataFrame, gap_estimator: str) -
     table["gap_accuracy"] = column("metrics.best/gap_accuracy").astype(float)
     for name, metric in (("time_total_s", "time/total_s"), ("time_expand_s", "time/expand_s"),
                          ("images_per_s", "throughput/images_per_s"),
-                         ("expanded_bytes", "data/expanded_bytes"), ("best_epoch", "best_epoch")):
+                         ("expanded_bytes", "data/expanded_bytes"), ("best_epoch", "best_epoch"),
+                         ("time_generator_s", "time/generator_train_s"), ("sample_affinity", "synthetic/affinity")):
         table[name] = column(f"metrics.{metric}").astype(float)
     table["epoch_limit"] = pd.to_numeric(column("params.trainer.epochs"), errors="coerce")
     monitor = column("params.trainer.monitor", "val_loss").fillna("val_loss")
@@ -194,9 +197,9 @@ def _describe(key: dict, augmentation: str, group: pd.DataFrame) -> dict:
             "gap_accuracy_mean": mean("gap_accuracy"), "gap_loss_mean": mean("gap_loss"), "gap_loss_std": std("gap_loss"),
             "test_psnr_mean": mean("test_psnr"), "test_psnr_std": std("test_psnr"), "test_mae_mean": mean("test_mae"),
             "time_total_s_mean": mean("time_total_s"), "time_total_s_median": group["time_total_s"].astype(float).median(),
-            "images_per_s_mean": mean("images_per_s"),
-            "time_expand_s_mean": mean("time_expand_s"),
-            "expanded_bytes_mean": mean("expanded_bytes"), "epoch_limit": group["epoch_limit"].max(),
+            "images_per_s_mean": mean("images_per_s"), "time_expand_s_mean": mean("time_expand_s"),
+            "expanded_bytes_mean": mean("expanded_bytes"), "time_generator_s_mean": mean("time_generator_s"),
+            "sample_affinity_mean": mean("sample_affinity"), "epoch_limit": group["epoch_limit"].max(),
             "epochs_trained_mean": mean("epochs_trained"), "best_epoch_mean": mean("best_epoch"),
             # Unfinished when at least half its seeds were: one seed's best epoch at the end can be chance.
             "unfinished": 2 * unfinished >= len(group) and unfinished > 0,

@@ -25,7 +25,9 @@ POLICIES = sorted(p.stem for p in POLICY_DIR.glob("*.yaml"))
 # Batch mixing alone (augmentation.mix: MixUp, CutMix): no per-image transform; tests/test_mixing.py covers them.
 MIX_ONLY = {p.stem for p in POLICY_DIR.glob("*.yaml")
             if OmegaConf.load(p).get("mix") and not OmegaConf.load(p).get("transforms")}
-PER_IMAGE = [name for name in POLICIES if name not in MIX_ONLY]
+# Generated training images (augmentation.synthetic), alone or beside a policy: tests/test_generative.py covers them.
+GENERATIVE = {p.stem for p in POLICY_DIR.glob("*.yaml") if OmegaConf.load(p).get("synthetic")}
+PER_IMAGE = [name for name in POLICIES if name not in MIX_ONLY | GENERATIVE]
 REQUIRED = {"none", "hflip", "vflip", "rotate", "shift", "zoom", "shear", "brightness", "brightness_contrast",
             "channel_shift", "clahe", "noise", "random_resized_crop", "color_jitter", "cutout", "idg_classic",
             "albu_mixed", "flowers", "crop_color"}

@@ -17,6 +17,7 @@ COVERED = {
     "dataset": "tests/test_datasets.py",
     "experiment": "tests/test_sweep.py",
     "paths": "tests/test_paths.py",
+    "synthetic": "tests/test_generative.py",
 }
 
 

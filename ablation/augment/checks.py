@@ -18,9 +18,10 @@ from ablation import errors
 
 ROOT_KEY = "augmentation"
 # mode, copies, save_format, save_prefix: how the policy is applied (online per batch, or offline as a written
-# training set, ablation/expansion.py); checked by ablation.config, not part of the policy itself.
+# training set, ablation/expansion.py); checked by ablation.config, not part of the policy itself. synthetic: a
+# generator's images added to the training set (ablation/synthetic.py), checked there; part of the fingerprint.
 TOP_LEVEL_KEYS = ("name", "transforms", "idg", "mix", "variant", "strength", "where", "mode", "copies",
-                  "save_format", "save_prefix")
+                  "save_format", "save_prefix", "synthetic")
 PLACES = ("host", "device")
 # ImageDataGenerator arguments that shape the fill of others rather than being an augmentation of their own.
 IDG_SETTINGS = ("fill_mode", "cval")

@@ -39,7 +39,7 @@ class Policy:
     uint8 of the same shape out; the result depends only on the images and the state of `rng`."""
 
     def __init__(self, name: str, nodes: list[Node], template: A.Compose, mix=None, strength: float | None = None,
-                 scaled_from: str | None = None):
+                 scaled_from: str | None = None, synthetic: dict | None = None):
         self.name = name
         # Batch mixing (MixUp, CutMix: ablation/augment/mixing.py), applied by the batches after these transforms.
         self.mix = mix
@@ -55,6 +55,8 @@ class Policy:
         # Through JSON once: tuples become lists, so to_dict() equals what a JSON reader gets back.
         if mix is not None:
             serialized["mix"] = mix.to_dict()
+        if synthetic is not None:  # generated images join the training set: what is trained on, so its identity
+            serialized["synthetic"] = synthetic
         if strength is not None:  # a level of a dose-response design: its own combination, even at 0 or 1
             serialized["strength"] = strength
             if strength == 0:  # no transform left to tell policies apart: the policy scaled to nothing
@@ -239,7 +241,9 @@ def _build(cfg: dict, name: str, image_shape, strength: float | None = None, sca
             A.to_dict(transform)
         except (NotImplementedError, ValueError, TypeError) as exc:
             raise fail(node.path, f"{node.label}: cannot be recorded ({' '.join(str(exc).split())})") from None
-    policy = Policy(name, nodes, template, mix=mix, strength=strength, scaled_from=scaled_from)
+    # The generator's settings, while it is on (ratio > 0; ablation/synthetic.py checks them).
+    synthetic = cfg.get("synthetic") if (cfg.get("synthetic") or {}).get("ratio") else None
+    policy = Policy(name, nodes, template, mix=mix, strength=strength, scaled_from=scaled_from, synthetic=synthetic)
     if image_shape is not None and not policy.is_identity:
         _try(policy, nodes, tuple(image_shape))
     return policy

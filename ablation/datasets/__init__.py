@@ -18,15 +18,17 @@ from pathlib import Path
 
 from ablation.datasets import csv, digits, folder, keras_datasets, npz, shapes
 
-# discard, decode_into, images_in and read_image are re-exported for ablation.expand and ablation.predict, which
-# write their own folders and decode images exactly as the folder source does.
+# discard, publish, decode_into, images_in and read_image are re-exported for ablation.expand, ablation.expansion,
+# ablation.synthetic and ablation.predict, which write their own folders and decode images exactly as the folder source does.
 from ablation.datasets.cache import (  # noqa: F401
     CACHE_ENV,
     cache_root,
     discard,
     fill_cache,
+    folder_name,
     key_of,
     open_cache,
+    publish,
 )
 from ablation.datasets.common import (
     BAD_IMAGE_CHOICES,

@@ -13,10 +13,13 @@ import inspect
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -24,7 +27,7 @@ import PIL
 import sklearn
 
 from ablation import paths
-from ablation.datasets.common import DECODE_CHUNK, SPLIT_NAMES, Split, Splits, fail
+from ablation.datasets.common import DECODE_CHUNK, SPLIT_NAMES, DataError, Split, Splits, fail
 
 CACHE_ENV = paths.FOLDERS["cache"]
 
@@ -139,6 +142,47 @@ def _store(file: Path, x: np.ndarray) -> None:
     out.flush()
     del out
     os.replace(part, file)
+
+
+T = TypeVar("T")
+
+
+def folder_name(readable: str, identity: dict) -> str:
+    """A written folder's name: its readable start (made safe as a file name), then 12 hex digits of a hash of
+    everything its contents depend on."""
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{re.sub(r'[^A-Za-z0-9_.+-]', '_', readable)}-{digest}"
+
+
+def publish(target: Path, write: Callable[[Path], None], read: Callable[[Path], T | None], key: str) -> T:
+    """A folder made whole or not at all (offline expansions, synthetic images): read(target) when it holds a
+    complete copy; otherwise write(scratch) fills a private sibling folder that is renamed to target, and
+    read(target) is returned. A target that read() rejects (interrupted, edited by hand) is set aside first; when a
+    parallel job publishes the same folder first, its copy wins and this one goes. key: the config key that errors
+    name."""
+    if target.exists():
+        found = read(target)
+        if found is not None:
+            return found
+        discard(target, rename=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    scratch.chmod(target.parent.stat().st_mode & 0o777)  # mkdtemp's 0700 -> as readable as its parent
+    try:
+        write(scratch)
+        try:
+            os.rename(scratch, target)
+        except OSError as exc:
+            if read(target) is None:
+                raise DataError(f"{key}: cannot move {scratch} to {target} ({exc})") from None
+            # A parallel job published the same folder first; its copy is identical, this one goes.
+        found = read(target)
+        if found is None:
+            raise DataError(f"{key}: cannot read {target} just written; delete it and run again")
+        return found
+    finally:
+        if scratch.exists():
+            discard(scratch)
 
 
 def discard(folder: Path, rename: bool = False) -> None:

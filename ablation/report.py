@@ -205,7 +205,9 @@ def decision_view(table: pd.DataFrame) -> pd.DataFrame:
             row.update({"generator s": _number(r["time_generator_s_mean"], "{:.0f}"),
                         "sample affinity": _number(r["sample_affinity_mean"], "{:.2f}")})
         rows.append(row)
-    return pd.DataFrame(rows)
+    view = pd.DataFrame(rows)
+    # A sweep that decided every row plans no further seeds: the column would be empty.
+    return view.drop(columns="seeds to decide") if len(view) and (view["seeds to decide"] == "").all() else view
 
 
 def _number(value, form: str) -> str:

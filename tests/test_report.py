@@ -113,6 +113,14 @@ def test_each_policy_shows_its_cost_next_to_its_verdict(synthetic):
     assert small.loc["good", "x none"] == "1.00"
 
 
+def test_the_seeds_to_decide_column_shows_only_while_a_row_is_undecided(synthetic):
+    summary_table = pd.read_csv(report.build(synthetic) / "summary.csv")
+    undecided = summary_table["seeds_needed"].notna()
+    assert undecided.any() and not undecided.all()
+    assert "seeds to decide" in report.decision_view(summary_table).columns
+    assert "seeds to decide" not in report.decision_view(summary_table[~undecided]).columns
+
+
 def test_a_lower_gap_bought_with_17_points_of_accuracy_is_never_helps(synthetic):
     table = pd.read_csv(report.build(synthetic) / "summary.csv").set_index(["model", "augmentation"])
     row = table.loc[("small_cnn", "underfit")]

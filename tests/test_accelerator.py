@@ -2,6 +2,7 @@
 split into two logical devices stands in for two GPUs), and the same training path on Keras' JAX backend."""
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from ablation import backend, config, models
+from ablation import backend, config, models, paths
 from ablation.run import run
 from conftest import CONF, ROOT
 
@@ -113,6 +114,24 @@ def test_tensorflow_data_parallel_over_two_logical_devices(tmp_path):
 
 
 jax_missing = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+
+
+@pytest.mark.slow
+@jax_missing
+def test_a_generator_trains_on_the_jax_backend(tmp_path):
+    """augmentation.synthetic: the class-conditional GAN (ablation/gan.py) trains and samples on JAX too."""
+    out, run_data = _train_in_subprocess(
+        tmp_path, "jax", "augmentation=synthetic", "dataset.image_size=16", "dataset.train_size=120",
+        "augmentation.synthetic.epochs=2", "augmentation.synthetic.per_class=8", "augmentation.synthetic.width=8",
+        "augmentation.synthetic.latent_dim=16", "eval.corruptions=[]",
+        env={paths.FOLDERS["synthetic"]: str(tmp_path / "synthetic")})
+    assert run_data.data.tags["keras_backend"] == "jax"
+    metrics = run_data.data.metrics
+    assert metrics["time/generator_train_s"] > 0 and metrics["time/generator_sample_s"] > 0
+    assert math.isfinite(metrics["synthetic/d_loss"]) and math.isfinite(metrics["synthetic/g_loss"])
+    assert metrics["data/n_synthetic"] == 60  # half as many generated images as the 120 real ones
+    assert list((tmp_path / "synthetic").glob("*/images.npz"))
+    _check_per_epoch(tmp_path, run_data)
 
 
 @pytest.mark.slow

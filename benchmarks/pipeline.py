@@ -16,7 +16,7 @@ Sections, each printed as a Markdown table and written together to runs/bench/pi
 4. Decode once: the second datasets.load of a folder dataset vs the first (decode cache). Target <= 10%.
 5. Worker defaults: workers=1 vs 2 (threads; processes in the full run) through fit, small_cnn, idg_classic.
 6. One training epoch on a CIFAR-10-sized set (synthetic: 50,000 training images of 32x32x3 uint8, 10 classes;
-   --quick 5,000) through ablation.run.run with small_cnn and idg_classic: images/s, the share of the training
+   --quick 2,500) through ablation.run.run with small_cnn and idg_classic: images/s, the share of the training
    time the fit loop waited for input, and epoch seconds, from the run's MLflow metrics, with the run's device
    and Keras backend tags. The one section meant for GPU machines; `--only cifar` runs it alone, on any backend.
 
@@ -519,7 +519,7 @@ def cifar_epoch(tmp: Path, n_train: int, n_eval: int, epochs: int = 2, overrides
 
 
 def cifar_section(quick: bool) -> str:
-    n_train, n_eval = (5_000, 500) if quick else (50_000, 5_000)
+    n_train, n_eval = (2_500, 500) if quick else (50_000, 5_000)
     title = (f"## 6. One training epoch on a CIFAR-10-sized set (synthetic, {n_train:,} x 32x32x3 uint8, 10 classes; "
              f"small_cnn, {POLICY}, batches of {BATCH}, through ablation.run.run)")
     print(f"\n{title}\n", flush=True)
@@ -555,7 +555,7 @@ def machine() -> list[str]:
 
 def throughput_section(quick: bool) -> tuple[str, list[str]]:
     """Section 1: (its Markdown, the targets it missed)."""
-    sizes = {32: 1024, 128: 1024} if quick else {32: 4096, 128: 1024, 224: 1024}
+    sizes = {32: 1024, 128: 512} if quick else {32: 4096, 128: 1024, 224: 1024}
     repeats = 3 if quick else 5
     print("\n## 1. Augmentation throughput, images/s (idg_classic, batches of 64)\n", flush=True)
     rows, origin = throughput(sizes, repeats, fit_epochs=2 if quick else 3)
@@ -649,8 +649,8 @@ def pipeline_sections(quick: bool) -> tuple[list[str], list[str]]:
                         f"{datasets.CACHE_ENV} in a temp dir)\n\n{table}\n\n{line}")
 
     # 5. Worker defaults
-    sizes5 = {32: 1024, 128: 256} if quick else {32: 2048, 128: 1024}
-    epochs5 = 3 if quick else 4
+    sizes5 = {32: 512, 128: 128} if quick else {32: 2048, 128: 1024}
+    epochs5 = 2 if quick else 4
     print(f"\n## 5. Workers through fit (small_cnn, {POLICY}, {epochs5} timed rounds after a warm-up)\n", flush=True)
     w = workers_through_fit(sizes5, epochs5, multiprocessing=not quick)
     table = md_table(["size", "images", "workers", "use_multiprocessing", "train img/s"],

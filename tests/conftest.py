@@ -5,6 +5,11 @@ from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Several test processes share the cores: one thread each for TensorFlow's and the math libraries' operations
+    # (what a packed sweep's jobs get), instead of every process spreading over every core.
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 from hydra import compose, initialize_config_dir

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from hydra.core.hydra_config import HydraConfig
+from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
 from ablation import sweep
@@ -137,6 +138,16 @@ def _scores(tmp_path) -> dict[str, dict[str, float]]:
             for r in _runs(tmp_path)[1]}
 
 
+def _artifacts(tmp_path) -> dict[str, list[str]]:
+    """Run name -> the paths of its artifacts, folders opened."""
+    client = MlflowClient(store_uri(tmp_path))
+
+    def walk(run_id, path=None):
+        for item in client.list_artifacts(run_id, path):
+            yield from walk(run_id, item.path) if item.is_dir else [item.path]
+    return {r.info.run_name: sorted(walk(r.info.run_id)) for r in _runs(tmp_path)[1]}
+
+
 def _processes_with(marker: str) -> list[int]:
     """The processes whose environment carries marker (a sweep's, and whatever it started)."""
     found = []
@@ -182,6 +193,9 @@ def test_joblib_sweep_runs_every_job_in_a_fresh_process_and_packed_runs_match_it
         assert together[name].keys() == metrics.keys(), name
         for metric, value in metrics.items():
             assert together[name][metric] == pytest.approx(value, abs=1e-5), (name, metric)
+    # ... and the same artifacts (the model, curves, predictions).
+    files = _artifacts(fresh)
+    assert all(files.values()) and _artifacts(packed) == files
     # No worker outlives the sweep.
     wait_for(lambda: not _processes_with(marker), 30, "the packed sweep's workers to end")
 

@@ -1,6 +1,12 @@
 """What the report tells a person to do next, in words and commands: train longer where training was unfinished,
-look again where a policy underfits, and add the seeds that would decide the undecided rows (a resumable sweep
-trains only the new seeds)."""
+rerun failed runs, look again where a policy underfits, and settle the open rows with a confirmatory sweep on
+fresh seeds.
+
+Why fresh seeds in a new experiment, and not more seeds added to this one: testing the same rows again after
+seeing them is repeated testing (a single test at 0.05 becomes about 8% false positives after one round of
+adding seeds). A confirmatory sweep whose report decides on its own seeds alone is a new fixed-sample test, with
+the guarantees of docs/decision.md. Its size is planned from the measured spread and the margins, never from
+the effect seen so far (which would take noise for an effect)."""
 from __future__ import annotations
 
 import math
@@ -24,8 +30,8 @@ def lines(table: pd.DataFrame, experiment: str) -> list[str]:
     for (dataset, model, setting), block in table.groupby(["dataset", "model", "setting"], sort=False):
         where = f" ({dataset}/{model}{' ' + setting if setting else ''})" if several else ""
         selector = [f"dataset={dataset}", f"model={model}"] if several else []
-        out += _unfinished(block, experiment, where, selector) + _underfits(block, where)
-        out += _seeds(block, experiment, where, selector)
+        out += _unfinished(block, experiment, where, selector) + _failed(block, experiment, where, selector)
+        out += _underfits(block, where) + _seeds(block, experiment, where, selector)
     return out
 
 
@@ -62,20 +68,39 @@ def _underfits(block: pd.DataFrame, where: str) -> list[str]:
             f"setting of the policy, or longer training, says whether it can fit."]
 
 
-def _seeds(block: pd.DataFrame, experiment: str, where: str, selector: list[str]) -> list[str]:
-    open_rows = block[block["verdict"].isin([decide.NO_EFFECT, decide.COST_UNCLEAR])]
-    needed = pd.to_numeric(open_rows["seeds_needed"], errors="coerce")
-    have = int(block["n_seeds"].max())
-    decidable = open_rows[(needed > have) & (needed <= decide.MAX_SEEDS)]
-    if decidable.empty:
+def _failed(block: pd.DataFrame, experiment: str, where: str, selector: list[str]) -> list[str]:
+    lost = block[block["verdict"].astype(str).str.startswith("undecided: ") & (block["verdict"] != decide.UNFINISHED)]
+    if lost.empty:
         return []
+    names = ", ".join(f"{r.augmentation} ({r.failed})" for r in lost.itertuples())
+    return [f"failed runs{where}: {names}; a policy that fails on a seed is never recommended, and its verdict "
+            f"waits for those seeds. failed.csv says why each failed; once the cause is fixed, running the sweep "
+            f"again retrains only what did not finish: {_command(experiment, selector, others=True)}"]
+
+
+def _seeds(block: pd.DataFrame, experiment: str, where: str, selector: list[str]) -> list[str]:
+    open_rows = block[block["verdict"].isin([decide.UNDECIDED, decide.COST_UNCLEAR])]
+    if open_rows.empty:
+        return []
+    needed = pd.to_numeric(open_rows["seeds_needed"], errors="coerce")
+    decidable = open_rows[needed <= decide.MAX_SEEDS]
+    out = []
+    beyond = open_rows[~(needed <= decide.MAX_SEEDS)]
+    if len(beyond):
+        out.append(f"open{where}: {', '.join(beyond['augmentation'])} would need more than {decide.MAX_SEEDS} seeds "
+                   f"to be settled at this seed noise and these margins (report.margin)")
+    if decidable.empty:
+        return out
     target = int(needed[decidable.index].max())
+    first = int(block["max_seed"].max()) + 1 if "max_seed" in block and block["max_seed"].notna().any() else 100
     names = ", ".join(f"{r.augmentation} ({int(r.seeds_needed)})" for r in decidable.itertuples())
-    seeds = ",".join(str(s) for s in range(target))
+    seeds = ",".join(str(s) for s in range(first, first + target))
     # Levels (<policy>@0.5), variants (<policy>-Rotate) and expansions (@offline) come from the sweep's design and
-    # mode, not from an augmentation option: the sweep itself is run again with more seeds.
+    # mode, not from an augmentation option: the sweep itself is run again with fresh seeds.
     plain = all(PLAIN.match(str(a)) for a in decidable["augmentation"])
     policies = [f"augmentation={','.join(['none', *decidable['augmentation']])}"] if plain else []
-    return [f"undecided{where}: {names} would be decided at the number of seeds in brackets, if the effect seen so "
-            f"far is real (80% power). Finished seeds are skipped, so this trains only the new ones: "
-            f"{_command(experiment, [*selector, *policies, f'seed={seeds}'], others=not plain)}"]
+    confirm = [f"experiment_name={experiment}_confirm"]
+    return out + [f"open{where}: {names} would be settled by a confirmatory sweep on the number of fresh seeds in "
+                  f"brackets (80% power if the policy changed nothing, planned from the measured spread and the "
+                  f"margins); its own report decides on those seeds alone, so looking again stays valid: "
+                  f"{_command(experiment, [*selector, *policies, *confirm, f'seed={seeds}'], others=not plain)}"]

@@ -103,9 +103,10 @@ def check_report(cfg: DictConfig) -> None:
         _number(cfg, key, minimum=0, strict=True)
         if OmegaConf.select(cfg, key) >= 1:
             raise ConfigError(f"{key}: expected a number in (0, 1), got {OmegaConf.select(cfg, key)!r}")
-    for group in ("margin", "underfit"):
-        for metric in ("accuracy", "psnr"):
-            _number(cfg, f"report.{group}.{metric}", minimum=0)
+    for key in ("margin.relative", "margin.psnr", "margin.gap", "underfit.accuracy", "underfit.psnr"):
+        _number(cfg, f"report.{key}", minimum=0)
+    if OmegaConf.select(cfg, "report.margin.accuracy", default=None) is not None:
+        _number(cfg, "report.margin.accuracy", minimum=0)
 
 
 def check_tracking(cfg: DictConfig) -> None:

@@ -8,13 +8,18 @@ to noise):
 - window: the mean gap over the 5 epochs centred on the best epoch;
 - last5:  the mean gap over the last 5 epochs trained;
 - auc:    the area under the gap curve per epoch (the mean gap over every epoch trained);
-- test_loss: the test loss with the best weights (no gap, the loss that generalisation ends at)."""
+- test_loss: the test loss with the best weights (no gap, the loss that generalisation ends at);
+- paired_auc: of a seed's policy run and baseline run, the mean gap over the epochs both trained (paired()).
+  auc averages over every epoch a run trained, so with early stopping a policy that trains longer is charged
+  for its later, wider epochs: the same gap curve stopped at 30 and at 60 epochs differs by as much as the
+  effects the report finds. paired_auc compares the two runs over the same epochs."""
 from __future__ import annotations
 
 import numpy as np
 from scipy import stats
 
-ESTIMATORS = ("best", "window", "last5", "auc", "test_loss")
+RUN_ESTIMATORS = ("best", "window", "last5", "auc", "test_loss")  # one number per run
+ESTIMATORS = ("paired_auc", *RUN_ESTIMATORS)
 WINDOW = 5  # epochs that window and last5 average
 TREND_EPOCHS = 10  # the last epochs (at most half of those trained) whose trend says "still improving"
 TREND_P = 0.1  # one-sided evidence that counts as "still improving"
@@ -33,6 +38,16 @@ def gaps(train_clean_loss: np.ndarray, val_loss: np.ndarray, best_epoch: int, be
     out["last5"] = float(np.nanmean(gap[-WINDOW:]))
     out["auc"] = float(np.nanmean(gap))
     return out
+
+
+def paired(policy_gap: np.ndarray, baseline_gap: np.ndarray) -> float:
+    """paired_auc's difference for one seed: the mean gap of the policy run minus that of the baseline run, both
+    over the epochs both trained (NaN when either has no curve)."""
+    policy_gap, baseline_gap = np.asarray(policy_gap, dtype=float), np.asarray(baseline_gap, dtype=float)
+    shared = min(len(policy_gap), len(baseline_gap))
+    if not shared:
+        return np.nan
+    return float(np.nanmean(policy_gap[:shared]) - np.nanmean(baseline_gap[:shared]))
 
 
 def unfinished(monitored: np.ndarray, best_epoch: float, epoch_limit: float, higher_is_better: bool) -> bool:

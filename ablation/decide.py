@@ -2,123 +2,136 @@
 
 For every policy of a sweep, against the baseline (`none`) of the same dataset, model, setting and task:
 - delta gap   = policy - baseline of the gap estimator (report.gap; lower = less overfitting);
-- delta score = policy - baseline of the test score (accuracy; PSNR for the image tasks; higher = better).
-Each is a paired t test over the seeds, with a 95% t interval of the mean difference. The k policies of one
-baseline and both endpoints make one family of 2k tests, whose p values are adjusted for multiplicity
-(report.correction: Benjamini-Hochberg by default, Holm, or none). A test is significant when its adjusted p value is below
-report.alpha. Then, in this order:
+- delta score = policy - baseline of the test score (accuracy in points; PSNR in dB; higher = better).
+Each is a paired t test over the seeds; an accuracy's spread is floored at one test image (ablation/stats.py), so
+identical step-valued differences at two or three seeds decide nothing. The two endpoints are two families, each
+at report.alpha / 2 and corrected within itself (report.correction: Benjamini-Hochberg by default, Holm, or
+none): the gap tests never loosen the bar for the score tests, and with no true effect anywhere the chance of any
+effect verdict is at most alpha. Then, in this order:
 
-1. the score is significantly lower:   `regularizes, costs accuracy` when the gap is significantly lower too,
-                                        `hurts` otherwise. Such a policy is never recommended;
-2. the gap is significantly lower, or the score significantly higher:
-                                        `helps` when the score's 95% interval lies above -report.margin (the
-                                        score is shown to be no more than the margin lower), `gap lower, cost
-                                        unclear` when it does not (more seeds decide it);
-3. the gap is significantly wider:      `widens gap`;
-4. otherwise:                           `no clear effect`.
+1. failed runs, or unfinished training in at least half the seeds: `undecided: k/N runs failed`,
+   `undecided: unfinished` (what the rule would say otherwise is kept in `verdict_rule`);
+2. the score is significantly lower (corrected): `regularizes, costs accuracy` when the gap is significantly
+   lower too, `hurts` otherwise;
+3. the gap is significantly lower, or the score significantly higher:
+     `gap lower, cost unclear` when the score's raw 95% interval lies below zero (a measured loss is never
+         corrected away into `helps`) or its selection-adjusted interval reaches below -margin;
+     `helps` otherwise: the score is shown higher, or shown to be no more than the margin lower by an interval
+         adjusted for the policies selected (Benjamini-Yekutieli's false coverage rate; Bonferroni under holm);
+4. the gap is significantly wider: `widens gap` (on any other row, the flag `gap wider`);
+5. both endpoints shown within their margins (two one-sided tests, corrected): `equivalent`;
+6. otherwise: `undecided`.
 
-Everything here works on arrays (one row per policy, one column per seed, NaN for a missing seed), so the
-calibration simulations (ablation/simulate.py) run the very code the report runs."""
+Everything here works on arrays (rows = the policies of one baseline, columns = seeds, any leading axes = other
+families, NaN = missing seed), so the simulations (ablation/simulate.py) run the very code the report runs."""
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
+from scipy import stats as sps
 
-HELPS, COST_UNCLEAR, NO_EFFECT = "helps", "gap lower, cost unclear", "no clear effect"
+from ablation import stats
+
+HELPS, COST_UNCLEAR, EQUIVALENT, UNDECIDED = "helps", "gap lower, cost unclear", "equivalent", "undecided"
+UNFINISHED = "undecided: unfinished"
 WIDENS, COSTS, HURTS = "widens gap", "regularizes, costs accuracy", "hurts"
 BASELINE = "baseline"
-# The order rows are sorted in: recommendations first, then what more seeds may decide, then the rest.
-VERDICTS = (HELPS, COST_UNCLEAR, NO_EFFECT, WIDENS, COSTS, HURTS)
-CORRECTIONS = ("bh", "holm", "none")
-LEVEL = 0.95  # of every interval shown
+GAP_WIDER = "gap wider"  # the flag of a row whose gap is significantly wider and whose verdict says something else
+# The order rows are sorted in: recommendations first, then what is open, then the rest. `undecided: k/N runs
+# failed` sorts with `undecided: unfinished`.
+VERDICTS = (HELPS, COST_UNCLEAR, EQUIVALENT, UNDECIDED, UNFINISHED, WIDENS, COSTS, HURTS)
+HARM = (COSTS, HURTS)
+EFFECTS = (HELPS, COST_UNCLEAR, WIDENS, COSTS, HURTS)  # the verdicts that claim an effect
+CORRECTIONS = stats.CORRECTIONS
+LEVEL = stats.LEVEL
 MAX_SEEDS = 50  # seeds_needed beyond this is reported as "more than 50"
 
 RULE = ("Each policy is compared with `none` paired by seed, on two endpoints: the gap (lower = less overfitting) "
-        "and the test score (accuracy; PSNR for image tasks). Paired t tests; the p values of both endpoints of "
-        "all of a sweep's policies are adjusted together ({correction}); significant = adjusted p < {alpha}. "
+        "and the test score (accuracy in points, its spread floored at one test image; PSNR in dB). Paired t "
+        "tests; each endpoint is its own family at alpha/2 = {half} ({correction}). "
         "hurts: the test score is significantly lower (with the gap also significantly lower: regularizes, "
-        "costs accuracy). Never recommended. "
-        "helps: the gap is significantly lower or the score significantly higher, and the score's 95% interval "
-        "lies above -{margin} (no more than the margin lower); when that interval reaches further down: gap lower, "
-        "cost unclear. widens gap: the gap is significantly wider. Otherwise: no clear effect.")
+        "costs accuracy). "
+        "helps: the gap is significantly lower or the score significantly higher, the score's raw 95% interval "
+        "does not lie below zero, and its selection-adjusted interval lies above -{margin}; otherwise gap lower, "
+        "cost unclear. widens gap: the gap is significantly wider (elsewhere flagged gap wider). "
+        "equivalent: both endpoints shown within their margins (TOST). undecided: none of these, or failed runs, "
+        "or training unfinished in at least half the seeds.")
 CORRECTION_NAMES = {"bh": "Benjamini-Hochberg", "holm": "Holm", "none": "no correction"}
 
-
-def paired(d: np.ndarray) -> dict[str, np.ndarray]:
-    """Per row of paired differences (NaN = missing seed): n, mean, sd (ddof=1), the 95% t interval of the mean
-    and the two-sided p value of the one-sample t test against 0 (what scipy.stats.ttest_1samp gives)."""
-    d = np.atleast_2d(np.asarray(d, dtype=float))
-    n = np.sum(np.isfinite(d), axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.nanmean(np.where(n[..., None] > 0, d, 0.0), axis=-1)
-        mean = np.where(n > 0, mean, np.nan)
-        sd = np.sqrt(np.nansum((d - mean[..., None]) ** 2, axis=-1) / (n - 1))
-        sd = np.where(n > 1, sd, np.nan)
-        se = sd / np.sqrt(n)
-        df = np.maximum(n - 1, 1)
-        half = stats.t.ppf(0.5 + LEVEL / 2, df) * se
-        t = np.where(se > 0, mean / se, np.where(mean == 0, 0.0, np.sign(mean) * np.inf))
-        p = np.where(n > 1, 2 * stats.t.sf(np.abs(t), df), np.nan)
-    return {"n": n, "mean": mean, "sd": sd, "low": mean - half, "high": mean + half, "p": p}
+paired, adjust = stats.paired, stats.adjust  # the report's statistics, kept under the names callers know
 
 
-def adjust(p: np.ndarray, correction: str) -> np.ndarray:
-    """p values adjusted for multiplicity along the last axis (one family per row); NaN stays NaN and counts in
-    no family. bh: Benjamini-Hochberg (false discovery rate, via scipy.stats.false_discovery_control); holm:
-    Holm's step-down (family-wise error rate); none: unchanged."""
-    if correction not in CORRECTIONS:
-        raise ValueError(f"report.correction: expected one of {'|'.join(CORRECTIONS)}, got {correction!r}")
-    p = np.asarray(p, dtype=float)
-    out = np.full(p.shape, np.nan)
-    for index in np.ndindex(p.shape[:-1]):
-        row = p[index]
-        ok = np.isfinite(row)
-        if not ok.any():
-            continue
-        if correction == "none":
-            out[index][ok] = row[ok]
-        elif correction == "bh":
-            out[index][ok] = stats.false_discovery_control(row[ok], method="bh")
-        else:
-            out[index][ok] = _holm(row[ok])
-    return out
+def failed_verdict(failed: int, total: int) -> str:
+    return f"undecided: {failed}/{total} runs failed"
 
 
-def _holm(p: np.ndarray) -> np.ndarray:
-    m = len(p)
-    order = np.argsort(p)
-    stepped = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
-    out = np.empty(m)
-    out[order] = stepped
-    return out
-
-
-def verdicts(gap: dict, score: dict, gap_adjusted: np.ndarray, score_adjusted: np.ndarray, alpha: float,
-             margin: float) -> np.ndarray:
-    """The rule of this module's docstring, elementwise. gap, score: paired() of the differences; *_adjusted:
-    their adjusted p values."""
+def verdicts(gap: dict, score: dict, gap_adjusted, score_adjusted, alpha: float, margin, ni_low,
+             equivalent) -> np.ndarray:
+    """Steps 2-6 of this module's docstring, elementwise. gap, score: stats.paired() of the differences;
+    *_adjusted: their p values within each endpoint's family (tested at alpha / 2); ni_low: the lower end of the
+    score interval the non-inferiority test uses; equivalent: both endpoints shown within their margins."""
+    half = alpha / 2
     with np.errstate(invalid="ignore"):
-        gap_down = (gap_adjusted < alpha) & (gap["mean"] < 0)
-        gap_up = (gap_adjusted < alpha) & (gap["mean"] > 0)
-        score_down = (score_adjusted < alpha) & (score["mean"] < 0)
-        score_up = (score_adjusted < alpha) & (score["mean"] > 0)
-        within_margin = score["low"] > -margin
-    return np.select([score_down & gap_down, score_down, (gap_down | score_up) & within_margin, gap_down | score_up,
-                      gap_up], [COSTS, HURTS, HELPS, COST_UNCLEAR, WIDENS], NO_EFFECT)
+        gap_down = (gap_adjusted < half) & (gap["mean"] < 0)
+        gap_up = (gap_adjusted < half) & (gap["mean"] > 0)
+        score_down = (score_adjusted < half) & (score["mean"] < 0)
+        score_up = (score_adjusted < half) & (score["mean"] > 0)
+        measured_loss = (score["p"] < 1 - LEVEL) & (score["mean"] < 0)  # the raw interval shown lies below zero
+        selected = gap_down | score_up
+        within = ni_low > -np.asarray(margin)
+    # A score shown higher (corrected) is shown no lower than the margin too; otherwise the adjusted interval must.
+    return np.select([score_down & gap_down, score_down, selected & ~measured_loss & (score_up | within), selected,
+                      gap_up,
+                      equivalent], [COSTS, HURTS, HELPS, COST_UNCLEAR, WIDENS, EQUIVALENT], UNDECIDED)
 
 
-def decide(d_gap: np.ndarray, d_score: np.ndarray, correction: str = "bh", alpha: float = 0.05,
-           margin: float = 0.01) -> dict[str, np.ndarray]:
-    """The whole decision for one family (rows = the policies of one baseline, columns = seeds): the paired
-    statistics of both endpoints, raw and adjusted p values, the verdict with and without the correction."""
-    gap, score = paired(d_gap), paired(d_score)
-    # Both endpoints of every policy are one family: a sweep with no true effect gives any verdict at all with a
-    # chance of at most alpha (Holm), or at most alpha of its verdicts are wrong (BH).
-    both = adjust(np.concatenate([gap["p"], score["p"]], axis=-1), correction)
-    gap_adjusted, score_adjusted = both[..., :gap["p"].shape[-1]], both[..., gap["p"].shape[-1]:]
+def decide(d_gap, d_score, correction: str = "bh", alpha: float = 0.05, margin=1.0, score_floor=0.0,
+           gap_margin=np.nan, failed=None, total=None, unfinished=None) -> dict[str, np.ndarray]:
+    """The whole decision for one family (rows = the policies of one baseline, columns = seeds; leading axes are
+    independent families). margin: how much lower the score may be (score units, one per row or one for all);
+    score_floor: the score's smallest trusted spread (one test image); gap_margin: the equivalence margin of
+    the gap; failed/total: failed runs and all runs per row; unfinished: rows flagged unfinished."""
+    gap, score = stats.paired(d_gap), stats.paired(d_score, floor=score_floor)
+    gap_adjusted, score_adjusted = stats.adjust(gap["p"], correction), stats.adjust(score["p"], correction)
+    with np.errstate(invalid="ignore"):
+        selected = ((gap_adjusted < alpha / 2) & (gap["mean"] < 0)) | ((score_adjusted < alpha / 2)
+                                                                       & (score["mean"] > 0))
+    ni_low, ni_high = stats.interval(score, ni_level(selected, alpha, correction))
+    tost_gap = stats.adjust(stats.tost(gap, gap_margin), correction)
+    tost_score = stats.adjust(stats.tost(score, margin), correction)
+    with np.errstate(invalid="ignore"):
+        equivalent = (tost_gap < alpha) & (tost_score < alpha)
+    rule = verdicts(gap, score, gap_adjusted, score_adjusted, alpha, margin, ni_low, equivalent)
+    raw_low, _ = stats.interval(score, 1 - alpha)
+    raw = verdicts(gap, score, gap["p"], score["p"], 2 * alpha, margin, raw_low, (stats.tost(gap, gap_margin) < alpha)
+                   & (stats.tost(score, margin) < alpha))
+    final = rule.astype(object)
+    if unfinished is not None:
+        final = np.where(np.asarray(unfinished, dtype=bool), UNFINISHED, final)
+    if failed is not None:
+        failed = np.broadcast_to(np.asarray(failed, dtype=int), rule.shape)
+        total = np.broadcast_to(np.asarray(total, dtype=int), rule.shape)
+        final = np.where(failed > 0, np.vectorize(failed_verdict, otypes=[object])(failed, total), final)
+    with np.errstate(invalid="ignore"):
+        wider = (gap_adjusted < alpha / 2) & (gap["mean"] > 0)
     return {"gap": gap, "score": score, "gap_p_adjusted": gap_adjusted, "score_p_adjusted": score_adjusted,
-            "verdict": verdicts(gap, score, gap_adjusted, score_adjusted, alpha, margin),
-            "verdict_raw": verdicts(gap, score, gap["p"], score["p"], alpha, margin)}
+            "score_ni_low": ni_low, "score_ni_high": ni_high, "tost_p_gap": tost_gap, "tost_p_score": tost_score,
+            "gap_wider": wider, "verdict": final.astype(str), "verdict_rule": rule,
+            "verdict_raw": raw}
+
+
+def ni_level(selected: np.ndarray, alpha: float, correction: str) -> np.ndarray:
+    """The coverage of the score interval behind `helps`, per family. After selecting R of k policies (their gap
+    significantly lower or score significantly higher), Benjamini and Yekutieli (2005) give intervals at
+    1 - R alpha / k whose false coverage among the selected is at most alpha (bh); holm takes Bonferroni's
+    1 - alpha / k, none the raw 1 - alpha."""
+    selected = np.asarray(selected, dtype=bool)
+    k = selected.shape[-1] if selected.ndim else 1
+    if correction == "none" or k == 0:
+        return np.full(selected.shape, 1 - alpha)
+    if correction == "holm":
+        return np.full(selected.shape, 1 - alpha / k)
+    r = np.maximum(selected.sum(axis=-1, keepdims=True), 1)
+    return np.broadcast_to(1 - r * alpha / k, selected.shape)
 
 
 def seeds_for(effect: float, sd: float, level: float, power: float = 0.8, sides: int = 2) -> float:
@@ -132,34 +145,22 @@ def seeds_for(effect: float, sd: float, level: float, power: float = 0.8, sides:
     if sd == 0:
         return 2.0
     for n in range(2, MAX_SEEDS + 1):
-        critical = stats.t.ppf(1 - level / sides, n - 1)
-        if stats.nct.sf(critical, n - 1, abs(effect) / sd * np.sqrt(n)) >= power:
+        critical = sps.t.ppf(1 - level / sides, n - 1)
+        if sps.nct.sf(critical, n - 1, abs(effect) / sd * np.sqrt(n)) >= power:
             return float(n)
     return np.inf
 
 
-def next_level(p_adjusted: np.ndarray, alpha: float, correction: str) -> float:
-    """The raw p level the next policy of a family must reach to become significant: the step of the correction
-    after the rejections already made (Bonferroni's alpha/k before any, for Holm; BH's (R+1)/k * alpha)."""
-    finite = np.asarray(p_adjusted, dtype=float)
-    finite = finite[np.isfinite(finite)]
-    k, rejected = max(len(finite), 1), int(np.sum(finite < alpha))
-    if correction == "none":
-        return alpha
-    if correction == "holm":
-        return alpha / max(k - rejected, 1)
-    return alpha * min(rejected + 1, k) / k
-
-
-def seeds_needed(verdict: str, gap: dict, score: dict, i: int, level: float, margin: float,
+def seeds_needed(verdict: str, gap_sd: float, score_sd: float, margin: float, gap_margin: float, alpha: float,
                  power: float = 0.8) -> float:
-    """For an undecided row i: the seeds at which its observed effect would be decided with the given power at
-    the raw p level the correction asks of the next rejection (next_level; the endpoint that gets there first); for `gap lower, cost unclear`, the seeds at which the score's interval
-    would clear -margin. NaN for decided rows."""
-    if verdict == COST_UNCLEAR:  # an interval that reaches below -margin: decided once it clears it
-        room = score["mean"][i] + margin
-        return seeds_for(room, score["sd"][i], 1 - LEVEL, power, sides=2) if room > 0 else np.inf
-    if verdict != NO_EFFECT:
+    """For an open row (`undecided`, `gap lower, cost unclear`): the seeds of a confirmatory sweep on fresh seeds
+    that would settle it with the given power if the policy truly changed nothing, planned from the measured
+    spreads and the margins alone. The effect seen so far is not used: planning from it takes noise for an
+    effect, and a row with nothing to find would always be told to add seeds. NaN for decided rows."""
+    if verdict == COST_UNCLEAR:  # shown non-inferior: the score's interval clears -margin
+        return seeds_for(margin, score_sd, alpha, power, sides=2)
+    if verdict != UNDECIDED:
         return np.nan
-    return float(np.fmin(seeds_for(gap["mean"][i], gap["sd"][i], level, power),
-                         seeds_for(score["mean"][i], score["sd"][i], level, power)))
+    # Equivalence: two one-sided tests at alpha each, per endpoint; planned like a two-sided test at 2 alpha.
+    return float(np.fmax(seeds_for(gap_margin, gap_sd, 2 * alpha, power), seeds_for(margin, score_sd, 2 * alpha,
+                                                                                     power)))

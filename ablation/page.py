@@ -7,6 +7,7 @@ import html
 
 import pandas as pd
 
+from ablation import decide
 from ablation.plots import VERDICT_COLORS
 
 STYLE = """
@@ -31,7 +32,9 @@ code{font-size:12px;background:#f6f8fa;padding:1px 4px}
 
 
 def badge(verdict: str) -> str:
-    color = VERDICT_COLORS.get(verdict, "#6e7781")
+    # `undecided: k/N runs failed` shares the colour of the other undecided rows.
+    color = VERDICT_COLORS.get(verdict, VERDICT_COLORS.get(decide.UNFINISHED) if verdict.startswith("undecided:")
+                               else "#6e7781")
     return f"<span class='badge' style='background:{color}'>{html.escape(verdict)}</span>"
 
 
@@ -92,7 +95,11 @@ def html_page(name: str, rule: str, view: pd.DataFrame, table: pd.DataFrame, tod
              "<h2>What to do next</h2>", _advice(todo),
              "<h2>Details</h2><p class='rule'>Every column of summary.csv. gap = validation loss &minus; clean "
              "training loss (gap_estimator says which estimate; delta_gap_* give the others). p_* raw and "
-             "adjusted; verdict_uncorrected is the verdict without the multiplicity correction. "
+             "adjusted (each endpoint its own family at alpha/2); verdict_rule is what the rule says before failed runs or "
+             "unfinished training leave a row undecided; verdict_uncorrected is the verdict without the "
+             "multiplicity correction. Accuracy deltas are in points, PSNR in dB; the *_ci_* intervals are raw "
+             "95%, delta_test_score_adj_* the selection-adjusted interval behind helps; margin in the score's "
+             "unit, margin_relative as a share of none's errors. "
              "<code>&lt;policy&gt;@offline</code>: trained on a written expansion. "
              "<code>synthetic:&lt;ratio&gt;</code>: trained with a generator's images besides the real ones. "
              "<code>setting</code>: what else "

@@ -117,7 +117,8 @@ def curves(history, baseline: str = "none") -> Figure:
     return fig
 
 
-VERDICT_COLORS = {decide.HELPS: "#1a7f37", decide.COST_UNCLEAR: "#7d8b2a", decide.NO_EFFECT: "#6e7781",
+VERDICT_COLORS = {decide.HELPS: "#1a7f37", decide.COST_UNCLEAR: "#7d8b2a", decide.EQUIVALENT: "#0969da",
+                  decide.UNDECIDED: "#6e7781", decide.UNFINISHED: "#9a6700",
                   decide.WIDENS: "#bc4c00", decide.COSTS: "#8250df", decide.HURTS: "#cf222e",
                   decide.BASELINE: "#24292f"}
 
@@ -127,10 +128,11 @@ def _row_labels(table) -> list[str]:
     return [f"{r['augmentation']} ({_label(r)})" if several else r["augmentation"] for _, r in table.iterrows()]
 
 
-def forest(summary, margins: dict | None = None) -> Figure:
+def forest(summary) -> Figure:
     """The decision at a glance: delta test score and delta gap per policy (policy - none, paired by seed), each
     with its 95% interval, side by side on the same rows; the baseline (0) marked, and on the score side the
-    margin a recommended policy must stay within. Points coloured by verdict, rows in the report's order."""
+    margin a recommended policy must stay within (the table's `margin`, when one block). Points coloured by
+    verdict, rows in the report's order; deltas of accuracy in points."""
     table = _with_setting(summary).reset_index(drop=True)
     n = max(len(table), 1)
     fig = Figure(figsize=(9, 0.26 * n + 1.4), layout="constrained")
@@ -138,7 +140,7 @@ def forest(summary, margins: dict | None = None) -> Figure:
     y = np.arange(len(table))[::-1]
     colors = [VERDICT_COLORS.get(v, "#6e7781") for v in table["verdict"]]
     metric = table["score_metric"].iloc[0] if len(table) and table["score_metric"].nunique() == 1 else "score"
-    for ax, prefix, title in ((score_ax, "delta_test_score", f"delta test {metric} (higher = better)"),
+    for ax, prefix, title in ((score_ax, "delta_test_score", f"delta test {metric}{' (points)' if metric == 'accuracy' else ' (dB)' if metric == 'psnr' else ''} (higher = better)"),
                               (gap_ax, "delta_gap", "delta gap (lower = less overfitting)")):
         mean = table[prefix].astype(float).to_numpy()
         low = table[f"{prefix}_ci_low"].astype(float).to_numpy()
@@ -150,15 +152,17 @@ def forest(summary, margins: dict | None = None) -> Figure:
         ax.set_xlabel(title, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(labelsize=8)
-    if margins and metric in margins:
-        score_ax.axvspan(-margins[metric], 0, color="tab:green", alpha=0.08, label=f"margin ({margins[metric]})")
+    margins = table["margin"].astype(float).dropna().unique() if "margin" in table and metric != "score" else []
+    if len(margins) == 1:
+        unit = table["score_unit"].iloc[0] if "score_unit" in table else ""
+        score_ax.axvspan(-margins[0], 0, color="tab:green", alpha=0.08, label=f"margin ({margins[0]:.2g} {unit})")
     score_ax.set_yticks(y, _row_labels(table), fontsize=8)
     score_ax.legend(fontsize=7, loc="best")
     for verdict, color in VERDICT_COLORS.items():
         if verdict in set(table["verdict"]):
             gap_ax.scatter([], [], c=color, label=verdict, s=28)
     gap_ax.legend(fontsize=7, loc="best")  # where it hides the fewest intervals
-    fig.suptitle("policy - none, paired by seed, with 95% intervals", fontsize=10)
+    fig.suptitle("policy - none, paired by seed, with raw 95% intervals", fontsize=10)
     return fig
 
 

@@ -178,7 +178,17 @@ def decision_view(table: pd.DataFrame) -> pd.DataFrame:
             return "0"
         if not math.isfinite(mean):
             return ""
-        return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]" if math.isfinite(low) else f"{mean:+.3f}"
+        form = "{:+.3f}" if prefix == "delta_gap" else "{:+.2f}"  # points and dB with two decimals
+        shown = form.format(mean)
+        return f"{shown} [{form.format(low)}, {form.format(high)}]" if math.isfinite(low) else shown
+
+    def margin(r):
+        """The score's margin in both forms: its unit, and relative to none's errors where that applies."""
+        value, relative = r.get("margin", math.nan), r.get("margin_relative", math.nan)
+        if not isinstance(value, float) or not math.isfinite(value):
+            return ""
+        unit = {"points": "pt"}.get(r.get("score_unit", ""), r.get("score_unit", ""))
+        return f"{value:.2f} {unit}" + (f" ({100 * relative:.0f}% more errors)" if math.isfinite(relative) else "")
 
     def needed(r):
         n = r["seeds_needed"]
@@ -191,13 +201,15 @@ def decision_view(table: pd.DataFrame) -> pd.DataFrame:
                 "train img/s": _number(r["images_per_s_mean"], "{:,.0f}")}
     rows = []
     for _, r in table.iterrows():
-        metric = r["score_metric"]
+        metric, unit = r["score_metric"], r.get("score_unit", "")
+        unit = f", {unit}" if isinstance(unit, str) and unit else ""
         row = {**{k: r[k] for k in where_keys}, "augmentation": r["augmentation"], "verdict": r["verdict"],
                "flags": r["flags"] if isinstance(r["flags"], str) else "",
-               f"delta test {metric} [95% CI]": interval("delta_test_score", r),
-               f"delta gap ({r['gap_estimator']}) [95% CI]": interval("delta_gap", r),
-               f"test {metric}": f"{r['test_score_mean']:.3f}", "seeds": int(r["n_seeds"]),
-               "seeds to decide": needed(r), **cost(r)}
+               f"delta test {metric}{unit} [raw 95% CI]": interval("delta_test_score", r),
+               "margin": margin(r),
+               f"delta gap ({r['gap_estimator']}) [raw 95% CI]": interval("delta_gap", r),
+               f"test {metric}{unit}": f"{r['test_score_mean']:.3f}" if not unit else f"{r['test_score_mean']:.1f}",
+               "seeds": int(r["n_seeds"]), "failed": r.get("failed", ""), "seeds to decide": needed(r), **cost(r)}
         if offline:  # online vs offline: the images written too
             row.update(mode=r["mode"],
                        expanded_mb=f"{r['expanded_bytes_mean'] / 1e6:.1f}" if r["expanded_bytes_mean"] == r["expanded_bytes_mean"] else "")
@@ -206,8 +218,13 @@ def decision_view(table: pd.DataFrame) -> pd.DataFrame:
                         "sample affinity": _number(r["sample_affinity_mean"], "{:.2f}")})
         rows.append(row)
     view = pd.DataFrame(rows)
-    # A sweep that decided every row plans no further seeds: the column would be empty.
-    return view.drop(columns="seeds to decide") if len(view) and (view["seeds to decide"] == "").all() else view
+    # A sweep that decided every row plans no further seeds, one without failures has nothing to count: columns
+    # that would be empty are left out.
+    if len(view) and (view["seeds to decide"] == "").all():
+        view = view.drop(columns="seeds to decide")
+    if len(view) and view["failed"].astype(str).str.match(r"^(0/\d+)?$|^nan$").all():
+        view = view.drop(columns="failed")
+    return view
 
 
 def _number(value, form: str) -> str:
@@ -224,9 +241,11 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 def rule(opts: dict) -> str:
-    margins = ", ".join(f"{v} {k}" for k, v in opts["margin"].items())
-    return decide.RULE.format(correction=decide.CORRECTION_NAMES[opts["correction"]], alpha=opts["alpha"],
-                              margin=f"report.margin ({margins})")
+    given = opts["margin"]
+    accuracy = (f"{given['accuracy']:g} points of accuracy" if given.get("accuracy") is not None
+                else f"{100 * given['relative']:g}% more errors than none")
+    return decide.RULE.format(correction=decide.CORRECTION_NAMES[opts["correction"]], half=opts["alpha"] / 2,
+                              margin=f"the margin (report.margin: {accuracy}; {given['psnr']:g} dB of PSNR)")
 
 
 def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | None = None) -> Path:
@@ -236,7 +255,8 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
     out_dir.mkdir(parents=True, exist_ok=True)
     opts = summary.options(cfg.get("report"))
     curves = histories(cfg, finished)
-    table = summary.summary(summary.per_run(finished, curves, opts["gap"]) if len(finished) else finished, opts)
+    table = summary.summary(summary.per_run(finished, curves, opts["gap"]) if len(finished) else finished, opts,
+                            failed)
     measures = affinity.of_runs(cfg, finished) if cfg.get("eval", {}).get("affinity", True) else pd.DataFrame()
     table = with_affinity(table, finished, measures)
     table = with_robustness(table, robustness.mce(finished))
@@ -265,7 +285,7 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
         failed_table.to_csv(out_dir / "failed.csv", index=False)
     (out_dir / "summary.md").write_text(text)
 
-    figures = {"forest.png": plots.forest(table, margins=opts["margin"]),
+    figures = {"forest.png": plots.forest(table),
                "curves.png": plots.curves(curves, baseline=BASELINE),
                "gaps.png": plots.gaps(table, baseline=BASELINE)}
     with tracking.scratch_dir() as scratch:

@@ -4,9 +4,9 @@
       every gap estimator's signal to noise over the policies of each experiment (paired by seed)
   python scripts/decision_study.py fit digits_library --out tests/data/noise_digits.json
       the noise model the calibration simulations draw from (ablation/simulate.py)
-  python scripts/decision_study.py simulate tests/data/noise_digits.json --effect-from digits_library:shift
-      false verdicts with no true effect (1,000 sweeps of 20 policies at 3 and 5 seeds) and the power for the
-      effect one policy shows in a real sweep, by seeds and correction
+  python scripts/decision_study.py simulate tests/data/noise_digits.json
+      each verdict's error rate in every scenario of ablation/simulate.py (1,000 sweeps of 20 policies at 3, 5
+      and 10 seeds), and the power for a shift-sized effect, by seeds and correction
   python scripts/decision_study.py flags digits_library shapes_ablation
       how often policies are flagged unfinished or underfitting
 
@@ -41,7 +41,7 @@ def estimators(experiments: list[str], overrides: list[str]) -> None:
         runs = per_run(experiment, overrides)
         results = []
         for name in curves.ESTIMATORS:
-            d = _differences(runs, f"gap_{name}")
+            d = _differences(runs, f"gap_{name}") if name != "paired_auc" else _paired(runs)
             stats_ = decide.paired(d)
             t = np.abs(stats_["mean"] / (stats_["sd"] / np.sqrt(stats_["n"])))
             decided = int(np.sum(decide.adjust(stats_["p"], "bh") < 0.05))
@@ -60,6 +60,14 @@ def _differences(runs: pd.DataFrame, column: str) -> np.ndarray:
     return (wide.drop(index=summary.BASELINE) - wide.loc[summary.BASELINE]).to_numpy(float)
 
 
+def _paired(runs: pd.DataFrame) -> np.ndarray:
+    """(policies, seeds) differences by paired_auc: each seed's runs compared over the epochs both trained."""
+    seeds = sorted(runs["seed"].unique())
+    base = runs[runs["augmentation"] == summary.BASELINE]
+    return np.array([summary._paired_curves(runs[runs["augmentation"] == a], base, seeds)
+                     for a in sorted(set(runs["augmentation"]) - {summary.BASELINE})])
+
+
 def fit(experiment: str, out: Path, overrides: list[str]) -> None:
     model = simulate.fit(per_run(experiment, overrides), source=f"{experiment} (gap: {summary.DEFAULTS['gap']} estimator)")
     model.save(out)
@@ -67,47 +75,40 @@ def fit(experiment: str, out: Path, overrides: list[str]) -> None:
           f"correlation {model.correlation:+.2f}, {len(model.scales)} policies' scales -> {out}")
 
 
+SCENARIOS = {
+    "no effect": lambda m: simulate.Scenario(),
+    "every policy lowers the gap, none changes the score": lambda m: simulate.Scenario(effect_gap=-3 * m.sd_gap),
+    "no effect, 10% bad seeds": lambda m: simulate.Scenario(bad_seeds=0.1),
+    "no effect, accuracy in steps of one test image": lambda m: simulate.Scenario(step=100 / 360),
+    "no effect, 20% seeds missing, 10% of policies with a failed run":
+        lambda m: simulate.Scenario(missing=0.2, failed=0.1),
+    "5 shift-like, 5 cost 1 point, 10 no effect": lambda m: simulate.Scenario(
+        effect_gap=(-0.07,) * 5 + (0.0,) * 15, effect_score=(2.1,) * 5 + (-1.0,) * 5 + (0.0,) * 10),
+}
+
+
 def simulate_all(path: Path, effect_from: str | None, overrides: list[str], n_sweeps: int = 1000) -> None:
     model = simulate.NoiseModel.load(path)
-    print(f"No true effect: {n_sweeps} simulated sweeps of 20 policies (noise model {path.name}: {model.source}).\n")
-    print("| seeds | correction | policies with a verdict (target <= 0.05) | sweeps with any verdict |")
-    print("|---|---|---|---|")
-    for seeds in (3, 5):
-        for correction in decide.CORRECTIONS:
-            r = simulate.false_verdicts(model, n_sweeps, 20, seeds, correction, seed=seeds)
-            print(f"| {seeds} | {correction} | {r['per_policy']:.4f} | {r['per_sweep']:.3f} |")
-    if not effect_from:
-        return
-    experiment, policy = effect_from.split(":")
-    runs = per_run(experiment, overrides)
-    row = {c: _differences(runs, c)[sorted(set(runs["augmentation"]) - {summary.BASELINE}).index(policy)]
-           for c in ("gap", "test_score")}
-    gap, score = float(np.nanmean(row["gap"])), float(np.nanmean(row["test_score"]))
-    print(f"\nPower: one policy with the effect {policy} shows on {experiment} (delta gap {gap:+.3f}, delta "
-          f"accuracy {score:+.3f}) among 20 (the other 19 without effect), {n_sweeps} sweeps; the share given "
-          f"`helps`.\n")
+    print(f"{n_sweeps} simulated sweeps of 20 policies per row (noise model {path.name}: {model.source}); the share "
+          "of sweeps with at least one wrong verdict of each kind (simulate.wrong).\n")
+    print("| scenario | seeds | correction | any wrong effect | wrong among effects (FDR) | false harm | false helps "
+          "| helps | undecided |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, make in SCENARIOS.items():
+        for seeds in (3, 5, 10):
+            for correction in ("bh", "holm"):
+                r = simulate.rates(model, n_sweeps, 20, seeds, make(model), correction, seed=seeds)
+                print(f"| {name} | {seeds} | {correction} | {r['sweeps_effect']:.3f} | "
+                      f"{r['false_discovery_rate']:.3f} | {r['sweeps_harm']:.3f} | "
+                      f"{r['sweeps_helps']:.3f} | {r[decide.HELPS]:.2f} | {r[decide.UNDECIDED]:.2f} |")
+    print("\nPower: one policy like shift on digits (delta gap -0.070, +2.1 points) among 20 (the other 19 without "
+          "effect); the share of sweeps that give it `helps`.\n")
     print("| seeds | bh | holm | none |")
     print("|---|---|---|---|")
+    scenario = simulate.Scenario(effect_gap=(-0.070,) + (0.0,) * 19, effect_score=(2.1,) + (0.0,) * 19)
     for seeds in (3, 5, 8, 10):
-        shares = [simulate.power(model, gap, score, n_sweeps, 20, seeds, c, decide.HELPS, seed=seeds)
+        shares = [(simulate.decided(model, n_sweeps, 20, seeds, scenario, c, seed=seeds)[:, 0] == decide.HELPS).mean()
                   for c in decide.CORRECTIONS]
-        print(f"| {seeds} | " + " | ".join(f"{s:.2f}" for s in shares) + " |")
-    # A sweep like the real one: every policy has the effect measured for it. Benjamini-Hochberg's threshold
-    # loosens as more policies are decided; Holm's does not.
-    policies = sorted(set(runs["augmentation"]) - {summary.BASELINE})
-    gaps = np.nanmean(_differences(runs, "gap"), axis=1)
-    scores = np.nanmean(_differences(runs, "test_score"), axis=1)
-    at = policies.index(policy)
-    print(f"\nPower in a sweep like {experiment}: its {len(policies)} policies, each with the effect measured for "
-          f"it; the share of sweeps that give {policy} `helps`.\n")
-    print("| seeds | bh | holm | none |")
-    print("|---|---|---|---|")
-    for seeds in (3, 5, 8, 10):
-        shares = []
-        for correction in decide.CORRECTIONS:
-            d_gap, d_score = simulate.sweeps(model, n_sweeps, len(policies), seeds, gaps, scores, seed=seeds)
-            v = simulate.verdicts(d_gap, d_score, correction)
-            shares.append((v[:, at] == decide.HELPS).mean())
         print(f"| {seeds} | " + " | ".join(f"{s:.2f}" for s in shares) + " |")
 
 

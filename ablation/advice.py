@@ -62,7 +62,8 @@ def _underfits(block: pd.DataFrame, where: str) -> list[str]:
     if low.empty:
         return []
     metric = block["score_metric"].iloc[0]
-    parts = ", ".join(f"{r.augmentation} ({r.delta_train_clean_score:+.3f})" for r in low.itertuples())
+    unit = {"points": " points", "dB": " dB"}.get(str(block["score_unit"].iloc[0]) if "score_unit" in block else "", "")
+    parts = ", ".join(f"{r.augmentation} ({r.delta_train_clean_score:+.1f}{unit})" for r in low.itertuples())
     return [f"underfitting{where}: {parts} fit their own (clean) training data clearly worse than none at the best "
             f"epoch ({metric}); a smaller gap there comes from not fitting, not from generalising better. A milder "
             f"setting of the policy, or longer training, says whether it can fit."]
@@ -85,10 +86,14 @@ def _seeds(block: pd.DataFrame, experiment: str, where: str, selector: list[str]
     needed = pd.to_numeric(open_rows["seeds_needed"], errors="coerce")
     decidable = open_rows[needed <= decide.MAX_SEEDS]
     out = []
-    beyond = open_rows[~(needed <= decide.MAX_SEEDS)]
+    beyond = open_rows[needed > decide.MAX_SEEDS]
     if len(beyond):
         out.append(f"open{where}: {', '.join(beyond['augmentation'])} would need more than {decide.MAX_SEEDS} seeds "
                    f"to be settled at this seed noise and these margins (report.margin)")
+    unplanned = open_rows[needed.isna()]
+    if len(unplanned):  # one seed: no spread to plan a confirmatory sweep from
+        out.append(f"open{where}: {', '.join(unplanned['augmentation'])} ran on too few seeds to measure seed noise; "
+                   f"run at least 3 seeds to plan from")
     if decidable.empty:
         return out
     target = int(needed[decidable.index].max())

@@ -1,8 +1,21 @@
 """Per-class effects: which classes a policy helps or hurts, against `none` of the same dataset, model and
 setting, paired by seed. For every policy and class, the paired differences of the class's test accuracy
-(ablation.per_class logs it per run) give a mean in points with its 95% t interval and a p value (decide.paired);
-the p values of every cell of the report (all policies x classes) are one family, adjusted by Benjamini-Hochberg.
-A cell is significant when its adjusted p value is below report.alpha.
+(ablation.per_class logs it per run) give a mean in points with its 95% t interval and a p value
+(ablation.stats.paired); the p values of every cell of the report (all policies x classes) are one family,
+adjusted by Benjamini-Hochberg. A cell is significant when its adjusted p value is below report.alpha.
+
+A class's accuracy moves in steps of one of its test images (1/36 of a 36-image class: 2.8 points), so three seeds
+that each get one image fewer right differ by the very same amount, their spread is zero and a plain t test calls
+that p = 0 (5e-13 after rounding). The spread is floored at one image of the class (stats.paired's floor), so such
+a cell decides nothing by itself (p = 0.23 at 3 seeds). The runs table holds no per-class image count (it is in
+each run's per_class.csv artifact, which the report does not read), so the step is read off the accuracies
+themselves: k/n correct is a whole number of steps 1/n, and the least common multiple of the denominators of the
+values one seed's runs show (stats.step) divides that seed's n, so the floor is never finer than one image. It is
+inferred per seed because the split follows the seed (dataset.split_seed: ${seed}), so a class may hold 36 test
+images under one seed and 35 under another: pooling both would infer a step of 1/1260. The cell's floor is the
+finest step of its seeds. Rows of a block whose values show only a few counts give a coarser step, which errs on
+the side of calling nothing (a sign-flip test was the alternative: exact, but at 3-5 seeds its smallest p value,
+0.25-0.06, can never pass the correction over 10+ classes, even for a large and consistent drop).
 
 Plain statistics on the runs table (mlflow.search_runs' columns): no MLflow, no Keras."""
 from __future__ import annotations
@@ -12,13 +25,15 @@ import re
 import numpy as np
 import pandas as pd
 
-from ablation import decide
+from ablation import stats
 
 COLUMN = re.compile(r"^metrics\.test_class/(.+)/accuracy$")
 KEYS = ["dataset", "model", "setting", "augmentation"]
 BLOCK = ["dataset", "model", "setting"]
 BASELINE = "none"
-COLUMNS = [*KEYS, "class", "n_seeds", "delta_points", "ci_low", "ci_high", "p", "p_adjusted", "significant"]
+HELPS = "helps"  # the verdict of ablation.decide, named here so that this lens does not import the decision rule
+COLUMNS = [*KEYS, "class", "n_seeds", "delta_points", "ci_low", "ci_high", "floor_points", "p", "p_adjusted",
+           "significant"]
 
 
 def class_columns(runs: pd.DataFrame) -> dict[str, str]:
@@ -46,21 +61,42 @@ def effects(runs: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     if "task" in runs:
         runs = runs[runs["task"].fillna("classify").isin(["classify", "", None])]
     rows = []
-    for key, augmentation, group, base in against_baseline(runs):
-        group = group.set_index("seed")
-        seeds = sorted(set(group.index) & set(base.index))
-        for name, column in columns.items():
-            d = (group.loc[seeds, column].astype(float) - base.loc[seeds, column].astype(float)).to_numpy() * 100
-            if not np.isfinite(d).any():
-                continue
-            stats = decide.paired(d)
-            rows.append({**dict(zip(BLOCK, key)), "augmentation": augmentation, "class": name,
-                         "n_seeds": int(stats["n"][0]), "delta_points": stats["mean"][0],
-                         "ci_low": stats["low"][0], "ci_high": stats["high"][0], "p": stats["p"][0]})
+    for key, block in runs.groupby(BLOCK, dropna=False):
+        floor = floors(block, columns)
+        for _, augmentation, group, base in against_baseline(block):
+            group = group.set_index("seed")
+            seeds = sorted(set(group.index) & set(base.index))
+            for name, column in columns.items():
+                d = (group.loc[seeds, column].astype(float) - base.loc[seeds, column].astype(float)).to_numpy() * 100
+                if not np.isfinite(d).any():
+                    continue
+                cell = stats.paired(d, floor[name])
+                rows.append({**dict(zip(BLOCK, key)), "augmentation": augmentation, "class": name,
+                             "n_seeds": int(cell["n"][0]), "delta_points": cell["mean"][0], "ci_low": cell["low"][0],
+                             "ci_high": cell["high"][0], "floor_points": floor[name], "p": cell["p"][0]})
     out = pd.DataFrame(rows, columns=COLUMNS[:-2])
-    out["p_adjusted"] = decide.adjust(out["p"].to_numpy()[None], "bh")[0] if len(out) else []
+    out["p_adjusted"] = stats.adjust(out["p"].to_numpy()[None], "bh")[0] if len(out) else []
     out["significant"] = out["p_adjusted"] < alpha
     return out[COLUMNS]
+
+
+def floors(block: pd.DataFrame, columns: dict[str, str]) -> dict[str, float]:
+    """class -> one test image of that class in points, as the block's runs show it: per seed, the step of the
+    class's accuracies over all the block's runs of that seed (stats.step, bounded by the seed's logged number of
+    test images), then the finest over the seeds; 0 for a score that is not a count."""
+    n_test = block["metrics.data/n_test"].astype(float) if "metrics.data/n_test" in block else None
+    out = {}
+    for name, column in columns.items():
+        steps = [stats.step(values, _most(n_test, values.index)) for _, values in
+                 block[column].astype(float).groupby(block["seed"])]
+        out[name] = 100 * min(steps) if steps else 0.0
+    return out
+
+
+def _most(n_test: pd.Series | None, index) -> int:
+    """The most images a class of these runs can have: their test split's size when logged."""
+    n = n_test.loc[index].max() if n_test is not None else np.nan
+    return int(n) if np.isfinite(n) and n >= 1 else 10**6
 
 
 def harm_lines(effect_table: pd.DataFrame, summary_table: pd.DataFrame) -> list[str]:
@@ -74,7 +110,7 @@ def harm_lines(effect_table: pd.DataFrame, summary_table: pd.DataFrame) -> list[
     several_blocks = effect_table[BLOCK].astype(str).drop_duplicates().shape[0] > 1
     for key, group in hurt.groupby(KEYS, dropna=False, sort=False):
         verdict = verdicts.get(tuple(key), "")
-        overall = "helps overall" if verdict == decide.HELPS else f"verdict {verdict}" if verdict else "overall"
+        overall = "helps overall" if verdict == HELPS else f"verdict {verdict}" if verdict else "overall"
         classes = ", ".join(f"class {r['class']} ({r['delta_points']:+.1f} points [{r['ci_low']:+.1f}, "
                             f"{r['ci_high']:+.1f}])" for _, r in group.sort_values("delta_points").iterrows())
         where = f" ({key[0]}, {key[1]}{', ' + key[2] if key[2] else ''})" if several_blocks else ""

@@ -53,7 +53,7 @@ def paired(policy_gap: np.ndarray, baseline_gap: np.ndarray) -> float:
 def unfinished(monitored: np.ndarray, best_epoch: float, epoch_limit: float, higher_is_better: bool) -> bool:
     """True when the comparison is not over yet: the best epoch is the last one trained, or training ran to the
     epoch limit (early stopping did not end it) while the monitored metric was still improving over its last
-    epochs (a one-sided trend test)."""
+    epochs (a one-sided trend test that allows for correlated epochs, trend_p)."""
     monitored = np.asarray(monitored, dtype=float)
     monitored = monitored[np.isfinite(monitored)]
     trained = len(monitored)
@@ -64,5 +64,28 @@ def unfinished(monitored: np.ndarray, best_epoch: float, epoch_limit: float, hig
     if not (np.isfinite(epoch_limit) and trained >= epoch_limit) or trained < 6:
         return False
     tail = monitored[-min(TREND_EPOCHS, trained // 2):]
-    fit = stats.linregress(np.arange(len(tail)), tail if higher_is_better else -tail)
-    return bool(fit.slope > 0 and fit.pvalue / 2 < TREND_P)
+    return bool(trend_p(tail if higher_is_better else -tail) < TREND_P)
+
+
+def trend_p(y: np.ndarray) -> float:
+    """One-sided p value that y rises, from a least-squares slope whose standard error allows for serially
+    correlated epochs (AR(1) residuals: the effective number of epochs n (1 - r1) / (1 + r1), Santer et al. 2000).
+    Consecutive epochs of one run are not independent draws; a plain regression test takes a slow wander for a
+    trend. On 10 epochs the correction is partial: with lag-1 correlation 0.5 it holds the test near its level
+    (11% at 10%, where the plain test gives 18%); at 0.8, 16% where the plain one gives 28%."""
+    y = np.asarray(y, dtype=float)
+    n = len(y)
+    if n < 4:
+        return 1.0
+    fit = stats.linregress(np.arange(n), y)
+    residuals = y - (fit.intercept + fit.slope * np.arange(n))
+    denominator = float(np.sum(residuals ** 2))
+    r1 = float(np.sum(residuals[1:] * residuals[:-1]) / denominator) if denominator > 0 else 0.0
+    # r1 from a few residuals is biased low by about (1 + 3 r1) / n (Marriott and Pope 1954); negative
+    # correlation is not used to sharpen the test.
+    r1 = min(max(r1 + (1 + 3 * r1) / n, 0.0), 0.95)
+    effective = n * (1 - r1) / (1 + r1)
+    if effective <= 2 or not np.isfinite(fit.stderr) or fit.stderr == 0:
+        return 0.0 if fit.slope > 0 and fit.stderr == 0 else 1.0
+    se = fit.stderr * np.sqrt((n - 2) / (effective - 2))
+    return float(stats.t.sf(fit.slope / se, effective - 2))

@@ -36,6 +36,7 @@ UNFINISHED = "undecided: unfinished"
 WIDENS, COSTS, HURTS = "widens gap", "regularizes, costs accuracy", "hurts"
 BASELINE = "baseline"
 GAP_WIDER = "gap wider"  # the flag of a row whose gap is significantly wider and whose verdict says something else
+SCORE_LOWER = "score lower (raw 95%)"  # the flag of a row whose raw score interval lies below zero, not a harm verdict
 # The order rows are sorted in: recommendations first, then what is open, then the rest. `undecided: k/N runs
 # failed` sorts with `undecided: unfinished`.
 VERDICTS = (HELPS, COST_UNCLEAR, EQUIVALENT, UNDECIDED, UNFINISHED, WIDENS, COSTS, HURTS)

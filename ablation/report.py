@@ -274,7 +274,7 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
         text += ("\n## Per-class effects\n\n" + (CLASS_NOTE + "\n")
                  + ("".join(f"\n- {line}" for line in harms) or "\nNo policy significantly hurts any class.")
                  + "\n\nclass_effects.csv and classes.png hold every cell.\n")
-    doses = dose.levels(table)
+    doses = dose.levels(table, finished)
     strength_lines = dose.lines(doses) if len(doses) else []
     if len(doses):
         doses.to_csv(out_dir / "strength.csv", index=False)

@@ -252,6 +252,8 @@ def _block(key: dict, block: pd.DataFrame, opts: dict, failed: pd.DataFrame) -> 
             f"unfinished {row['unfinished_seeds']}" if row["unfinished"] else "",
             f"failed {row['failed']}" if not str(row["failed"]).startswith("0/") else "",
             decide.GAP_WIDER if row.pop("gap_wider", False) else "",
+            # A loss the raw interval shows, not beyond the correction: never hidden behind another verdict.
+            decide.SCORE_LOWER if row["delta_test_score_ci_high"] < 0 and row["verdict"] not in decide.HARM else "",
             f"else: {ruled}" if str(row["verdict"]).startswith("undecided:") and ruled else "") if f)
         row["gap_estimator"] = opts["gap"]
     return rows

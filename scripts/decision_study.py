@@ -7,6 +7,8 @@
   python scripts/decision_study.py simulate tests/data/noise_digits.json
       each verdict's error rate in every scenario of ablation/simulate.py (1,000 sweeps of 20 policies at 3, 5
       and 10 seeds), and the power for a shift-sized effect, by seeds and correction
+  python scripts/decision_study.py seeds digits_ablation
+      the verdicts the first 3, 5 and all seeds of an experiment give, under bh and holm
   python scripts/decision_study.py flags digits_library shapes_ablation
       how often policies are flagged unfinished or underfitting
 
@@ -112,6 +114,22 @@ def simulate_all(path: Path, effect_from: str | None, overrides: list[str], n_sw
         print(f"| {seeds} | " + " | ".join(f"{s:.2f}" for s in shares) + " |")
 
 
+def seeds(experiment: str, overrides: list[str]) -> None:
+    runs = per_run(experiment, overrides)
+    counts = [n for n in (3, 5) if n < runs["seed"].nunique()] + [runs["seed"].nunique()]
+    columns = [(n, c) for n in counts for c in (("bh",) if n != counts[-1] else ("bh", "holm"))]
+    verdicts = {}
+    for n, correction in columns:
+        kept = runs[runs["seed"].isin(sorted(runs["seed"].unique())[:n])]
+        table = summary.summary(kept, summary.options({"correction": correction}))
+        verdicts[(n, correction)] = dict(zip(table["augmentation"], table["verdict"]))
+    print("| policy | " + " | ".join(f"{n} seeds ({c})" for n, c in columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for policy in verdicts[columns[-1]]:
+        if policy != summary.BASELINE:
+            print(f"| {policy} | " + " | ".join(verdicts[col].get(policy, "") for col in columns) + " |")
+
+
 def flags(experiments: list[str], overrides: list[str]) -> None:
     print("| experiment | policies | unfinished | underfitting | runs unfinished | epochs trained (mean) |")
     print("|---|---|---|---|---|---|")
@@ -128,7 +146,7 @@ def flags(experiments: list[str], overrides: list[str]) -> None:
 def main(argv: list[str]) -> None:
     overrides = [a for a in argv if "=" in a]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("estimators", "fit", "simulate", "flags"))
+    parser.add_argument("what", choices=("estimators", "fit", "simulate", "flags", "seeds"))
     parser.add_argument("names", nargs="+")
     parser.add_argument("--out", type=Path, default=Path("tests/data/noise_digits.json"))
     parser.add_argument("--effect-from")
@@ -137,6 +155,8 @@ def main(argv: list[str]) -> None:
         estimators(args.names, overrides)
     elif args.what == "fit":
         fit(args.names[0], args.out, overrides)
+    elif args.what == "seeds":
+        seeds(args.names[0], overrides)
     elif args.what == "simulate":
         simulate_all(Path(args.names[0]), args.effect_from, overrides)
     else:

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 from test_report import _log
 
-from ablation import class_effects, decide, per_class, report, tracking
+from ablation import class_effects, per_class, report, tracking
 from ablation.run import run
 
 SEEDS = range(6)
@@ -54,10 +54,55 @@ def test_the_hurt_class_is_found_and_matches_scipys_paired_t():
     assert table["p_adjusted"].to_numpy() == pytest.approx(stats.false_discovery_control(table["p"].to_numpy()))
 
 
+def _counted(correct: dict[str, list[tuple[int, int]]], images=36) -> pd.DataFrame:
+    """Runs whose class accuracies count images: {class: [(none's correct, the policy's correct) per seed]}."""
+    seeds = range(len(next(iter(correct.values()))))
+    return pd.DataFrame([{"dataset": "digits", "model": "small_cnn", "setting": "", "augmentation": policy,
+                          "seed": seed, **{f"metrics.test_class/{c}/accuracy": pairs[seed][k] / images
+                                           for c, pairs in correct.items()}}
+                         for seed in seeds for k, policy in enumerate(("none", "flip"))])
+
+
+def test_three_seeds_one_image_fewer_each_in_a_36_image_class_decide_nothing():
+    """Each seed gets one image of class 0 fewer right: identical differences of -2.8 points, whose spread a plain
+    t test takes as zero (p = 0, or 5e-13 with rounding noise). Floored at one image, t = -sqrt(3): p = 0.23."""
+    table = class_effects.effects(_counted({"0": [(30, 29), (33, 32), (35, 34)]}))
+    [cell] = table.to_dict("records")
+    step = 100 / 36
+    assert cell["floor_points"] == pytest.approx(step) and cell["delta_points"] == pytest.approx(-step)
+    assert cell["p"] == pytest.approx(2 * stats.t.sf(np.sqrt(3), 2)) and cell["p"] > 0.2
+    assert not cell["significant"]
+    half = stats.t.ppf(0.975, 2) * step / np.sqrt(3)
+    assert (cell["ci_low"], cell["ci_high"]) == pytest.approx((-step - half, -step + half))
+
+
+def test_one_image_changes_under_no_effect_are_never_significant_at_three_seeds():
+    """The symmetric null of step-valued scores, enumerated: at each of 3 seeds the policy gets one image of a
+    36-image class more, fewer or the same right, each pattern one class. The old test called the two patterns
+    with identical changes (2/27 = 7% of cells) significant; floored, no pattern comes near 5%."""
+    import itertools
+    patterns = list(itertools.product((-1, 0, 1), repeat=3))
+    table = class_effects.effects(_counted({str(i): [(30 + s, 30 + s + c) for s, c in enumerate(p)]
+                                            for i, p in enumerate(patterns)}))
+    assert len(table) == 27 and (table["p"] >= 0.2).all() and not table["significant"].any()
+
+
+def test_the_step_is_read_per_seed_so_splits_of_different_sizes_are_not_pooled():
+    """A class of 36 test images under seed 0 and 35 under seed 1 (the split follows the seed): one image is
+    100/36 points, not the 100/1260 that the two seeds' accuracies pooled would suggest."""
+    runs = pd.DataFrame([{"dataset": "d", "model": "m", "setting": "", "augmentation": a, "seed": s,
+                          "metrics.test_class/0/accuracy": k / n}
+                         for s, n, pairs in ((0, 36, (30, 29)), (1, 35, (31, 31)))
+                         for a, k in zip(("none", "flip"), pairs)])
+    assert class_effects.floors(runs, class_effects.class_columns(runs)) == {"0": pytest.approx(100 / 36)}
+    continuous = runs.assign(**{"metrics.test_class/0/accuracy": np.random.default_rng(0).uniform(0.8, 1, 4)})
+    assert class_effects.floors(continuous, class_effects.class_columns(runs)) == {"0": 0.0}  # not a count
+
+
 def test_a_policy_that_helps_overall_and_hurts_a_class_is_named():
     table = class_effects.effects(_frame(np.random.default_rng(1)))
     summary = pd.DataFrame([{"dataset": "digits", "model": "small_cnn", "setting": "", "augmentation": "flip",
-                             "verdict": decide.HELPS}])
+                             "verdict": "helps"}])
     lines = class_effects.harm_lines(table, summary)
     assert len(lines) == 1 and lines[0].startswith(f"flip: helps overall, hurts class {HURT} (-")
     assert "other" not in " ".join(lines)

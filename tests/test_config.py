@@ -23,9 +23,10 @@ CASES = [
     (["+model.kernel=3"], "model.kernel: not an argument"),
     (["seed=-1"], "seed:"),
     (["report.correction=bonferroni"], "report.correction: expected one of bh|holm|none, got 'bonferroni'"),
-    (["report.gap=median"], "report.gap: expected one of best|window|last5|auc|test_loss, got 'median'"),
+    (["report.gap=median"], "report.gap: expected one of paired_auc|best|window|last5|auc|test_loss, got 'median'"),
     (["report.alpha=1.5"], "report.alpha: expected a number in (0, 1), got 1.5"),
-    (["report.margin.accuracy=-0.01"], "report.margin.accuracy: expected a number >= 0, got -0.01"),
+    (["report.margin.accuracy=-1"], "report.margin.accuracy: expected a number >= 0, got -1"),
+    (["report.margin.relative=-0.1"], "report.margin.relative: expected a number >= 0, got -0.1"),
 ]
 
 

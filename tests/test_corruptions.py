@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+from scipy import stats
 from test_report import _log
 
 from ablation import config, corruptions, report, robustness, tracking
@@ -102,3 +103,19 @@ def test_mce_against_none_is_the_ratio_of_summed_errors_and_overlap_is_flagged(m
     assert "trains on gaussian_noise" in summary.loc["noise", "flags"]
     assert float(summary.loc["noise", "mce"]) == pytest.approx(table.loc["noise", "mce"])
     assert (out / "robustness.png").stat().st_size > 0 and "robustness.png" in (out / "report.html").read_text()
+
+
+def test_the_mce_interval_is_a_t_interval_on_log_ratios_so_it_stays_positive():
+    """Three seeds whose policy makes 1, 3 and 9 times none's errors: the geometric mean 3 with exp of the t
+    interval of the logs, asymmetric and above 0 (on the ratios themselves, 4.33 +- 10.3 ran below 0)."""
+    none_error, ratios = 0.1, (1.0, 3.0, 9.0)
+    runs = pd.DataFrame([{"dataset": "digits", "model": "small_cnn", "setting": "", "augmentation": policy,
+                          "seed": seed, "metrics.robust/contrast/1/accuracy": 1 - error}
+                         for seed, ratio in enumerate(ratios)
+                         for policy, error in (("none", none_error), ("zoom", none_error * ratio))])
+    [row] = robustness.mce(runs).to_dict("records")
+    logs = np.log(ratios)
+    half = stats.t.ppf(0.975, 2) * logs.std(ddof=1) / np.sqrt(3)
+    assert row["mce"] == pytest.approx(3.0)
+    assert (row["mce_ci_low"], row["mce_ci_high"]) == pytest.approx(np.exp([logs.mean() - half, logs.mean() + half]))
+    assert 0 < row["mce_ci_low"] < 1 and row["mce_ci_high"] - row["mce"] > 5 * (row["mce"] - row["mce_ci_low"])

@@ -376,3 +376,31 @@ def test_noise_model_fit_recovers_a_known_spread():
     model = simulate.fit(pd.DataFrame(rows))
     assert model.sd_gap == pytest.approx(0.1, rel=0.2) and model.sd_score == pytest.approx(2.0, rel=0.2)
     assert abs(model.correlation) < 0.3
+
+
+def test_finding_8_the_trend_test_allows_for_correlated_epochs():
+    """Flat curves with correlated epoch-to-epoch noise (AR(1), r = 0.5): a plain regression test calls many of
+    them still improving; the corrected test stays near its own level (10%)."""
+    from scipy import stats as scipy_stats
+
+    rng = np.random.default_rng(2)
+    plain, corrected = [], []
+    for _ in range(2000):
+        noise = np.zeros(10)
+        for i in range(1, 10):
+            noise[i] = 0.5 * noise[i - 1] + rng.normal(0, 0.01)
+        fit = scipy_stats.linregress(np.arange(10), noise)
+        plain.append(fit.slope > 0 and fit.pvalue / 2 < curves.TREND_P)
+        corrected.append(curves.trend_p(noise) < curves.TREND_P)
+    assert np.mean(plain) > 0.15
+    assert np.mean(corrected) <= curves.TREND_P + 3 * np.sqrt(0.1 * 0.9 / 2000)
+    assert curves.trend_p(np.linspace(0.5, 0.9, 10) + rng.normal(0, 0.005, 10)) < 0.01  # a real climb still counts
+
+
+def test_a_row_with_one_seed_is_told_to_run_more_not_that_50_are_too_few():
+    table = pd.DataFrame([{"dataset": "digits", "model": "small_cnn", "setting": "", "augmentation": "hflip",
+                           "verdict": decide.UNDECIDED, "seeds_needed": np.nan, "n_seeds": 1, "max_seed": 0,
+                           "unfinished": False, "underfits": False, "failed": "0/1", "epoch_limit": 60.0,
+                           "score_metric": "accuracy", "delta_train_clean_score": 0.0}])
+    lines = advice.lines(table, "digits_ablation")
+    assert lines == ["open: hflip ran on too few seeds to measure seed noise; run at least 3 seeds to plan from"]

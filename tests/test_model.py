@@ -115,30 +115,67 @@ def _table(rows):
     return pd.DataFrame([dict(zip(cols, ("digits", "small_cnn", "", *r))) for r in rows])
 
 
-def _finished(scores):
-    """Finished runs: {augmentation: [test accuracy per seed]}."""
-    return pd.DataFrame([{"dataset": "digits", "model": "small_cnn", "setting": "", "augmentation": a, "seed": s,
-                          "run_id": f"{a}-{s}", "metrics.test/accuracy": v}
-                         for a, values in scores.items() for s, v in enumerate(values)])
+def _finished(scores, val=None, val_loss=None):
+    """Finished runs: {augmentation: [test accuracy per seed]}, with best/val_accuracy and best/val_loss per seed
+    where given ({augmentation: [...]})."""
+    rows = []
+    for a, values in scores.items():
+        for s, v in enumerate(values):
+            row = {"dataset": "digits", "model": "small_cnn", "setting": "", "augmentation": a, "seed": s,
+                   "run_id": f"{a}-{s}", "metrics.test/accuracy": v}
+            if val is not None:
+                row["metrics.best/val_accuracy"] = val[a][s]
+            if val_loss is not None:
+                row["metrics.best/val_loss"] = val_loss[a][s]
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def test_choose_takes_the_best_policy_that_helps_not_the_top_test_score():
     table = _table([("rotate", "helps", 0.02, "accuracy", 0.82), ("hflip", "helps", 0.05, "accuracy", 0.85),
-                    ("lucky", "no clear effect", 0.09, "accuracy", 0.89), ("none", "baseline", 0.0, "accuracy", 0.8)])
-    finished = _finished({"rotate": [0.8, 0.84], "hflip": [0.86, 0.84, 0.85], "lucky": [0.95, 0.83],
-                          "none": [0.8, 0.8]})
-    pick = champion.choose(table, finished)
-    assert (pick["augmentation"], pick["run_id"], pick["seed"]) == ("hflip", "hflip-0", 0)
+                    ("lucky", "undecided", 0.09, "accuracy", 0.89), ("none", "baseline", 0.0, "accuracy", 0.8)])
+    scores = {"rotate": [0.8, 0.84], "hflip": [0.86, 0.84, 0.85], "lucky": [0.95, 0.83], "none": [0.8, 0.8]}
+    val = {a: [0.8] * len(v) for a, v in scores.items()} | {"hflip": [0.80, 0.83, 0.82]}
+    pick = champion.choose(table, _finished(scores, val))
+    assert (pick["augmentation"], pick["run_id"], pick["seed"]) == ("hflip", "hflip-1", 1)
     assert "helps" in pick["reason"] and "2 policies that help" in pick["reason"]
 
 
+def test_the_run_is_chosen_on_validation_and_tagged_with_the_policys_mean_test_score(monkeypatch):
+    """Seed 0 has the top test score but the worst validation score: seed 2, the best on validation, is
+    registered, and the version's tag holds the mean test score of the three seeds, not seed 2's own."""
+    table = _table([("hflip", "helps", 0.05, "accuracy", 0.85), ("none", "baseline", 0.0, "accuracy", 0.8)])
+    scores = {"hflip": [0.90, 0.84, 0.83], "none": [0.8, 0.8, 0.8]}
+    finished = _finished(scores, {"hflip": [0.81, 0.84, 0.86], "none": [0.8] * 3},
+                         {"hflip": [0.5, 0.4, 0.3], "none": [0.5] * 3})
+    calls = []
+
+    def register_model(cfg, run_id, name, description="", tags=None):
+        calls.append((run_id, tags))
+        return type("Version", (), {"version": "1"})(), True
+    monkeypatch.setattr(champion.tracking, "register_model", register_model)
+    pick = champion.register(None, "digits_best", table, finished)
+    assert (pick["run_id"], pick["seed"], pick["val_score"]) == ("hflip-2", 2, 0.86)
+    assert pick["score"] == pytest.approx(np.mean(scores["hflip"])) and pick["n_seeds"] == 3
+    assert "best validation accuracy of its 3 seeds (0.8600)" in pick["reason"]
+    assert "mean test accuracy over its 3 seeds: 0.8567" in pick["reason"]
+    [(run_id, tags)] = calls
+    assert run_id == "hflip-2" and tags["test_accuracy_mean"] == pytest.approx(0.8567, abs=1e-4)
+    assert tags["val_accuracy"] == 0.86 and tags["selected_by"] == "best/val_accuracy"
+    # Without best/val_accuracy, the lowest best/val_loss decides; without either, the first seed.
+    no_accuracy = finished.drop(columns="metrics.best/val_accuracy")
+    assert champion.choose(table, no_accuracy)["run_id"] == "hflip-2"
+    fallback = champion.choose(table, no_accuracy.drop(columns="metrics.best/val_loss"))
+    assert fallback["run_id"] == "hflip-0" and "no validation score logged" in fallback["reason"]
+
+
 def test_choose_falls_back_to_none_when_no_policy_helps_and_says_so():
-    table = _table([("lucky", "no clear effect", 0.09, "accuracy", 0.89), ("none", "baseline", 0.0, "accuracy", 0.8),
+    table = _table([("lucky", "undecided", 0.09, "accuracy", 0.89), ("none", "baseline", 0.0, "accuracy", 0.8),
                     ("rotate", "hurts", -0.05, "accuracy", 0.75)])
-    finished = _finished({"lucky": [0.95, 0.83], "none": [0.79, 0.81], "rotate": [0.7, 0.8]})
-    pick = champion.choose(table, finished)
+    scores = {"lucky": [0.95, 0.83], "none": [0.79, 0.81], "rotate": [0.7, 0.8]}
+    pick = champion.choose(table, _finished(scores, {a: [0.8, 0.82] for a in scores}))
     assert (pick["augmentation"], pick["run_id"]) == ("none", "none-1")
-    assert pick["reason"].startswith("no policy helps (lucky: no clear effect, rotate: hurts)")
+    assert pick["reason"].startswith("no policy helps (lucky: undecided, rotate: hurts)")
 
 
 @pytest.mark.slow
@@ -194,7 +231,9 @@ def test_sweep_registers_the_run_the_report_recommends(tmp_path, capsys):
     exp = client.get_experiment_by_name("quick")
     runs = [r for r in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'")
             if r.data.tags.get("augmentation") == policy and r.data.tags.get("sweep") != "parent"]
-    expected = max(runs, key=lambda r: r.data.metrics["test/accuracy"])
+    # The run with the best validation accuracy (ties: the lower validation loss, then the lower seed).
+    expected = min(runs, key=lambda r: (-r.data.metrics["best/val_accuracy"], r.data.metrics["best/val_loss"],
+                                        int(r.data.tags["seed"])))
     assert len(runs) == 2 and version.run_id == expected.info.run_id
     assert f"registered model digits_best version 1: run {expected.info.run_id}" in result.stdout
     assert ("no policy helps" if policy == "none" else "verdict helps") in version.description

@@ -12,23 +12,33 @@ from ablation import decide, plots, report, tracking
 from helpers import runs
 
 SEEDS = range(5)
-# Per-seed offsets from `none` of (gap, test accuracy), and the verdict each policy must get.
+# Per-seed offsets from `none` of (gap, test accuracy as logged: a fraction, so 0.01 is 1 point in the table), and
+# the verdict each policy must get, in rule order. none's accuracy is about 0.9, so the default margin (10% more
+# errors than none) is about 1 point; none's mean gap is about 0.83, so the gap's equivalence margin (10% of it)
+# is about 0.08. `late` (unfinished) completes the verdicts.
 EFFECTS = {
+    # Gap clearly lower, score 0.2 to 0.4 points higher: well within the margin.
     "good": ([-0.30, -0.31, -0.29, -0.30, -0.32], [0.002, 0.004, 0.001, 0.003, 0.002], decide.HELPS),
+    # Gap clearly lower, score -1 point on average with a 4-point spread: its interval reaches far below -margin.
     "unsure": ([-0.30, -0.31, -0.29, -0.30, -0.32], [0.03, -0.05, 0.02, -0.06, 0.01], decide.COST_UNCLEAR),
-    "noisy": ([0.30, -0.30, 0.25, -0.28, 0.02], [0.01, -0.01, 0.0, 0.005, -0.004], decide.NO_EFFECT),
+    # Both within their margins, and tightly: shown equivalent.
+    "same": ([0.01, -0.01, 0.0, 0.005, -0.005], [0.001, -0.001, 0.0, 0.0005, -0.0005], decide.EQUIVALENT),
+    # A gap that moves by 0.3 either way from seed to seed: neither an effect nor shown within 0.08.
+    "noisy": ([0.30, -0.30, 0.25, -0.28, 0.02], [0.01, -0.01, 0.0, 0.005, -0.004], decide.UNDECIDED),
     "bad": ([0.20, 0.22, 0.19, 0.21, 0.20], [0.001, -0.002, 0.0, 0.002, -0.001], decide.WIDENS),
     # idg_classic at 12 epochs: the gap closes because the model no longer fits, 17 points of accuracy lost.
     "underfit": ([-0.10, -0.11, -0.09, -0.10, -0.12], [-0.17, -0.18, -0.16, -0.17, -0.175], decide.COSTS),
     "flip": ([0.01, -0.02, 0.03, -0.01, 0.0], [-0.04, -0.05, -0.045, -0.04, -0.05], decide.HURTS),
 }
+POINTS = 100  # a logged accuracy of 0.9 is 90 points in the table
 EPOCHS = 6
 
 
 def _log(client, exp_id, dataset, model, augmentation, seed, gap, acc, status="FINISHED", best_epoch=3,
-         train_acc=1.0, seconds=10.0):
+         train_acc=1.0, seconds=10.0, n_test=None):
     """A finished run as run.py records it: the per-epoch clean-train and validation losses (best at
-    best_epoch, the gap constant), the best-epoch and test metrics, the trainer's epoch limit."""
+    best_epoch, the gap constant), the best-epoch and test metrics, the trainer's epoch limit; with n_test, the
+    number of test images (data/n_test)."""
     run = client.create_run(exp_id, run_name=f"{augmentation}/{model}/s{seed}", tags={
         "dataset": dataset, "model": model, "augmentation": augmentation, "seed": str(seed),
         "config_hash": f"{dataset}-{model}-{augmentation}-{seed}"})
@@ -37,6 +47,8 @@ def _log(client, exp_id, dataset, model, augmentation, seed, gap, acc, status="F
                Metric("test/accuracy", acc, 0, 0), Metric("test/loss", 1 - acc, 0, 0),
                Metric("best_epoch", best_epoch, 0, 0), Metric("best/train_clean_accuracy", train_acc, 0, 0),
                Metric("time/total_s", seconds, 0, 0), Metric("throughput/images_per_s", 5000 / seconds, 0, 0)]
+    if n_test is not None:
+        metrics.append(Metric("data/n_test", n_test, 0, 0))
     for epoch in range(1, EPOCHS + 1):
         val = 0.3 + gap + 0.01 * (epoch - best_epoch) ** 2  # lowest at the best epoch
         metrics += [Metric("train_clean/loss", 0.3, 0, epoch), Metric("val/loss", val, 0, epoch)]
@@ -86,15 +98,19 @@ def test_every_verdict_reached_in_its_rule_order(synthetic):
     out = report.build(synthetic)
     table = pd.read_csv(out / "summary.csv")
     assert list(table.columns[:len(report.COLUMNS)]) == report.COLUMNS
-    assert len(table) == 16  # 2 models x (none + 7 policies); the failed one is listed apart
+    assert len(table) == 18  # 2 models x (none + 8 policies); the failed one is listed apart
     for model in ("small_cnn", "resnet"):
         rows = table[table["model"] == model].set_index("augmentation")
         for name, (gaps, accs, expected) in EFFECTS.items():
             assert rows.loc[name, "verdict"] == expected, (model, name)
             assert rows.loc[name, "delta_gap"] == pytest.approx(np.mean(gaps))
-            assert rows.loc[name, "delta_test_score"] == pytest.approx(np.mean(accs))
+            assert rows.loc[name, "delta_test_score"] == pytest.approx(POINTS * np.mean(accs))  # in points
             assert rows.loc[name, "n_seeds"] == 5
+        assert rows.loc["late", "verdict"] == decide.UNFINISHED
         assert rows.loc["none", "verdict"] == decide.BASELINE and rows.loc["none", "delta_gap"] == 0
+        # The relative margin: 10% of none's error rate, in points.
+        errors = 100 - POINTS * np.mean([r["test/accuracy"] for r in _metrics_by_seed(synthetic, "none", model)])
+        assert rows.loc["good", "margin"] == pytest.approx(0.1 * errors) and rows.loc["good", "margin_relative"] == 0.1
         # Sorted by the decision, then by delta test score: never by the gap alone.
         order = [decide.VERDICTS.index(v) if v in decide.VERDICTS else 99 for v in rows["verdict"]]
         assert order == sorted(order)
@@ -127,7 +143,7 @@ def test_a_lower_gap_bought_with_17_points_of_accuracy_is_never_helps(synthetic)
     assert row["delta_gap"] < 0 and row["delta_gap_ci_high"] < 0  # the gap is clearly lower ...
     assert row["verdict"] == decide.COSTS != decide.HELPS  # ... and it is not recommended
     assert row["underfits"] and "underfits" in row["flags"]
-    assert row["delta_train_clean_score"] == pytest.approx(-0.15)
+    assert row["delta_train_clean_score"] == pytest.approx(-15.0)  # points: 0.85 against 1.0
     assert pd.isna(table.loc[("small_cnn", "good"), "flags"])  # no flag: an empty cell
 
 
@@ -135,6 +151,9 @@ def test_unfinished_training_is_flagged_with_what_to_do(synthetic, capsys):
     table = pd.read_csv(report.main(synthetic) / "summary.csv").set_index(["model", "augmentation"])
     late = table.loc[("small_cnn", "late")]
     assert late["unfinished"] and late["unfinished_seeds"] == "3/5" and "unfinished 3/5" in late["flags"]
+    # Unfinished in at least half its seeds: no verdict yet, and the flags say what the rule would say.
+    assert late["verdict"] == decide.UNFINISHED and late["verdict_rule"] in decide.VERDICTS
+    assert f"else: {late['verdict_rule']}" in late["flags"]
     assert not table.loc[("small_cnn", "good"), "unfinished"]
     printed = capsys.readouterr().out
     assert "unfinished training" in printed and "late" in printed
@@ -142,14 +161,15 @@ def test_unfinished_training_is_flagged_with_what_to_do(synthetic, capsys):
 
 
 def test_intervals_and_p_values_are_scipys_paired_t(synthetic):
-    """Every interval and p value equals scipy.stats.ttest_rel on the same per-seed numbers."""
+    """Every interval and p value equals scipy.stats.ttest_rel on the same per-seed numbers (accuracy in points;
+    these runs log no data/n_test, so no floor applies)."""
     table = pd.read_csv(report.build(synthetic) / "summary.csv").set_index(["model", "augmentation"])
     base = _metrics_by_seed(synthetic, "none")
     for name in EFFECTS:
         policy, row = _metrics_by_seed(synthetic, name), table.loc[("small_cnn", name)]
-        for prefix, metric in (("delta_gap", "best/gap_loss"), ("delta_test_score", "test/accuracy")):
-            mine = np.array([r[metric] for r in policy])
-            theirs = np.array([r[metric] for r in base])
+        for prefix, metric, scale in (("delta_gap", "best/gap_loss", 1), ("delta_test_score", "test/accuracy", POINTS)):
+            mine = scale * np.array([r[metric] for r in policy])
+            theirs = scale * np.array([r[metric] for r in base])
             if np.ptp(mine - theirs) == 0:
                 continue
             test = stats.ttest_rel(mine, theirs)
@@ -158,11 +178,13 @@ def test_intervals_and_p_values_are_scipys_paired_t(synthetic):
             assert row[f"{prefix}_ci_high"] == pytest.approx(high, abs=1e-9), (name, prefix)
             p = "p_gap" if prefix == "delta_gap" else "p_score"
             assert row[p] == pytest.approx(test.pvalue, rel=1e-6, abs=1e-12), (name, prefix)
-    # Both endpoints of all policies are one family (Benjamini-Hochberg by default).
+    # Each endpoint is its own family over all policies (Benjamini-Hochberg by default), tested at alpha / 2.
     policies = table.loc["small_cnn"].drop("none")
-    raw = np.r_[policies["p_gap"], policies["p_score"]]
-    assert np.allclose(np.r_[policies["p_gap_adjusted"], policies["p_score_adjusted"]],
-                       stats.false_discovery_control(raw, method="bh"))
+    for endpoint in ("p_gap", "p_score"):
+        expected = stats.false_discovery_control(policies[endpoint], method="bh")
+        assert np.allclose(policies[f"{endpoint}_adjusted"], expected), endpoint
+    assert not np.allclose(policies["p_gap_adjusted"], stats.false_discovery_control(
+        np.r_[policies["p_gap"], policies["p_score"]], method="bh")[:len(policies)])  # not one family of both
 
 
 def test_noisy_seeds_an_unpaired_interval_gets_wrong(make_cfg, tmp_path):
@@ -194,14 +216,20 @@ def test_correction_none_and_holm_show_raw_and_adjusted(make_cfg, synthetic):
         table = pd.read_csv(out / "summary.csv")
         policies = table[(table["model"] == "small_cnn") & (table["augmentation"] != "none")]
         if correction == "none":
-            assert np.allclose(policies["p_gap_adjusted"], policies["p_gap"])
-            assert (policies["verdict"] == policies["verdict_uncorrected"]).all()
-        else:
+            for endpoint in ("p_gap", "p_score"):
+                assert np.allclose(policies[f"{endpoint}_adjusted"], policies[endpoint])
+            # Uncorrected, the rule is the verdict without correction (each endpoint at alpha / 2 against the
+            # uncorrected verdict's alpha: these constructed p values are nowhere between the two).
             p = np.r_[policies["p_gap"], policies["p_score"]]
-            order = np.argsort(p)
-            expected = np.maximum.accumulate(np.minimum(1, (len(p) - np.arange(len(p))) * p[order]))
-            got = np.r_[policies["p_gap_adjusted"], policies["p_score_adjusted"]]
-            assert np.allclose(got[order], expected)
+            assert not ((p >= 0.025) & (p < 0.05)).any()
+            assert (policies["verdict_rule"] == policies["verdict_uncorrected"]).all()
+        else:
+            # Holm's step-down within each endpoint's family.
+            for endpoint in ("p_gap", "p_score"):
+                p = policies[endpoint].to_numpy()
+                order = np.argsort(p)
+                expected = np.maximum.accumulate(np.minimum(1, (len(p) - np.arange(len(p))) * p[order]))
+                assert np.allclose(policies[f"{endpoint}_adjusted"].to_numpy()[order], expected)
         assert "Holm" in (out / "report.html").read_text() or correction == "none"
 
 
@@ -225,7 +253,7 @@ def test_report_command_prints_the_decision_first(synthetic, capsys):
     printed = capsys.readouterr().out
     header = next(line for line in printed.splitlines() if "verdict" in line and "model" in line)
     assert header.split()[:3] == ["model", "augmentation", "verdict"]  # two models: which block
-    assert "delta test accuracy [95% CI]" in header and "report.html" in printed and decide.HELPS in printed
+    assert "delta test accuracy, points [raw 95% CI]" in header and "report.html" in printed and decide.HELPS in printed
 
 
 def _keys(cfg, *augmentations):
@@ -394,23 +422,70 @@ def test_report_page_opens_with_the_decision_in_a_real_browser(synthetic, tmp_pa
     assert len(np.unique((image * 255).astype(int).reshape(-1, 3), axis=0)) > 200
 
 
-def test_undecided_rows_get_the_seeds_that_decide_them_and_the_command(make_cfg, tmp_path, capsys):
-    """A real but noisy effect over 3 seeds: undecided, with the seeds a power calculation gives and the sweep
-    command that adds them (an experiment config of that name exists, so the command uses it)."""
+def test_undecided_rows_get_the_seeds_of_a_confirmatory_sweep_and_its_command(make_cfg, tmp_path, capsys):
+    """A noisy policy over 3 seeds: undecided, with the seeds a power calculation plans from the measured spreads
+    and the margins (not from the effect seen), and the command of a confirmatory sweep on fresh seeds in an
+    experiment of its own (an experiment config of that name exists, so the command uses it)."""
     cfg = make_cfg("experiment_name=quick", f"tracking.report_dir={tmp_path}/reports")
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     exp_id = tracking.experiment_id(client, cfg.tracking, "quick")
     offsets = [-0.05, -0.12, 0.0]  # mean -0.057, sd 0.06: t = 1.6 over 3 seeds
+    scores = [0.01, -0.01, 0.0]  # +1, -1 and 0 points
     for seed in range(3):
         _log(client, exp_id, "digits", "small_cnn", "none", seed, 0.5, 0.9)
-        _log(client, exp_id, "digits", "small_cnn", "hflip", seed, 0.5 + offsets[seed], 0.9 + (0.01, -0.01, 0)[seed])
+        _log(client, exp_id, "digits", "small_cnn", "hflip", seed, 0.5 + offsets[seed], 0.9 + scores[seed])
     row = pd.read_csv(report.main(cfg) / "summary.csv").set_index("augmentation").loc["hflip"]
-    assert row["verdict"] == decide.NO_EFFECT
-    sd = np.std(offsets, ddof=1)
-    # Two tests (gap, score), none decided: BH asks the next one for p < 0.05 / 2.
-    assert row["seeds_needed"] == decide.seeds_for(np.mean(offsets), sd, 0.025)
+    assert row["verdict"] == decide.UNDECIDED
+    # The margins: 10% of none's errors (10 points), and 10% of none's mean gap over its epochs (paired_auc).
+    assert row["margin"] == pytest.approx(1.0)
+    none_gap = 0.5 + 0.01 * np.mean((np.arange(1, EPOCHS + 1) - 3) ** 2)
+    assert row["gap_margin"] == pytest.approx(0.1 * none_gap)
+    # Equivalence needs both endpoints shown within their margins: two one-sided tests at alpha each.
+    expected = max(decide.seeds_for(0.1 * none_gap, np.std(offsets, ddof=1), 0.1),
+                   decide.seeds_for(1.0, POINTS * np.std(scores, ddof=1), 0.1))
+    assert row["seeds_needed"] == expected
     n = int(row["seeds_needed"])
     assert 3 < n <= decide.MAX_SEEDS
     printed = capsys.readouterr().out
-    seeds = ",".join(str(s) for s in range(n))
-    assert f"python -m ablation -m experiment=quick augmentation=none,hflip seed={seeds}" in printed
+    seeds = ",".join(str(s) for s in range(3, 3 + n))  # fresh seeds, after the ones already run
+    assert (f"python -m ablation -m experiment=quick augmentation=none,hflip experiment_name=quick_confirm "
+            f"seed={seeds}") in printed
+
+
+def test_failed_runs_keep_a_policy_undecided_and_say_how_many(make_cfg, tmp_path, capsys):
+    """A policy that helps on the seeds that finished but failed on one: never recommended, its verdict waits for
+    that seed, and the flags keep what the rule would say."""
+    cfg = make_cfg("experiment_name=lossy", f"tracking.report_dir={tmp_path}/reports")
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    exp_id = tracking.experiment_id(client, cfg.tracking, "lossy")
+    gaps, accs, _ = EFFECTS["good"]
+    for seed in SEEDS:
+        _log(client, exp_id, "digits", "small_cnn", "none", seed, 0.8, 0.9)
+        _log(client, exp_id, "digits", "small_cnn", "good", seed, 0.8 + gaps[seed], 0.9 + accs[seed],
+             status="FAILED" if seed == 4 else "FINISHED")
+    out = report.main(cfg)
+    row = pd.read_csv(out / "summary.csv").set_index("augmentation").loc["good"]
+    assert row["verdict"] == decide.failed_verdict(1, 5) == "undecided: 1/5 runs failed"
+    assert row["failed"] == "1/5" and row["n_seeds"] == 4
+    assert row["verdict_rule"] == decide.HELPS and "failed 1/5" in row["flags"] and "else: helps" in row["flags"]
+    printed = capsys.readouterr().out
+    assert "failed runs: good (1/5)" in printed
+
+
+def test_a_step_valued_accuracy_is_floored_at_one_test_image(make_cfg, tmp_path):
+    """One test image fewer right at every seed: paired differences with no spread. The floor (one image of the
+    logged data/n_test, in points) keeps three identical steps from being a significant loss."""
+    cfg = make_cfg("experiment_name=steps", f"tracking.report_dir={tmp_path}/reports")
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    exp_id = tracking.experiment_id(client, cfg.tracking, "steps")
+    n_test = 360
+    for seed in range(3):
+        _log(client, exp_id, "digits", "small_cnn", "none", seed, 0.8, 0.9, n_test=n_test)
+        _log(client, exp_id, "digits", "small_cnn", "hflip", seed, 0.8, 0.9 - 1 / n_test, n_test=n_test)
+    row = pd.read_csv(report.build(cfg) / "summary.csv").set_index("augmentation").loc["hflip"]
+    step = 100 / n_test
+    assert row["score_step"] == pytest.approx(step)
+    assert row["delta_test_score"] == pytest.approx(-step)
+    # sd floored at one step: t = sqrt(3), p = 0.23 (without the floor: sd 0 and p = 0, `hurts`).
+    assert row["p_score"] == pytest.approx(2 * stats.t.sf(np.sqrt(3), 2), rel=1e-6)
+    assert row["verdict"] not in decide.HARM

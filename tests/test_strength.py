@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
+from scipy import stats
 
-from ablation import augment, decide, dose, plots, sweep
+from ablation import augment, dose, plots, sweep
 from ablation.augment import strength
 from ablation.config import ConfigError
 from conftest import CONF
@@ -122,33 +123,72 @@ def test_the_strength_design_expands_to_none_and_each_level():
         sweep.expand([["augmentation=rotate", "strength=2"]], defaults)
 
 
-def summary_rows():
-    """A report table of rotate at four levels: rises to 1, falls after."""
-    def row(augmentation, verdict, score, gap, width=0.01):
+def summary_rows(width=1.0):
+    """A report table of rotate at four levels, delta test accuracy in points: rises to 1, falls after."""
+    def row(augmentation, verdict, score, gap, width=width):
         return {"dataset": "digits", "model": "small_cnn", "setting": "", "augmentation": augmentation,
                 "verdict": verdict, "delta_test_score": score, "delta_test_score_ci_low": score - width,
-                "delta_test_score_ci_high": score + width, "delta_gap": gap, "delta_gap_ci_low": gap - width,
-                "delta_gap_ci_high": gap + width, "n_seeds": 5, "score_metric": "accuracy", "gap_estimator": "auc"}
-    return pd.DataFrame([row("none", decide.BASELINE, 0.0, 0.0, 0.0), row("rotate@0.5", decide.HELPS, 0.01, -0.05),
-                         row("rotate@1", decide.HELPS, 0.02, -0.08), row("rotate@2", decide.NO_EFFECT, 0.0, -0.1),
-                         row("rotate@6", decide.HURTS, -0.06, -0.12), row("hflip", decide.HURTS, -0.01, 0.0)])
+                "delta_test_score_ci_high": score + width, "delta_gap": gap, "delta_gap_ci_low": gap - width / 100,
+                "delta_gap_ci_high": gap + width / 100, "n_seeds": 5, "score_metric": "accuracy",
+                "gap_estimator": "auc"}
+    return pd.DataFrame([row("none", "baseline", 0.0, 0.0, 0.0), row("rotate@0.5", "helps", 1.0, -0.05),
+                         row("rotate@1", "helps", 2.0, -0.08), row("rotate@2", "undecided", 0.0, -0.1),
+                         row("rotate@6", "hurts", -6.0, -0.12), row("hflip", "hurts", -1.0, 0.0)])
 
 
-def test_the_report_names_the_best_supported_level_and_what_lies_above(tmp_path):
+def level_runs(images_ahead, n_test=360):
+    """Finished runs of none, rotate@0.5 and rotate@1, one per seed: rotate@1 gets images_ahead[seed] more of the
+    n_test test images right than rotate@0.5 (both ahead of none)."""
+    rows = []
+    for seed, ahead in enumerate(images_ahead):
+        base = 300 + 3 * seed  # seeds differ far more than the levels do: pairing cancels it
+        for augmentation, correct in (("none", base), ("rotate@0.5", base + 4), ("rotate@1", base + 4 + ahead)):
+            rows.append({"dataset": "digits", "model": "small_cnn", "setting": None, "augmentation": augmentation,
+                         "seed": str(seed), "metrics.test/accuracy": correct / n_test, "metrics.data/n_test": n_test})
+    return pd.DataFrame(rows)
+
+
+def test_levels_that_seed_noise_cannot_order_are_named_together(tmp_path):
+    """Without runs, the levels whose intervals reach the best's; with runs, those a paired test does not show
+    worse. The line names the set and the best point estimate, then what the levels above the set do."""
     doses = dose.levels(summary_rows())
     assert list(doses["strength"]) == [0, 0.5, 1, 2, 6] and set(doses["policy"]) == {"rotate"}
     assert doses.loc[doses["best"], "strength"].tolist() == [1]
+    assert doses.loc[doses["supported"], "strength"].tolist() == [0.5, 1]  # [0, 2] reaches [1, 3]
     [line] = dose.lines(doses)
-    assert line.startswith("rotate: best supported level 1 (delta test accuracy +0.020 [+0.010, +0.030]")
-    assert "above it: 2 +0.000 [-0.010, +0.010] (no clear effect), 6 -0.060 [-0.070, -0.050] (hurts)" in line
-    nothing = summary_rows().replace({decide.HELPS: decide.NO_EFFECT})
+    assert line == ("rotate: levels 0.5 and 1 help and cannot be told apart (best point estimate 1: +2.0 points "
+                    "[+1.0, +3.0]); above: 2 +0.0 points [-1.0, +1.0] (undecided), 6 -6.0 points [-7.0, -5.0] "
+                    "(hurts)")
+    narrow = dose.levels(summary_rows(width=0.4))  # [0.6, 1.4] does not reach [1.6, 2.4]
+    assert narrow.loc[narrow["supported"], "strength"].tolist() == [1]
+    assert dose.lines(narrow)[0].startswith("rotate: best supported level 1: +2.0 points [+1.6, +2.4]; 0.5 also "
+                                            "helps but less, by their intervals; above: 2 ")
+    nothing = summary_rows().replace({"helps": "undecided"})
     assert dose.lines(dose.levels(nothing))[0].startswith("rotate: no level helps by the decision rule")
     assert dose.levels(summary_rows()[lambda t: ~t["augmentation"].str.contains("@")]).empty
     plots.dose_response(doses).savefig(tmp_path / "strength.png")
     assert (tmp_path / "strength.png").stat().st_size > 10_000
 
 
-@pytest.mark.slow
+@pytest.mark.parametrize("ahead,both", [
+    ([1, -2, 3, 0, 2], True),  # 0.8 images ahead on average, the seeds disagree: indistinguishable
+    ([1, 1, 1], True),  # one image ahead at each of 3 seeds: no spread, but one image is the floor (p = 0.23)
+    ([4, 6, 3, 7, 5], False),  # ahead at every seed by 3-7 images: clearly better
+])
+def test_the_paired_test_over_seeds_decides_which_levels_go_with_the_best(ahead, both):
+    doses = dose.levels(summary_rows(width=0.4), level_runs(ahead))  # the intervals alone would split them
+    assert doses.loc[doses["best"], "strength"].tolist() == [1]
+    assert doses.loc[doses["supported"], "strength"].tolist() == ([0.5, 1] if both else [1])
+    d, step = np.array(ahead) / 360 * 100, 100 / 360  # points; the spread is floored at one test image
+    t = d.mean() / (max(d.std(ddof=1), step) / np.sqrt(len(d)))
+    p = doses.set_index("strength").loc[0.5, "p_vs_best"]
+    assert p == pytest.approx(2 * stats.t.sf(t, len(d) - 1)) and (p >= 0.05) == both
+    [line] = dose.lines(doses)
+    assert line.startswith("rotate: levels 0.5 and 1 help and cannot be told apart (best point estimate 1: "
+                           if both else "rotate: best supported level 1: +2.0 points [+1.6, +2.4]; 0.5 also helps "
+                           "but less, by a paired test")
+
+
 def test_a_quick_strength_sweep_writes_the_strength_plot(tmp_path):
     result = run_sweep(tmp_path, "experiment=quick", "design=strength", "strength=0.5,2", "eval.corruptions=[]",
                        "tracking.log_model=false", "experiment_name=dose")

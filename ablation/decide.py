@@ -52,7 +52,8 @@ RULE = ("Each policy is compared with `none` paired by seed, on two endpoints: t
         "hurts: the test score is significantly lower (with the gap also significantly lower: regularizes, "
         "costs accuracy). "
         "helps: the gap is significantly lower or the score significantly higher, the score's raw 95% interval "
-        "does not lie below zero, and its selection-adjusted interval lies above -{margin}; otherwise gap lower, "
+        "does not lie below zero, and the score is shown higher or its selection-adjusted interval lies above minus "
+        "{margin}; otherwise gap lower, "
         "cost unclear. widens gap: the gap is significantly wider (elsewhere flagged gap wider). "
         "equivalent: both endpoints shown within their margins (TOST). undecided: none of these, or failed runs, "
         "or training unfinished in at least half the seeds.")

@@ -86,8 +86,21 @@ class Tracker:
 
     def log_inputs(self, datasets: list[dict]) -> None:
         """The run's datasets (inputs.records()): MLflow's inputs, the runs table's Dataset column."""
-        self._send({"kind": "inputs", "datasets": datasets},
-                   lambda: self.client.log_inputs(self.run_id, datasets=entities(datasets)))
+        self._send({"kind": "inputs", "datasets": datasets}, lambda: self._log_inputs(datasets))
+
+    def _log_inputs(self, datasets: list[dict], tries: int = 3) -> None:
+        """Parallel jobs of one seed log the same dataset (same name and digest) at the same moment; the store
+        inserts it once per experiment, so all but one of them can fail on its unique key. The dataset exists
+        by then, and logging again links it to the run."""
+        for attempt in range(tries):
+            try:
+                return self.client.log_inputs(self.run_id, datasets=entities(datasets))
+            except Exception as exc:
+                text = str(exc)
+                if attempt == tries - 1 or not any(k in text for k in ("UniqueViolation", "UNIQUE constraint",
+                                                                       "Duplicate entry", "dataset_pk")):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def terminate(self, status: str) -> None:
         self._send({"kind": "terminate", "status": status}, lambda: self.client.set_terminated(self.run_id, status))

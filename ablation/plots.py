@@ -188,7 +188,7 @@ def gaps(summary, baseline: str = "none") -> Figure:
     ax.grid(axis="x", alpha=0.3)
     if (table["augmentation"] == baseline).any():
         ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle("overfitting gap per policy, mean over seeds (bars: 95% interval; colour: verdict)")
+    fig.suptitle("overfitting gap per policy, mean over seeds (bars: raw 95% interval; colour: verdict)")
     return fig
 
 
@@ -335,7 +335,7 @@ def robustness(summary, baseline: str = "none") -> Figure:
     ax.set_yticks(y, marked, fontsize=8)
     ax.axvline(1.0, color="#24292f", lw=1)
     ax.set_xlabel(f"mCE relative to {baseline} (< 1: fewer errors under corruption)")
-    fig.suptitle("robustness to common corruptions, paired by seed (95% intervals)", fontsize=10)
+    fig.suptitle("robustness to common corruptions, paired by seed (raw 95% intervals)", fontsize=10)
     return fig
 
 
@@ -365,6 +365,6 @@ def dose_response(doses) -> Figure:
         ax.set_xlabel("strength (1 = the policy as written; 0 = none)")
         ax.set_ylabel(label)
     axes[0].legend(fontsize=8, loc="best")
-    fig.suptitle("dose and response: each level paired by seed against none (95% intervals; ring = best level "
+    fig.suptitle("dose and response: each level paired by seed against none (raw 95% intervals; ring = best level "
                  "that helps)", fontsize=10)
     return fig

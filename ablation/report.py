@@ -45,8 +45,9 @@ NOT_SETTINGS = ("seed", "experiment_name", "force", "design", "strength", "track
                 "augmentation.", "data/", "dataset.cache",
                 *(f"trainer.{key}" for key in tracking.EXECUTION_KEYS))
 SETTING_KEYS_KEPT = ("augmentation.where",)  # a policy on the host and on the device are different runs
-CLASS_NOTE = ("Test accuracy per class, policy minus none paired by seed, in points with 95% intervals; the p values "
-              "of all policies x classes are adjusted together (Benjamini-Hochberg). An average can hide a class a "
+CLASS_NOTE = ("Test accuracy per class, policy minus none paired by seed, in points with raw 95% intervals (the "
+              "spread floored at one image of the class); the p values of all policies x classes are adjusted "
+              "together (Benjamini-Hochberg). An average can hide a class a "
               "policy hurts: a flip or a large rotation can turn one digit into another.")
 
 

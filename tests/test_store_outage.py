@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -94,3 +95,59 @@ def test_server_lost_mid_run_then_journal_sent(tmp_path):
         assert not (unsent / run_id).exists()
     finally:
         _stop(server)
+
+
+def _slow_server(delay: float):
+    """An HTTP server on loopback that answers every request, after `delay` seconds, as an MLflow server answers
+    an experiment search: a busy server, as on a loaded machine."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            time.sleep(delay)
+            body = json.dumps({"experiments": []}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_slow_tracking_server_is_busy_not_absent(monkeypatch):
+    """A server that accepts the connection and answers late (a loaded machine) passes the reachability check
+    after one patient probe; one that never answers in time is still a one-line error."""
+    import importlib
+
+    from ablation.errors import ConfigError
+
+    store = importlib.import_module("ablation.tracking.store")  # the module: ablation.tracking.store is also a function
+
+    monkeypatch.setattr(store, "PROBE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(store, "SLOW_PROBE_TIMEOUT_S", 4.0)
+    server = _slow_server(1.5)
+    try:
+        uri = f"http://127.0.0.1:{server.server_address[1]}"
+        assert store._probe(uri, 0.5) == (None, store.BUSY)  # the quick probe alone would call it unreachable
+        store.reach(uri)  # no error: the patient probe got its answer
+    finally:
+        server.shutdown()
+    monkeypatch.setattr(store, "SLOW_PROBE_TIMEOUT_S", 1.0)
+    server = _slow_server(3.0)
+    try:
+        uri = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(ConfigError, match=rf"tracking.uri: cannot reach the MLflow server at {uri} "
+                                              rf"\({store.BUSY}\)"):
+            store.reach(uri)
+    finally:
+        server.shutdown()

@@ -96,23 +96,36 @@ def experiment_id(mlflow_client, tracking, name: str) -> str:
 # limits are passed to this one request, not set in the environment, so concurrent logging keeps its own.
 PROBE_TIMEOUT_S = 5
 PROBE_RETRIES = 1
+# A server that accepted the connection but did not answer in time is busy, not absent (a loaded machine, a
+# server starting its workers): it gets one patient probe before it is called unreachable.
+SLOW_PROBE_TIMEOUT_S = 60
+BUSY = "connected, but no answer in time"  # a read timeout; a connect timeout is a host that does not answer
 AUTH_STATUS = (401, 403)
 
 
-def probe(uri: str) -> tuple[int | None, str]:
+def probe(uri: str, timeout: float | None = None) -> tuple[int | None, str]:
     """(HTTP status, reason) of a one-experiment search at a tracking server; (None, reason) when nothing
-    answers."""
+    answers. A quick probe that timed out waiting for the answer is followed by one patient one."""
+    status, reason = _probe(uri, timeout or PROBE_TIMEOUT_S)
+    if status is None and reason == BUSY and timeout is None:
+        status, reason = _probe(uri, SLOW_PROBE_TIMEOUT_S)
+    return status, reason
+
+
+def _probe(uri: str, timeout: float) -> tuple[int | None, str]:
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
     try:
         response = http_request(get_default_host_creds(uri), "/api/2.0/mlflow/experiments/search", "POST",
                                 max_retries=PROBE_RETRIES, backoff_factor=0, backoff_jitter=0,
-                                timeout=PROBE_TIMEOUT_S, raise_on_status=False, json={"max_results": 1})
+                                timeout=timeout, raise_on_status=False, json={"max_results": 1})
     except Exception as exc:
         # requests' text nests the cause ("... Max retries exceeded ... [Errno 111] Connection refused"))"): its
         # innermost reason is what a user needs.
         text = str(exc)
+        if "Read timed out" in text:
+            return None, BUSY
         inner = re.search(r"(\[Errno -?\d+\][^'\")]*|timed out|Name or service not known)", text)
         return None, inner.group(1).strip() if inner else text.splitlines()[0][:300] or type(exc).__name__
     return response.status_code, f"HTTP {response.status_code} {response.reason or ''}".strip()

@@ -20,12 +20,11 @@ import math
 
 import pandas as pd
 
-from ablation import summary, tracking
+from ablation import decide, summary, tracking
 from ablation.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-HELPS = "helps"  # the verdict of ablation.decide, named here so that choosing a run does not import the rule
 
 
 def choose(table: pd.DataFrame, finished: pd.DataFrame) -> dict:
@@ -34,10 +33,10 @@ def choose(table: pd.DataFrame, finished: pd.DataFrame) -> dict:
     `val_score` the chosen run's validation score (`val_metric`: best/val_<metric> or best/val_loss). When the
     sweep covers several datasets, models or settings, the one policy with the highest delta test score over all
     of them wins (and among the baselines, the best mean test score)."""
-    helps = table[table["verdict"] == HELPS]
+    helps = table[table["verdict"] == decide.HELPS]
     if len(helps):
         row = helps.sort_values("delta_test_score", ascending=False, kind="stable").iloc[0]
-        why = (f"policy {row['augmentation']}: verdict {HELPS}, the highest delta test {row['score_metric']} "
+        why = (f"policy {row['augmentation']}: verdict {decide.HELPS}, the highest delta test {row['score_metric']} "
                f"against none among the {len(helps)} polic{'y' if len(helps) == 1 else 'ies'} that help "
                f"({row['delta_test_score']:+.4f})")
     else:

@@ -25,13 +25,12 @@ import re
 import numpy as np
 import pandas as pd
 
-from ablation import stats
+from ablation import decide, stats
 
 COLUMN = re.compile(r"^metrics\.test_class/(.+)/accuracy$")
 KEYS = ["dataset", "model", "setting", "augmentation"]
 BLOCK = ["dataset", "model", "setting"]
 BASELINE = "none"
-HELPS = "helps"  # the verdict of ablation.decide, named here so that this lens does not import the decision rule
 COLUMNS = [*KEYS, "class", "n_seeds", "delta_points", "ci_low", "ci_high", "floor_points", "p", "p_adjusted",
            "significant"]
 
@@ -110,7 +109,7 @@ def harm_lines(effect_table: pd.DataFrame, summary_table: pd.DataFrame) -> list[
     several_blocks = effect_table[BLOCK].astype(str).drop_duplicates().shape[0] > 1
     for key, group in hurt.groupby(KEYS, dropna=False, sort=False):
         verdict = verdicts.get(tuple(key), "")
-        overall = "helps overall" if verdict == HELPS else f"verdict {verdict}" if verdict else "overall"
+        overall = "helps overall" if verdict == decide.HELPS else f"verdict {verdict}" if verdict else "overall"
         classes = ", ".join(f"class {r['class']} ({r['delta_points']:+.1f} points [{r['ci_low']:+.1f}, "
                             f"{r['ci_high']:+.1f}])" for _, r in group.sort_values("delta_points").iterrows())
         where = f" ({key[0]}, {key[1]}{', ' + key[2] if key[2] else ''})" if several_blocks else ""

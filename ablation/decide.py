@@ -59,30 +59,31 @@ RULE = ("Each policy is compared with `none` paired by seed, on two endpoints: t
         "or training unfinished in at least half the seeds.")
 CORRECTION_NAMES = {"bh": "Benjamini-Hochberg", "holm": "Holm", "none": "no correction"}
 
-paired, adjust = stats.paired, stats.adjust  # the report's statistics, kept under the names callers know
-
-
 def failed_verdict(failed: int, total: int) -> str:
     return f"undecided: {failed}/{total} runs failed"
 
 
-def verdicts(gap: dict, score: dict, gap_adjusted, score_adjusted, alpha: float, margin, ni_low,
-             equivalent) -> np.ndarray:
-    """Steps 2-6 of this module's docstring, elementwise. gap, score: stats.paired() of the differences;
-    *_adjusted: their p values within each endpoint's family (tested at alpha / 2); ni_low: the lower end of the
-    score interval the non-inferiority test uses; equivalent: both endpoints shown within their margins."""
-    half = alpha / 2
+def significant(gap: dict, score: dict, gap_adjusted, score_adjusted, level: float) -> dict[str, np.ndarray]:
+    """Which way each endpoint moved significantly: p values below `level` (alpha / 2 per family), by the sign of
+    the mean difference."""
     with np.errstate(invalid="ignore"):
-        gap_down = (gap_adjusted < half) & (gap["mean"] < 0)
-        gap_up = (gap_adjusted < half) & (gap["mean"] > 0)
-        score_down = (score_adjusted < half) & (score["mean"] < 0)
-        score_up = (score_adjusted < half) & (score["mean"] > 0)
+        return {"gap_down": (gap_adjusted < level) & (gap["mean"] < 0),
+                "gap_up": (gap_adjusted < level) & (gap["mean"] > 0),
+                "score_down": (score_adjusted < level) & (score["mean"] < 0),
+                "score_up": (score_adjusted < level) & (score["mean"] > 0)}
+
+
+def verdicts(moved: dict, score: dict, margin, ni_low, equivalent) -> np.ndarray:
+    """Steps 2-6 of this module's docstring, elementwise. moved: significant()'s; score: stats.paired() of the
+    score differences; ni_low: the lower end of the score interval the non-inferiority test uses; equivalent:
+    both endpoints shown within their margins."""
+    with np.errstate(invalid="ignore"):
         measured_loss = (score["p"] < 1 - LEVEL) & (score["mean"] < 0)  # the raw interval shown lies below zero
-        selected = gap_down | score_up
         within = ni_low > -np.asarray(margin)
+    selected = moved["gap_down"] | moved["score_up"]
     # A score shown higher (corrected) is shown no lower than the margin too; otherwise the adjusted interval must.
-    return np.select([score_down & gap_down, score_down, selected & ~measured_loss & (score_up | within), selected,
-                      gap_up,
+    return np.select([moved["score_down"] & moved["gap_down"], moved["score_down"],
+                      selected & ~measured_loss & (moved["score_up"] | within), selected, moved["gap_up"],
                       equivalent], [COSTS, HURTS, HELPS, COST_UNCLEAR, WIDENS, EQUIVALENT], UNDECIDED)
 
 
@@ -94,18 +95,15 @@ def decide(d_gap, d_score, correction: str = "bh", alpha: float = 0.05, margin=1
     the gap; failed/total: failed runs and all runs per row; unfinished: rows flagged unfinished."""
     gap, score = stats.paired(d_gap), stats.paired(d_score, floor=score_floor)
     gap_adjusted, score_adjusted = stats.adjust(gap["p"], correction), stats.adjust(score["p"], correction)
+    moved = significant(gap, score, gap_adjusted, score_adjusted, alpha / 2)
+    ni_low, ni_high = stats.interval(score, ni_level(moved["gap_down"] | moved["score_up"], alpha, correction))
+    tost_gap, tost_score = stats.tost(gap, gap_margin), stats.tost(score, margin)
+    tost_gap_adjusted, tost_score_adjusted = stats.adjust(tost_gap, correction), stats.adjust(tost_score, correction)
     with np.errstate(invalid="ignore"):
-        selected = ((gap_adjusted < alpha / 2) & (gap["mean"] < 0)) | ((score_adjusted < alpha / 2)
-                                                                       & (score["mean"] > 0))
-    ni_low, ni_high = stats.interval(score, ni_level(selected, alpha, correction))
-    tost_gap = stats.adjust(stats.tost(gap, gap_margin), correction)
-    tost_score = stats.adjust(stats.tost(score, margin), correction)
-    with np.errstate(invalid="ignore"):
-        equivalent = (tost_gap < alpha) & (tost_score < alpha)
-    rule = verdicts(gap, score, gap_adjusted, score_adjusted, alpha, margin, ni_low, equivalent)
-    raw_low, _ = stats.interval(score, 1 - alpha)
-    raw = verdicts(gap, score, gap["p"], score["p"], 2 * alpha, margin, raw_low, (stats.tost(gap, gap_margin) < alpha)
-                   & (stats.tost(score, margin) < alpha))
+        rule = verdicts(moved, score, margin, ni_low, (tost_gap_adjusted < alpha) & (tost_score_adjusted < alpha))
+        # Without the correction: each test on its own at alpha, the raw interval behind helps.
+        raw = verdicts(significant(gap, score, gap["p"], score["p"], alpha), score, margin,
+                       stats.interval(score, 1 - alpha)[0], (tost_gap < alpha) & (tost_score < alpha))
     final = rule.astype(object)
     if unfinished is not None:
         final = np.where(np.asarray(unfinished, dtype=bool), UNFINISHED, final)
@@ -113,11 +111,10 @@ def decide(d_gap, d_score, correction: str = "bh", alpha: float = 0.05, margin=1
         failed = np.broadcast_to(np.asarray(failed, dtype=int), rule.shape)
         total = np.broadcast_to(np.asarray(total, dtype=int), rule.shape)
         final = np.where(failed > 0, np.vectorize(failed_verdict, otypes=[object])(failed, total), final)
-    with np.errstate(invalid="ignore"):
-        wider = (gap_adjusted < alpha / 2) & (gap["mean"] > 0)
     return {"gap": gap, "score": score, "gap_p_adjusted": gap_adjusted, "score_p_adjusted": score_adjusted,
-            "score_ni_low": ni_low, "score_ni_high": ni_high, "tost_p_gap": tost_gap, "tost_p_score": tost_score,
-            "gap_wider": wider, "verdict": final.astype(str), "verdict_rule": rule,
+            "score_ni_low": ni_low, "score_ni_high": ni_high, "tost_p_gap": tost_gap_adjusted,
+            "tost_p_score": tost_score_adjusted, "gap_wider": moved["gap_up"], "verdict": final.astype(str),
+            "verdict_rule": rule,
             "verdict_raw": raw}
 
 

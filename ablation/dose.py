@@ -19,18 +19,16 @@ import re
 import numpy as np
 import pandas as pd
 
-from ablation import stats
+from ablation import decide, stats
 
 BLOCK = ["dataset", "model", "setting"]
 BASELINE = "none"
-# Verdicts of ablation.decide, named here so that this lens does not import the decision rule.
-HELPS, BASELINE_VERDICT = "helps", "baseline"
 ALPHA = 0.05  # a level is told apart from the best when the paired test puts it lower at this level
 LEVEL = re.compile(r"^(?P<policy>.+)@(?P<level>\d+(?:\.\d*)?(?:e[-+]?\d+)?)(?P<offline>@offline)?$")
 DELTAS = ["delta_test_score", "delta_test_score_ci_low", "delta_test_score_ci_high", "delta_gap", "delta_gap_ci_low",
           "delta_gap_ci_high"]
 COLUMNS = [*BLOCK, "policy", "strength", "augmentation", "verdict", *DELTAS, "n_seeds", "score_metric",
-           "gap_estimator", "best", "supported", "p_vs_best"]
+           "score_step", "gap_estimator", "best", "supported", "p_vs_best"]
 # Units of the report table's delta test score (decide.py: accuracy in points, PSNR in dB) and of the runs' own
 # test metrics (accuracy logged as a share of 1), and the digits each is shown with.
 UNITS = {"accuracy": ("points", 1), "psnr": ("dB", 2)}
@@ -63,7 +61,7 @@ def levels(table: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFram
                      & (table[BLOCK].astype(str) == pd.Series({k: str(block[k]) for k in BLOCK})).all(axis=1)]
         if len(base) and not (family["strength"] == 0).any():
             b = base.iloc[0]
-            zeros.append({**block, "strength": 0.0, "augmentation": BASELINE, "verdict": BASELINE_VERDICT,
+            zeros.append({**block, "strength": 0.0, "augmentation": BASELINE, "verdict": decide.BASELINE,
                           **{c: 0.0 for c in DELTAS}, "n_seeds": b["n_seeds"], "score_metric": b["score_metric"],
                           "gap_estimator": b["gap_estimator"]})
     out = pd.concat([out, pd.DataFrame(zeros)], ignore_index=True) if zeros else out
@@ -74,7 +72,7 @@ def levels(table: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFram
         if chosen is None:
             continue
         out.loc[chosen.name, ["best", "supported"]] = True
-        for index, r in family[(family["verdict"] == HELPS) & (family.index != chosen.name)].iterrows():
+        for index, r in family[(family["verdict"] == decide.HELPS) & (family.index != chosen.name)].iterrows():
             p, mean = _versus(runs, r, chosen)
             out.loc[index, "p_vs_best"] = p
             if math.isfinite(p):  # the paired test: in the set unless shown worse
@@ -87,7 +85,7 @@ def levels(table: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFram
 
 def best(family: pd.DataFrame) -> pd.Series | None:
     """The best point estimate among one policy's levels: the highest delta test score among `helps`."""
-    helping = family[family["verdict"] == HELPS]
+    helping = family[family["verdict"] == decide.HELPS]
     if helping.empty:
         return None
     return helping.sort_values(["delta_test_score", "strength"], ascending=[False, True]).iloc[0]
@@ -110,18 +108,20 @@ def _versus(runs: pd.DataFrame | None, level: pd.Series, chosen: pd.Series) -> t
     if len(scores) < 2:
         return math.nan, math.nan
     scale = RUN_SCALE.get(metric, 1.0)
-    floor = scale * _step(mine, scores) if metric == "accuracy" else 0.0
-    s = stats.paired((scores.iloc[:, 0] - scores.iloc[:, 1]).to_numpy() * scale, floor)
+    s = stats.paired((scores.iloc[:, 0] - scores.iloc[:, 1]).to_numpy() * scale, _floor(level, scores, scale))
     return float(s["p"][0]), float(s["mean"][0])
 
 
-def _step(runs: pd.DataFrame, scores: pd.DataFrame) -> float:
-    """One test image as a share of the test split: from the logged split size (data/n_test) when there is one,
-    else read off the two levels' accuracies per seed (stats.step), the finest over the seeds."""
-    n = pd.to_numeric(runs.get("metrics.data/n_test", pd.Series(dtype=float)), errors="coerce").max()
-    if np.isfinite(n) and n >= 1:
-        return 1.0 / n
-    return min(stats.step(row) for _, row in scores.iterrows())
+def _floor(level: pd.Series, scores: pd.DataFrame, scale: float) -> float:
+    """One test image in the table's unit: the report table's score_step (summary.per_run, from the logged
+    split size); a table written before it had one reads it off the two levels' accuracies per seed
+    (stats.step), the finest over the seeds. 0 for a continuous score."""
+    step = pd.to_numeric(pd.Series([level.get("score_step")]), errors="coerce").iloc[0]
+    if np.isfinite(step):
+        return float(step)
+    if str(level["score_metric"]) != "accuracy":
+        return 0.0
+    return scale * min(stats.step(row) for _, row in scores.iterrows())
 
 
 def lines(doses: pd.DataFrame) -> list[str]:
@@ -138,7 +138,7 @@ def lines(doses: pd.DataFrame) -> list[str]:
             out.append(f"{name}{where}: no level helps by the decision rule ({shown})")
             continue
         kept = family[family["supported"].astype(bool)]
-        told = family[(family["verdict"] == HELPS) & ~family["supported"].astype(bool)]
+        told = family[(family["verdict"] == decide.HELPS) & ~family["supported"].astype(bool)]
         estimate = f"{chosen['strength']:g}: {_interval(chosen, metric)}"
         if len(kept) > 1:
             text = (f"{name}{where}: levels {_and(kept['strength'])} help and cannot be told apart (best point "

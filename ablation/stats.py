@@ -1,5 +1,5 @@
 """Shared statistics of the report and its lenses: paired differences over seeds, multiplicity corrections,
-exact sign-flip tests, equivalence (TOST) and selection-adjusted intervals. Plain numpy/scipy on arrays with one
+equivalence (TOST), selection-adjusted intervals and the step of a count-valued score. Plain numpy/scipy on arrays with one
 row per comparison and one column per seed (NaN = a missing seed), so simulations run the very code the report
 runs.
 
@@ -11,7 +11,6 @@ themselves at 2 or 3 seeds (t = sqrt(n): p = 0.39 at 2 seeds, 0.23 at 3)."""
 from __future__ import annotations
 
 import fractions
-import itertools
 import math
 
 import numpy as np
@@ -19,7 +18,6 @@ from scipy import stats as sps
 
 LEVEL = 0.95  # of every raw interval shown
 CORRECTIONS = ("bh", "holm", "none")
-SIGNFLIP_EXACT = 16  # seeds up to which the sign-flip test enumerates every pattern (2^16); beyond, t's p value
 
 
 def paired(d: np.ndarray, floor: float | np.ndarray = 0.0, level: float = LEVEL) -> dict[str, np.ndarray]:
@@ -93,26 +91,6 @@ def _holm(p: np.ndarray) -> np.ndarray:
     stepped = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
     out = np.empty(m)
     out[order] = stepped
-    return out
-
-
-def signflip(d: np.ndarray) -> np.ndarray:
-    """Exact two-sided p value of the paired sign-flip (permutation) test of each row's mean against 0: the share
-    of the 2^n sign patterns whose |sum| is at least the observed one. Valid for any symmetric noise, steps and
-    ties included; its smallest p value is 2 / 2^n (0.0625 at 5 seeds). Rows with more than SIGNFLIP_EXACT seeds
-    fall back on the t test."""
-    d = np.atleast_2d(np.asarray(d, dtype=float))
-    out = np.full(d.shape[:-1], np.nan)
-    for index in np.ndindex(d.shape[:-1]):
-        x = d[index][np.isfinite(d[index])]
-        if len(x) < 1:
-            continue
-        if len(x) > SIGNFLIP_EXACT:
-            out[index] = paired(x[None])["p"][0]
-            continue
-        signs = np.array(list(itertools.product((1.0, -1.0), repeat=len(x))))
-        sums = np.abs(signs @ x)
-        out[index] = float(np.mean(sums >= abs(x.sum()) - 1e-12 * max(1.0, np.abs(x).sum())))
     return out
 
 

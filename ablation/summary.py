@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ablation import curves, decide
+from ablation import curves, decide, stats
 
 KEYS = ["dataset", "model", "setting", "augmentation"]
 BLOCK = ["dataset", "model", "setting", "task"]
@@ -189,13 +189,14 @@ def _block(key: dict, block: pd.DataFrame, opts: dict, failed: pd.DataFrame) -> 
     lost = failed.groupby(failed["augmentation"].astype(str))["seed"].nunique() if len(failed) else pd.Series(dtype=int)
     n_failed = np.array([int(lost.get(a, 0)) for a in policies], dtype=int)
     totals = np.array([groups[a]["seed"].nunique() for a in policies], dtype=int) + n_failed
-    flagged = np.array([_describe(key, a, groups[a])["unfinished"] for a in policies], dtype=bool)
+    described = {a: _describe(key, a, groups[a]) for a in policies}
+    flagged = np.array([described[a]["unfinished"] for a in policies], dtype=bool)
     steps = block["score_step"].astype(float)
     step = float(steps.max()) if steps.notna().any() else 0.0
     decision = decide.decide(d["gap"], d["test_score"], opts["correction"], opts["alpha"], margin,
                              score_floor=step, gap_margin=gap_margin, failed=n_failed, total=totals,
                              unfinished=flagged)
-    gap, score, train = decision["gap"], decision["score"], decide.paired(d["train_score"])
+    gap, score, train = decision["gap"], decision["score"], stats.paired(d["train_score"])
     rows = []
     for i, augmentation in enumerate(policies):
         verdict = str(decision["verdict"][i])
@@ -203,7 +204,7 @@ def _block(key: dict, block: pd.DataFrame, opts: dict, failed: pd.DataFrame) -> 
         # Underfits: the clean-train score shown lower than none's (its raw interval below zero) by more than the
         # threshold on average.
         underfits = bool(train["mean"][i] < -threshold and train["high"][i] < 0)
-        row = {**_describe(key, augmentation, groups[augmentation]), "verdict": verdict,
+        row = {**described[augmentation], "verdict": verdict,
                "failed": f"{n_failed[i]}/{totals[i]}",
                "delta_test_score": score["mean"][i], "delta_test_score_ci_low": score["low"][i],
                "delta_test_score_ci_high": score["high"][i],

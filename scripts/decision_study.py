@@ -24,7 +24,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ablation import curves, decide, report, simulate, summary
+from ablation import curves, decide, report, simulate, stats, summary
 from ablation.cli import compose_from_argv
 
 
@@ -44,9 +44,9 @@ def estimators(experiments: list[str], overrides: list[str]) -> None:
         results = []
         for name in curves.ESTIMATORS:
             d = _differences(runs, f"gap_{name}") if name != "paired_auc" else _paired(runs)
-            stats_ = decide.paired(d)
+            stats_ = stats.paired(d)
             t = np.abs(stats_["mean"] / (stats_["sd"] / np.sqrt(stats_["n"])))
-            decided = int(np.sum(decide.adjust(stats_["p"], "bh") < 0.05))
+            decided = int(np.sum(stats.adjust(stats_["p"], "bh") < 0.05))
             pooled = np.sqrt(np.nanmean(stats_["sd"] ** 2))
             # How far apart the policies' mean effects lie, in units of one seed's noise: the estimator that
             # tells policies apart with the fewest seeds has the highest.

@@ -130,7 +130,7 @@ def summary_rows(width=1.0):
                 "verdict": verdict, "delta_test_score": score, "delta_test_score_ci_low": score - width,
                 "delta_test_score_ci_high": score + width, "delta_gap": gap, "delta_gap_ci_low": gap - width / 100,
                 "delta_gap_ci_high": gap + width / 100, "n_seeds": 5, "score_metric": "accuracy",
-                "gap_estimator": "auc"}
+                "score_step": 100 / 360, "gap_estimator": "auc"}
     return pd.DataFrame([row("none", "baseline", 0.0, 0.0, 0.0), row("rotate@0.5", "helps", 1.0, -0.05),
                          row("rotate@1", "helps", 2.0, -0.08), row("rotate@2", "undecided", 0.0, -0.1),
                          row("rotate@6", "hurts", -6.0, -0.12), row("hflip", "hurts", -1.0, 0.0)])

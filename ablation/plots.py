@@ -161,7 +161,7 @@ def forest(summary) -> Figure:
     for verdict, color in VERDICT_COLORS.items():
         if verdict in set(table["verdict"]):
             gap_ax.scatter([], [], c=color, label=verdict, s=28)
-    gap_ax.legend(fontsize=7, loc="best")  # where it hides the fewest intervals
+    gap_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: it hides no interval
     fig.suptitle("policy - none, paired by seed, with raw 95% intervals", fontsize=10)
     return fig
 

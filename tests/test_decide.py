@@ -192,9 +192,12 @@ def test_finding_3_looking_again_is_a_confirmatory_sweep_on_fresh_seeds(noise):
     """The old advice: add seeds to the same rows and test again (0.05 became 8.2% after one round), with a
     target planned from the effect seen (99% of no-effect sweeps told to add seeds, median 45). Now: a
     confirmatory sweep on fresh seeds in its own experiment, sized from the spreads and the margins alone."""
-    # The plan does not move with the effect seen: two rows with the same spreads, different means.
-    assert decide.seeds_needed(decide.UNDECIDED, 0.02, 1.0, 1.0, 0.03, ALPHA) == decide.seeds_needed(
-        decide.UNDECIDED, 0.02, 1.0, 1.0, 0.03, ALPHA)
+    # The plan comes from the spreads and the margins (equivalence of both endpoints, 80% power), never from the
+    # effect seen: noisier rows need more seeds, and a row with nothing to find is sized like any other.
+    planned = decide.seeds_needed(decide.UNDECIDED, 0.02, 1.0, 1.0, 0.03, ALPHA)
+    assert planned == max(decide.seeds_for(0.03, 0.02, 2 * ALPHA), decide.seeds_for(1.0, 1.0, 2 * ALPHA))
+    assert decide.seeds_needed(decide.UNDECIDED, 0.02, 1.5, 1.0, 0.03, ALPHA) > planned
+    assert decide.seeds_needed(decide.COST_UNCLEAR, 0.02, 1.0, 1.0, 0.03, ALPHA) == decide.seeds_for(1.0, 1.0, ALPHA)
     assert np.isnan(decide.seeds_needed(decide.HELPS, 0.02, 1.0, 1.0, 0.03, ALPHA))
     table = pd.DataFrame([{"dataset": "digits", "model": "small_cnn", "setting": "", "augmentation": "rotate",
                            "verdict": decide.UNDECIDED, "seeds_needed": 12.0, "n_seeds": 5, "max_seed": 4,

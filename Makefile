@@ -37,13 +37,13 @@ sweep: $(STAMP) ## Run an experiment's sweep and its report (EXP=digits_ablation
 	$(PY) -m ablation -m experiment=$(EXP) $(if $(filter auto,$(JOBS)),hydra/launcher=packed,$(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS))) $(ARGS)
 
 report: $(STAMP) ## Rebuild an experiment's report from what MLflow holds (EXP=digits_ablation)
-	$(PY) -m ablation.report experiment_name=$(EXP) $(ARGS)
+	$(PY) -m ablation.cli.report experiment_name=$(EXP) $(ARGS)
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1 over the local store (PORT=5000); prints the runs-table address per experiment
-	$(PY) -m ablation.ui port=$(PORT) $(ARGS)
+	$(PY) -m ablation.cli.ui port=$(PORT) $(ARGS)
 
 predict: $(STAMP) ## A logged model's predictions for a folder of images: ARGS="run_id=ID data=FOLDER [out=FILE.csv]"
-	$(PY) -m ablation.predict $(ARGS)
+	$(PY) -m ablation.cli.predict $(ARGS)
 
 server: $(STAMP) ## MLflow tracking server on 127.0.0.1:5001 over PostgreSQL, kept in runs/server (tracking=server uses it)
 	PY=$(PY) bash scripts/server.sh start $(ARGS)

@@ -21,7 +21,7 @@ The projection: start-up + exit + (runs + report) x 60 / slice runs (the report 
 it linearly errs on the long side). Targets: at most 30 minutes projected, input wait under 5% (the
 fit loop's perf/input_wait_fraction over the runs' epochs 2.., weighted by their training time).
 
---jobs N runs the slice packed (hydra/launcher=packed, ablation/packing.py): N worker processes at once on the
+--jobs N runs the slice packed (hydra/launcher=packed, ablation/sweep/packing.py): N worker processes at once on the
 one device, each taking job after job and keeping its compiled model, with GPU memory allocated as used
 (XLA_PYTHON_CLIENT_PREALLOCATE=false; here also XLA_PYTHON_CLIENT_MEM_FRACTION=0.9/N, so that N processes fit); --compare-packing runs it once sequentially and once with N jobs (default 3)
 and prints the ratio of runs per hour. --tiny is the CPU dry run (512 + 128 images, 1 epoch, 2 policies).
@@ -135,7 +135,7 @@ def phase_env(jobs: int, data: Path) -> dict[str, str]:
 def preflight(jobs: int, data: Path) -> str | None:
     """Import what a sweep needs, in the environment its process gets: a missing wheel fails here in seconds
     with its name, not minutes into a GPU slot. None when all is there, else the error's last line."""
-    modules = ["ablation.run", "ablation.report", "ablation.sweep", "mlflow.store.tracking.sqlalchemy_store",
+    modules = ["ablation.training.run", "ablation.report.build", "ablation.sweep.jobs", "mlflow.store.tracking.sqlalchemy_store",
                *(["hydra_plugins.hydra_joblib_launcher"] if jobs > 1 else [])]
     proc = subprocess.run([sys.executable, "-c", f"import {', '.join(modules)}"], env=phase_env(jobs, data),
                           capture_output=True, text=True)

@@ -43,8 +43,9 @@ def inside(on_home: Path, off_home: Path) -> dict[str, float]:
     """Seconds the lenses took inside the runs, and the runs' own total time."""
     import mlflow
 
-    from ablation import affinity, report
-    from ablation.cli import compose_app
+    from ablation.cli.compose import compose_app
+    from ablation.lenses import affinity
+    from ablation.report import build as report
 
     mlflow.set_tracking_uri(f"sqlite:///{on_home / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["digits_ablation"])

@@ -69,8 +69,9 @@ def plain_keras(epochs: int = EPOCHS) -> float:
     code = f"""
 import time, keras
 from hydra import compose, initialize_config_dir
-from ablation import datasets, models
-from ablation.paths import CONF
+from ablation import datasets
+from ablation.training import models
+from ablation.core.paths import CONF
 with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
     cfg = compose("config")
 splits = datasets.load(cfg.dataset)
@@ -145,7 +146,7 @@ def render(times: dict[str, list[float]], sweeps: dict[str, float], args, epochs
         for label, wall in sweeps.items():
             lines.append(f"| {label} | {wall:.1f} | {runs * 3600 / wall:.0f} | {old / wall:.2f}x |")
         if "current defaults, packed" in sweeps:
-            from ablation import packing
+            from ablation.sweep import packing
 
             lines += ["", f"packed ({packing.jobs()} jobs at once) against one job at a time: "
                           f"{sweeps['current defaults'] / sweeps['current defaults, packed']:.2f}x the runs per hour"]

@@ -6,17 +6,17 @@
     python benchmarks/pipeline.py --only throughput                 # section 1 alone (32, 128, 224 px)
 
 Sections, each printed as a Markdown table and written together to runs/bench/pipeline.md:
-1. Augmentation throughput (images/s) of the `idg_classic` policy: ours (ablation.batches.Batches through Keras'
+1. Augmentation throughput (images/s) of the `idg_classic` policy: ours (ablation.training.batches.Batches through Keras'
    PyDataset adapter as fit consumes it, and the bare batches[i] loop), Keras' legacy ImageDataGenerator, the
    same policy as Keras 3 preprocessing layers in a tf.function, and the raw albumentations loop (the host
    ceiling). Targets: ours >= 5x ImageDataGenerator at >= 128 px on one worker; ours >= 0.9x the raw loop.
-2. Augmentation overhead of a real run (ablation.run.run): epoch time of idg_classic / none. Target <= 1.15.
+2. Augmentation overhead of a real run (ablation.training.run.run): epoch time of idg_classic / none. Target <= 1.15.
 3. Tracking overhead: a run tracked to a persistent store (runs/bench/) vs a throwaway one. Target: at most 2%
    slower.
 4. Decode once: the second datasets.load of a folder dataset vs the first (decode cache). Target <= 10%.
 5. Worker defaults: workers=1 vs 2 (threads; processes in the full run) through fit, small_cnn, idg_classic.
 6. One training epoch on a CIFAR-10-sized set (synthetic: 50,000 training images of 32x32x3 uint8, 10 classes;
-   --quick 2,500) through ablation.run.run with small_cnn and idg_classic: images/s, the share of the training
+   --quick 2,500) through ablation.training.run.run with small_cnn and idg_classic: images/s, the share of the training
    time the fit loop waited for input, and epoch seconds, from the run's MLflow metrics, with the run's device
    and Keras backend tags. The one section meant for GPU machines; `--only cifar` runs it alone, on any backend.
 
@@ -66,8 +66,9 @@ from hydra import compose, initialize_config_dir
 from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 from omegaconf import OmegaConf
 
-from ablation import augment, backend, datasets, models
-from ablation.batches import Batches
+from ablation import augment, datasets
+from ablation.training import backend, models
+from ablation.training.batches import Batches
 
 # CIFAR10_CLASSES stays importable from here: tests/test_perf.py reads it off this module.
 from benchmarks.common import CIFAR10_CLASSES, fmt, installed, md_table, write_cifar_like  # noqa: F401
@@ -197,7 +198,7 @@ def through_adapter(batches: Batches, kind: str):
 
 
 def fit_data(batches: Batches) -> dict:
-    """model.fit's training-data arguments, as ablation.run passes them."""
+    """model.fit's training-data arguments, as ablation.training.run passes them."""
     data, steps = backend.fit_input(batches)
     return {"x": data, "steps_per_epoch": steps}
 
@@ -344,10 +345,10 @@ def throughput_table(rows: list[dict]) -> tuple[str, list[str]]:
 # ---------------------------------------------------------------------------------------------- 2./3. real runs
 
 def run_once(overrides: list[str]) -> tuple[dict, float, list[float], list[float]]:
-    """ablation.run.run on a composed config; (its metrics, wall seconds, per-epoch seconds and per-epoch share
+    """ablation.training.run.run on a composed config; (its metrics, wall seconds, per-epoch seconds and per-epoch share
     of the training time the fit loop waited for its next batch, both from MLflow)."""
-    from ablation import run as runner
     from ablation import tracking
+    from ablation.training import run as runner
 
     cfg = compose_cfg("trainer.verbose=0", "tracking.log_model=false", "force=true", *overrides)
     started = time.perf_counter()
@@ -491,10 +492,10 @@ CIFAR_METRICS = ("throughput/images_per_s", "perf/input_wait_fraction", "time/ep
 
 
 def cifar_epoch(tmp: Path, n_train: int, n_eval: int, epochs: int = 2, overrides: tuple[str, ...] = ()) -> dict:
-    """ablation.run.run of small_cnn with idg_classic on the synthetic set, tracked to a throwaway store in tmp.
+    """ablation.training.run.run of small_cnn with idg_classic on the synthetic set, tracked to a throwaway store in tmp.
     Returns, from the run's MLflow record, per epoch the CIFAR_METRICS, and the run's device and backend tags."""
-    from ablation import run as runner
     from ablation import tracking
+    from ablation.training import run as runner
 
     npz = tmp / "cifar10-synthetic.npz"
     write_cifar_like(npz, n_train, n_eval)
@@ -521,7 +522,7 @@ def cifar_epoch(tmp: Path, n_train: int, n_eval: int, epochs: int = 2, overrides
 def cifar_section(quick: bool) -> str:
     n_train, n_eval = (2_500, 500) if quick else (50_000, 5_000)
     title = (f"## 6. One training epoch on a CIFAR-10-sized set (synthetic, {n_train:,} x 32x32x3 uint8, 10 classes; "
-             f"small_cnn, {POLICY}, batches of {BATCH}, through ablation.run.run)")
+             f"small_cnn, {POLICY}, batches of {BATCH}, through ablation.training.run.run)")
     print(f"\n{title}\n", flush=True)
     with tempfile.TemporaryDirectory(prefix="ablation-bench-cifar-") as tmp:
         os.environ[datasets.CACHE_ENV] = str(Path(tmp) / "cache")  # never touch runs/cache
@@ -594,7 +595,7 @@ def pipeline_sections(quick: bool) -> tuple[list[str], list[str]]:
         # 2. Augmentation overhead in a real run
         epochs = 4 if quick else 6
         pairs = 2 if quick else 3
-        print(f"\n## 2. Augmentation overhead (ablation.run.run, digits, small_cnn, {epochs} epochs)\n", flush=True)
+        print(f"\n## 2. Augmentation overhead (ablation.training.run.run, digits, small_cnn, {epochs} epochs)\n", flush=True)
         run_once([f"tracking.uri={throwaway}", "trainer.epochs=1", f"experiment_name={EXPERIMENT}"])  # warm-up
         o = overhead(throwaway, epochs, pairs)
         ok = o["ratio"] <= 1.15
@@ -629,7 +630,7 @@ def pipeline_sections(quick: bool) -> tuple[list[str], list[str]]:
                 f"[outside fit the persistent store costs {delta:+.2f} s per run = {delta / t['throwaway']:+.1%} "
                 f"of a run]")
         print(f"{table}\n\n{line}", flush=True)
-        sections.append(f"## 3. Tracking overhead (wall time of ablation.run.run, `none`, {epochs} epochs)\n\n"
+        sections.append(f"## 3. Tracking overhead (wall time of ablation.training.run.run, `none`, {epochs} epochs)\n\n"
                         f"{table}\n\n{line}")
 
         # 4. Decode once

@@ -3,9 +3,9 @@
   python scripts/decision_study.py estimators digits_library shapes_ablation
       every gap estimator's signal to noise over the policies of each experiment (paired by seed)
   python scripts/decision_study.py fit digits_library --out tests/data/noise_digits.json
-      the noise model the calibration simulations draw from (ablation/simulate.py)
+      the noise model the calibration simulations draw from (ablation/report/simulate.py)
   python scripts/decision_study.py simulate tests/data/noise_digits.json
-      each verdict's error rate in every scenario of ablation/simulate.py (1,000 sweeps of 20 policies at 3, 5
+      each verdict's error rate in every scenario of ablation/report/simulate.py (1,000 sweeps of 20 policies at 3, 5
       and 10 seeds), and the power for a shift-sized effect, by seeds and correction
   python scripts/decision_study.py seeds digits_ablation
       the verdicts the first 3, 5 and all seeds of an experiment give, under bh and holm
@@ -24,8 +24,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ablation import curves, decide, report, simulate, stats, summary
-from ablation.cli import compose_from_argv
+from ablation.cli.compose import compose_from_argv
+from ablation.core import curves, stats
+from ablation.core.names import BASELINE
+from ablation.report import build as report
+from ablation.report import decide, simulate, summary
 
 
 def per_run(experiment: str, overrides: list[str], estimator: str = summary.DEFAULTS["gap"]) -> pd.DataFrame:
@@ -59,15 +62,15 @@ def estimators(experiments: list[str], overrides: list[str]) -> None:
 def _differences(runs: pd.DataFrame, column: str) -> np.ndarray:
     """(policies, seeds) paired differences with none of one column."""
     wide = runs.pivot_table(index="augmentation", columns="seed", values=column)
-    return (wide.drop(index=summary.BASELINE) - wide.loc[summary.BASELINE]).to_numpy(float)
+    return (wide.drop(index=BASELINE) - wide.loc[BASELINE]).to_numpy(float)
 
 
 def _paired(runs: pd.DataFrame) -> np.ndarray:
     """(policies, seeds) differences by paired_auc: each seed's runs compared over the epochs both trained."""
     seeds = sorted(runs["seed"].unique())
-    base = runs[runs["augmentation"] == summary.BASELINE]
+    base = runs[runs["augmentation"] == BASELINE]
     return np.array([summary._paired_curves(runs[runs["augmentation"] == a], base, seeds)
-                     for a in sorted(set(runs["augmentation"]) - {summary.BASELINE})])
+                     for a in sorted(set(runs["augmentation"]) - {BASELINE})])
 
 
 def fit(experiment: str, out: Path, overrides: list[str]) -> None:
@@ -126,7 +129,7 @@ def seeds(experiment: str, overrides: list[str]) -> None:
     print("| policy | " + " | ".join(f"{n} seeds ({c})" for n, c in columns) + " |")
     print("|---|" + "---|" * len(columns))
     for policy in verdicts[columns[-1]]:
-        if policy != summary.BASELINE:
+        if policy != BASELINE:
             print(f"| {policy} | " + " | ".join(verdicts[col].get(policy, "") for col in columns) + " |")
 
 
@@ -136,7 +139,7 @@ def flags(experiments: list[str], overrides: list[str]) -> None:
     for experiment in experiments:
         runs = per_run(experiment, overrides)
         table = summary.summary(runs, summary.options())
-        policies = table[table["augmentation"] != summary.BASELINE]
+        policies = table[table["augmentation"] != BASELINE]
         late = ", ".join(policies.loc[policies["unfinished"], "augmentation"]) or "none"
         low = ", ".join(policies.loc[policies["underfits"], "augmentation"]) or "none"
         print(f"| {experiment} | {len(policies)} | {late} | {low} | {runs['unfinished'].mean():.0%} "

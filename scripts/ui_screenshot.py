@@ -1,8 +1,8 @@
 """Screenshot of a sweep's parent run in the MLflow UI (docs/images/mlflow_parent_run.png): its description is
-the report's decision. Starts `python -m ablation.ui` over the store, opens the latest sweep's parent run of the
+the report's decision. Starts `python -m ablation.cli.ui` over the store, opens the latest sweep's parent run of the
 experiment in headless Chromium, expands the description, closes the assistant panel, saves the PNG.
 
-    python scripts/ui_screenshot.py EXPERIMENT OUT.png [ablation.ui overrides, e.g. tracking.uri=sqlite:///...]
+    python scripts/ui_screenshot.py EXPERIMENT OUT.png [ablation.cli.ui overrides, e.g. tracking.uri=sqlite:///...]
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def main(experiment: str, out: str, *overrides: str) -> None:
     from selenium.webdriver.common.by import By
 
     port = 5077
-    server = subprocess.Popen([sys.executable, "-m", "ablation.ui", f"port={port}", *overrides], cwd=ROOT,
+    server = subprocess.Popen([sys.executable, "-m", "ablation.cli.ui", f"port={port}", *overrides], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     driver = None
     try:
@@ -37,7 +37,7 @@ def main(experiment: str, out: str, *overrides: str) -> None:
             match = re.search(rf"{re.escape(experiment)}: (http://\S+/#/experiments/(\d+))/runs", line)
             address = match and (match.group(1), match.group(2))
         from ablation import tracking
-        from ablation.cli import compose_app
+        from ablation.cli.compose import compose_app
 
         client = tracking.client(compose_app("ui", list(overrides)).tracking)
         parent = client.search_runs([address[1]], "tags.sweep = 'parent'", order_by=["attributes.start_time DESC"],

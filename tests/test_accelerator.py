@@ -13,8 +13,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from ablation import backend, config, models, paths
-from ablation.run import run
+from ablation.core import paths
+from ablation.training import backend, config, models
+from ablation.training.run import run
 from conftest import CONF, ROOT
 
 
@@ -75,7 +76,7 @@ SCRIPT = textwrap.dedent("""
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from hydra import compose, initialize_config_dir
-    from ablation.run import run
+    from ablation.training.run import run
     with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
         cfg = compose("config", overrides=sys.argv[2:])
     out = run(cfg)
@@ -121,7 +122,7 @@ jax_missing = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason
 @pytest.mark.slow
 @jax_missing
 def test_a_generator_trains_on_the_jax_backend(tmp_path):
-    """augmentation.synthetic: the class-conditional GAN (ablation/gan.py) trains and samples on JAX too."""
+    """augmentation.synthetic: the class-conditional GAN (ablation/training/gan.py) trains and samples on JAX too."""
     out, run_data = _train_in_subprocess(
         tmp_path, "jax", "augmentation=synthetic", "dataset.image_size=16", "dataset.train_size=120",
         "augmentation.synthetic.epochs=2", "augmentation.synthetic.per_class=8", "augmentation.synthetic.width=8",

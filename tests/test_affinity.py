@@ -1,4 +1,4 @@
-"""Affinity and diversity (ablation.affinity) on runs whose answer is known: a policy that changes nothing sits at
+"""Affinity and diversity (ablation.lenses.affinity) on runs whose answer is known: a policy that changes nothing sits at
 (1, 1) with none, and one that blanks every image has the accuracy of a constant guess."""
 import numpy as np
 import pandas as pd
@@ -6,8 +6,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
-from ablation import affinity, datasets, report
-from ablation.run import run
+from ablation import datasets
+from ablation.lenses import affinity
+from ablation.report import build as report
+from ablation.training.run import run
 
 # Brightness and contrast both at -100%: every image becomes all zeros.
 BLANK = {"name": "blank", "transforms": [{"_target_": "albumentations.RandomBrightnessContrast",

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from ablation import augment, plots
+from ablation import augment
 from ablation.augment import KerasAffine, PolicyError, keras_affine_matrix
+from ablation.training import figures as run_figures
 from conftest import CONF
 from helpers import textured
 
@@ -307,7 +308,7 @@ def test_bad_setting_names_its_key_in_one_line(cfg, message):
 # ---- preview ----------------------------------------------------------------------------------------------------
 
 def test_preview_grid_shows_the_source_and_n_augmented_images():
-    fig = plots.preview_grid(textured(1), augment.build(load("idg_classic")), n=5, seed=0)
+    fig = run_figures.preview_grid(textured(1), augment.build(load("idg_classic")), n=5, seed=0)
     assert sum(len(ax.images) for ax in fig.axes) == 6
     shown = [ax.images[0].get_array() for ax in fig.axes if ax.images]
     np.testing.assert_array_equal(shown[0], textured(1)[..., 0])

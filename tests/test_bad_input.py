@@ -14,10 +14,11 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from PIL import Image
 
-from ablation import augment, config, datasets
+from ablation import augment, datasets
 from ablation.augment import PolicyError
 from ablation.datasets import DataError
-from ablation.run import run
+from ablation.training import config
+from ablation.training.run import run
 from conftest import ROOT
 
 CLASSES = ("cat", "dog", "owl")
@@ -471,7 +472,7 @@ def test_yaml_is_read_only_by_safe_loaders(tmp_path):
 
 
 OUTSIDE = ["os.system", "builtins.eval", "subprocess.Popen", "this.s", "keras.layers.Lambda", "keras.layers.RandomFlip",
-           "albumentations.Lambda", "albumentations.BasicTransform", "ablation.run.run", "ablation.datasets.Split",
+           "albumentations.Lambda", "albumentations.BasicTransform", "ablation.training.run.run", "ablation.datasets.Split",
            "albumentations.core.composition.Compose", "albumentations.augmentations.transforms.np.load"]
 NESTINGS = {
     "top level": (lambda t: [t], "augmentation.transforms[0]"),

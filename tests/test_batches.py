@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from ablation import augment, datasets
-from ablation.batches import Batches
-from ablation.run import make_batches
+from ablation.training.batches import Batches
+from ablation.training.run import make_batches
 from conftest import CONF
 from helpers import random_images
 

@@ -8,8 +8,11 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 from test_report import _log
 
-from ablation import class_effects, per_class, report, tracking
-from ablation.run import run
+from ablation import tracking
+from ablation.lenses import class_effects, per_class
+from ablation.report import advice
+from ablation.report import build as report
+from ablation.training.run import run
 
 SEEDS = range(6)
 CLASSES = [str(c) for c in range(10)]
@@ -103,7 +106,7 @@ def test_a_policy_that_helps_overall_and_hurts_a_class_is_named():
     table = class_effects.effects(_frame(np.random.default_rng(1)))
     summary = pd.DataFrame([{"dataset": "digits", "model": "small_cnn", "setting": "", "augmentation": "flip",
                              "verdict": "helps"}])
-    lines = class_effects.harm_lines(table, summary)
+    lines = advice.harm_lines(table, summary)
     assert len(lines) == 1 and lines[0].startswith(f"flip: helps overall, hurts class {HURT} (-")
     assert "other" not in " ".join(lines)
 

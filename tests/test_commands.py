@@ -11,11 +11,11 @@ from conftest import ROOT
 # Console script -> (module, what --help and --cfg job show of its own).
 COMMANDS = {
     "ablation": ("ablation", ["augmentation", "seed: 0"]),
-    "ablation-report": ("ablation.report", ["experiment_name=NAME", "correction: bh"]),
-    "ablation-predict": ("ablation.predict", ["run_id=RUN_ID|model_uri=models:/NAME/latest data=FOLDER", "run_id: null", "batch_size: 64"]),
-    "ablation-expand": ("ablation.expand", ["copies=4", "copies: null"]),
-    "ablation-preview": ("ablation.preview", ["augmentation=POLICY", "'n': 8"]),  # n: quoted, YAML 1.1's "no"
-    "ablation-ui": ("ablation.ui", ["port=5000", "port: 5000", "host: 127.0.0.1"]),
+    "ablation-report": ("ablation.report.build", ["experiment_name=NAME", "correction: bh"]),
+    "ablation-predict": ("ablation.cli.predict", ["run_id=RUN_ID|model_uri=models:/NAME/latest data=FOLDER", "run_id: null", "batch_size: 64"]),
+    "ablation-expand": ("ablation.cli.expand", ["copies=4", "copies: null"]),
+    "ablation-preview": ("ablation.cli.preview", ["augmentation=POLICY", "'n': 8"]),  # n: quoted, YAML 1.1's "no"
+    "ablation-ui": ("ablation.cli.ui", ["port=5000", "port: 5000", "host: 127.0.0.1"]),
 }
 
 

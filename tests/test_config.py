@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from ablation.config import user_error
-from ablation.run import run
+from ablation.training.config import user_error
+from ablation.training.run import run
 from conftest import ROOT
 
 CASES = [
@@ -22,12 +22,24 @@ CASES = [
     (["augmentation=idg_classic", "augmentation.idg.rotation_range=-5"], "augmentation.idg.rotation_range:"),
     (["+model.kernel=3"], "model.kernel: not an argument"),
     (["seed=-1"], "seed:"),
+]
+# The report's settings: checked by the sweeper with every job, and by ablation-report, not by a single run.
+REPORT_CASES = [
     (["report.correction=bonferroni"], "report.correction: expected one of bh|holm|none, got 'bonferroni'"),
     (["report.gap=median"], "report.gap: expected one of paired_auc|best|window|last5|auc|test_loss, got 'median'"),
     (["report.alpha=1.5"], "report.alpha: expected a number in (0, 1), got 1.5"),
     (["report.margin.accuracy=-1"], "report.margin.accuracy: expected a number >= 0, got -1"),
     (["report.margin.relative=-0.1"], "report.margin.relative: expected a number >= 0, got -0.1"),
 ]
+
+
+@pytest.mark.parametrize("overrides,message", REPORT_CASES, ids=[c[1].split(":")[0] for c in REPORT_CASES])
+def test_bad_report_setting_names_its_key(make_cfg, overrides, message):
+    from ablation.report.settings import check
+
+    with pytest.raises(Exception) as info:
+        check(make_cfg(*overrides))
+    assert user_error(info.value) and str(info.value) == message, info.value
 
 
 @pytest.mark.parametrize("overrides,message", CASES, ids=[c[1].split(":")[0] for c in CASES])
@@ -97,9 +109,9 @@ def test_unreachable_tracking_server_is_one_line_before_training(tmp_path):
 
 
 def test_report_command_refuses_a_bad_report_setting_in_one_line(make_cfg, capsys):
-    from ablation import report
+    from ablation.report import build as report
 
     with pytest.raises(SystemExit) as info:
-        report.main(make_cfg("report.correction=fdr"))
+        report.make(make_cfg("report.correction=fdr"))
     assert info.value.code == 2
     assert capsys.readouterr().err.strip() == "error: report.correction: expected one of bh|holm|none, got 'fdr'"

@@ -1,5 +1,5 @@
-"""The corruption suite (ablation.corruptions), what each run logs of it, and the report's mCE against none
-(ablation.robustness) on constructed runs with a known answer."""
+"""The corruption suite (ablation.lenses.corruptions), what each run logs of it, and the report's mCE against none
+(ablation.lenses.robustness) on constructed runs with a known answer."""
 import cv2
 import numpy as np
 import pandas as pd
@@ -9,9 +9,12 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 from test_report import _log
 
-from ablation import config, corruptions, report, robustness, tracking
-from ablation.config import ConfigError
-from ablation.run import run
+from ablation import tracking
+from ablation.lenses import corruptions, robustness
+from ablation.report import build as report
+from ablation.training import config
+from ablation.training.config import ConfigError
+from ablation.training.run import run
 
 
 def _smooth(size: int, channels: int, n: int = 4) -> np.ndarray:

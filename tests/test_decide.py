@@ -1,6 +1,6 @@
-"""The statistics of the decision (ablation/stats.py, decide.py, curves.py) checked against independent
+"""The statistics of the decision (ablation/core/stats.py, decide.py, curves.py) checked against independent
 computations, each failure mode a statistical review found closed by a constructed case, and every error rate a
-verdict claims shown by simulating whole sweeps through the report's own code (ablation/simulate.py), from a
+verdict claims shown by simulating whole sweeps through the report's own code (ablation/report/simulate.py), from a
 noise model fitted to real digits runs (tests/data/noise_digits.json, written by scripts/decision_study.py fit).
 
 Simulated rates are asserted within the simulation's own binomial tolerance of their target: rate <= target +
@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from ablation import advice, curves, decide, simulate, stats, summary
+from ablation.core import curves, stats
+from ablation.report import advice, decide, simulate, summary
 
 NOISE = Path(__file__).parent / "data" / "noise_digits.json"
 SWEEPS = 1000

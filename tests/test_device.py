@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from ablation import augment
 from ablation.augment import PolicyError, device
-from ablation.models import build_small_cnn
+from ablation.training.models import build_small_cnn
 from conftest import CONF
 from helpers import textured
 

@@ -12,9 +12,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from ablation import augment, config, datasets, expansion, tracking
-from ablation.plan import plan
-from ablation.run import make_batches, run
+from ablation import augment, datasets, tracking
+from ablation.training import config, expansion
+from ablation.training.plan import plan
+from ablation.training.run import make_batches, run
 from conftest import ROOT
 
 N_TRAIN = 24
@@ -69,10 +70,10 @@ def test_writing_an_expansion_reports_its_progress(make_cfg, monkeypatch, caplog
 
     monkeypatch.setattr(expansion, "CHUNK", 8)
     monkeypatch.setattr(images, "PROGRESS_EVERY_S", 0.0)
-    caplog.set_level(logging.INFO, logger="ablation.expansion")
+    caplog.set_level(logging.INFO, logger="ablation.training.expansion")
     _, splits, _, result = _expansion(make_cfg, "augmentation.copies=2")
     total = N_TRAIN * 3 + len(splits.val) + len(splits.test)
-    lines = [r.getMessage() for r in caplog.records if r.name == "ablation.expansion"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "ablation.training.expansion"]
     assert len(lines) >= 5 and all(f" of {total} images (" in line for line in lines[:-1]), lines
     assert lines[-1].startswith(f"expansion: wrote {total} images in ")
     assert len(_image_files(result.folder)) == total
@@ -177,7 +178,7 @@ def test_offline_on_the_device_is_refused(make_cfg):
 
 
 def test_command_line_expands_with_the_copies_shortcut(tmp_path):
-    command = [sys.executable, "-m", "ablation.expand", "dataset=digits", "augmentation=hflip", "copies=2",
+    command = [sys.executable, "-m", "ablation.cli.expand", "dataset=digits", "augmentation=hflip", "copies=2",
                "dataset.train_size=16", f"hydra.run.dir={tmp_path}/hydra"]
     env = {**os.environ, expansion.EXPANDED_ENV: str(tmp_path / "expanded")}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

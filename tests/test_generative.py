@@ -10,10 +10,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from ablation import config, datasets, gan, report, synthetic, tracking
-from ablation.errors import ConfigError, GeneratorFailed
-from ablation.plan import plan
-from ablation.run import run
+from ablation import datasets, tracking
+from ablation.core.errors import ConfigError, GeneratorFailed
+from ablation.report import build as report
+from ablation.training import config, gan, synthetic
+from ablation.training.plan import plan
+from ablation.training.run import run
 from conftest import CONF, options
 
 # 16 px digits, 12 training images of each class, a generator trained for one epoch: seconds per run.

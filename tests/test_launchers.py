@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
-from ablation import sweep
+from ablation.sweep import jobs
 from conftest import ROOT, compose_config
 from helpers import parents_and_children, run_sweep, runs, store_uri, sweep_command, wait_for
 
@@ -60,7 +60,7 @@ def test_a_fresh_process_per_call_carrying_the_sweeps_environment(hydra_config, 
     with open_dict(task_cfg):
         del task_cfg["hydra"]
     monkeypatch.setenv(tracking.PARENT_RUN_ENV, "parent-123")
-    job = sweep.Job(_where_am_i, fresh_process=True)
+    job = jobs.Job(_where_am_i, fresh_process=True)
     job.capture_env()
     # A process that did not inherit the variable (a worker started earlier, another machine) still gets it.
     monkeypatch.delenv(tracking.PARENT_RUN_ENV)
@@ -69,7 +69,7 @@ def test_a_fresh_process_per_call_carrying_the_sweeps_environment(hydra_config, 
         assert (env.get(tracking.PARENT_RUN_ENV), num, experiment) == ("parent-123", 3, task_cfg.experiment_name)
     assert len({first[0], second[0], os.getpid()}) == 3
 
-    in_process = sweep.Job(_where_am_i, fresh_process=False)
+    in_process = jobs.Job(_where_am_i, fresh_process=False)
     assert in_process(task_cfg)[0] == os.getpid()
 
 
@@ -78,14 +78,14 @@ def test_a_jobs_exception_comes_back_from_its_process(hydra_config):
     with open_dict(task_cfg):
         del task_cfg["hydra"]
     with pytest.raises(ValueError, match="^bad seed 0$"):
-        sweep.Job(_fails, fresh_process=True)(task_cfg)
+        jobs.Job(_fails, fresh_process=True)(task_cfg)
 
 
 @pytest.mark.parametrize("launcher,fresh", [("basic", False), ("joblib", True), ("submitit_local", False),
                                             ("submitit_slurm", False)])
 def test_only_joblib_jobs_need_a_process_of_their_own_by_default(tmp_path, launcher, fresh):
     cfg = _hydra_config(tmp_path, f"hydra/launcher={launcher}")
-    assert sweep.fresh_by_default(cfg.hydra.launcher) is fresh
+    assert jobs.fresh_by_default(cfg.hydra.launcher) is fresh
     assert cfg.hydra.sweeper.fresh_process is None  # null: decided by the launcher
 
 
@@ -123,7 +123,7 @@ def _every_run_nested_under_the_parent(tmp_path):
 
 
 def _training_pids(tmp_path) -> dict[int, int]:
-    """Job number -> the process that trained it, from what ablation.run logged into the job's Hydra log."""
+    """Job number -> the process that trained it, from what ablation.training.run logged into the job's Hydra log."""
     pids = {}
     for log in (tmp_path / "sweep").glob("*/*.log"):
         found = {int(m.group(1)) for m in re.finditer(r"^pid=(\d+) ablation\.run ", log.read_text(), re.M)}

@@ -8,10 +8,10 @@ from omegaconf import OmegaConf
 
 from ablation import augment
 from ablation.augment import PolicyError, mixing
-from ablation.batches import Batches
-from ablation.config import ConfigError
-from ablation.plan import plan
-from ablation.run import run
+from ablation.training.batches import Batches
+from ablation.training.config import ConfigError
+from ablation.training.plan import plan
+from ablation.training.run import run
 from conftest import CONF
 from helpers import random_images
 
@@ -169,10 +169,10 @@ def test_mixup_runs_on_the_host_and_on_the_device_alike(make_cfg, tmp_path):
 
 
 def test_the_preview_shows_the_mixing():
-    from ablation import plots
+    from ablation.training import figures as run_figures
 
     x, _ = random_images(9, 16, classes=4)
-    fig = plots.preview_grid(x[0], _policy("cutmix"), n=8, seed=0, partners=x[1:])
+    fig = run_figures.preview_grid(x[0], _policy("cutmix"), n=8, seed=0, partners=x[1:])
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0] == "original" and all(t.endswith("own)") for t in titles[1:9])
     assert any(not t.endswith("(100% own)") for t in titles[1:9])  # some tiles carry a pasted box

@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ablation import paths, report, tracking
+from ablation import tracking
+from ablation.core import paths
+from ablation.report import build as report
 from conftest import ROOT, compose_config
 from helpers import free_port, parents_and_children, run_sweep, runs, store_uri, wait_for
 

@@ -17,9 +17,12 @@ from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from ablation import champion, config, datasets, predict, tracking
-from ablation.errors import ConfigError
-from ablation.run import run
+from ablation import datasets, tracking
+from ablation.cli import predict
+from ablation.core.errors import ConfigError
+from ablation.report import champion
+from ablation.training import config
+from ablation.training.run import run
 from conftest import compose_config, store_overrides
 from helpers import free_port, run_sweep, store_uri, wait_for
 

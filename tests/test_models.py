@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from ablation import models
-from ablation.config import ConfigError
+from ablation.training import models
+from ablation.training.config import ConfigError
 from conftest import CONF, options
 
 EXPECTED = {"small_cnn", "lambda_cnn", "resnet", "mobilenet_v2"}

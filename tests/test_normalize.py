@@ -1,4 +1,4 @@
-"""dataset.normalize (ablation/normalize.py): featurewise statistics from the training split only, cached with the
+"""dataset.normalize (ablation/training/normalize.py): featurewise statistics from the training split only, cached with the
 dataset and logged with the run; samplewise standardisation per image; both inside real Keras models that are
 trained, recorded in a real (temporary) MLflow store, saved and loaded back."""
 import json
@@ -10,11 +10,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from ablation import config, datasets, models, normalize, predict
+from ablation import datasets
 from ablation.augment import device
-from ablation.batches import Batches
-from ablation.config import ConfigError
-from ablation.run import run
+from ablation.cli import predict
+from ablation.training import config, models, normalize
+from ablation.training.batches import Batches
+from ablation.training.config import ConfigError
+from ablation.training.run import run
 from conftest import CONF
 from helpers import random_images
 
@@ -200,7 +202,7 @@ def test_a_run_with_each_mode_finishes_logs_the_statistics_and_its_model_reloads
         assert document["mean"] == pytest.approx(mean) and document["computed_on"] == "train"
     else:
         assert "data/normalize_mean" not in mlrun.data.params
-    # The logged model.keras, loaded the way `python -m ablation.predict` loads it, scores the test split as the
+    # The logged model.keras, loaded the way `python -m ablation.cli.predict` loads it, scores the test split as the
     # run recorded.
     model, _, _ = predict.load_run(cfg.tracking, result["run_id"], tmp_path / "download")
     model.compile(loss=models.loss_for(splits.num_classes), metrics=["accuracy"])

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ablation import paths, report, tracking
+from ablation import tracking
+from ablation.core import paths
+from ablation.report import build as report
 from conftest import ROOT, options
 
 

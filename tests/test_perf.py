@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ablation import backend, measure, models, tracking
-from ablation.batches import Batches
+from ablation import tracking
+from ablation.training import backend, measure, models
+from ablation.training.batches import Batches
 
 
 class Clock:
@@ -98,7 +99,7 @@ def test_a_real_fit_logs_the_input_wait_of_every_epoch(make_cfg):
 
 def test_the_cifar_benchmark_section_reads_a_real_run(tmp_path):
     """benchmarks/pipeline.py section 6 (`--only cifar`), shrunk: a synthetic CIFAR-10-like .npz through the npz
-    source and ablation.run.run, reported from the run's MLflow record on whichever backend runs the tests."""
+    source and ablation.training.run.run, reported from the run's MLflow record on whichever backend runs the tests."""
     import importlib.util
     from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""python -m ablation.predict: a real logged model (tiny digits and two-class shapes runs, a hand-built
+"""python -m ablation.cli.predict: a real logged model (tiny digits and two-class shapes runs, a hand-built
 image-to-image model) applied to a folder of PNGs, read back from a real (temporary) MLflow store."""
 import json
 import subprocess
@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from ablation import datasets, predict, tracking
-from ablation.run import run
+from ablation import datasets, tracking
+from ablation.cli import predict
+from ablation.training.run import run
 from conftest import ROOT, compose_config, store_overrides
 
 FILES = ["a.png", "b-c/x.png", "b/0.png", "b/c/deep.png", "b/c/z.bmp", "z.jpg"]
@@ -111,7 +112,7 @@ def test_command_line_writes_the_same_predictions(store, images, tmp_path):
     tracking_cfg, runs = store
     expected = pd.read_csv(predict.predict(tracking_cfg, runs["digits"], images, out=tmp_path / "function.csv"))
     out = tmp_path / "cli.csv"
-    done = subprocess.run([sys.executable, "-m", "ablation.predict", f"run_id={runs['digits']}", f"data={images}",
+    done = subprocess.run([sys.executable, "-m", "ablation.cli.predict", f"run_id={runs['digits']}", f"data={images}",
                            f"out={out}", "batch_size=2", f"tracking.uri={tracking_cfg.uri}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -136,7 +137,7 @@ def test_image_to_image_model_writes_png_outputs(store, images, tmp_path):
 
 
 def _fails(argv, capsys) -> str:
-    assert predict.main(argv) == 2
+    assert predict.call(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
     return err

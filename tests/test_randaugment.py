@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from ablation import augment
 from ablation.augment import PolicyError, RandAugment, device
-from ablation.run import run
+from ablation.training.run import run
 from conftest import CONF
 from helpers import textured
 

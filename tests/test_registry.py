@@ -4,7 +4,8 @@ and a new config group fails the completeness check until it is covered."""
 import numpy as np
 import pytest
 
-from ablation import config, models, tracking
+from ablation import tracking
+from ablation.training import config, models
 from conftest import CONF, options
 
 # Group -> where its options are tested. dataset options need data to point at: tests/test_datasets.py
@@ -32,7 +33,7 @@ def test_every_config_group_is_covered():
 def test_every_model_option_has_a_factory(option, make_cfg):
     cfg = make_cfg(f"model={option}")
     assert cfg.model.name == option, f"conf/model/{option}.yaml: name must be the file's name"
-    assert callable(getattr(models, f"build_{option}", None)), f"ablation.models has no build_{option}"
+    assert callable(getattr(models, f"build_{option}", None)), f"ablation.training.models has no build_{option}"
     models.check(cfg.model)
 
 

@@ -8,7 +8,10 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from ablation import decide, plots, report, tracking
+from ablation import tracking
+from ablation.report import build as report
+from ablation.report import decide
+from ablation.report import figures as plots
 from helpers import runs
 
 SEEDS = range(5)
@@ -107,7 +110,7 @@ def test_every_verdict_reached_in_its_rule_order(synthetic):
             assert rows.loc[name, "delta_test_score"] == pytest.approx(POINTS * np.mean(accs))  # in points
             assert rows.loc[name, "n_seeds"] == 5
         assert rows.loc["late", "verdict"] == decide.UNFINISHED
-        assert rows.loc["none", "verdict"] == decide.BASELINE and rows.loc["none", "delta_gap"] == 0
+        assert rows.loc["none", "verdict"] == decide.BASELINE_ROW and rows.loc["none", "delta_gap"] == 0
         # The relative margin: 10% of none's error rate, in points.
         errors = 100 - POINTS * np.mean([r["test/accuracy"] for r in _metrics_by_seed(synthetic, "none", model)])
         assert rows.loc["good", "margin"] == pytest.approx(0.1 * errors) and rows.loc["good", "margin_relative"] == 0.1
@@ -115,7 +118,7 @@ def test_every_verdict_reached_in_its_rule_order(synthetic):
         order = [decide.VERDICTS.index(v) if v in decide.VERDICTS else 99 for v in rows["verdict"]]
         assert order == sorted(order)
         assert rows.index[-1] == "none"
-    assert set(table["verdict"]) == {*decide.VERDICTS, decide.BASELINE}
+    assert set(table["verdict"]) == {*decide.VERDICTS, decide.BASELINE_ROW}
 
 
 def test_each_policy_shows_its_cost_next_to_its_verdict(synthetic):
@@ -148,7 +151,7 @@ def test_a_lower_gap_bought_with_17_points_of_accuracy_is_never_helps(synthetic)
 
 
 def test_unfinished_training_is_flagged_with_what_to_do(synthetic, capsys):
-    table = pd.read_csv(report.main(synthetic) / "summary.csv").set_index(["model", "augmentation"])
+    table = pd.read_csv(report.make(synthetic) / "summary.csv").set_index(["model", "augmentation"])
     late = table.loc[("small_cnn", "late")]
     assert late["unfinished"] and late["unfinished_seeds"] == "3/5" and "unfinished 3/5" in late["flags"]
     # Unfinished in at least half its seeds: no verdict yet, and the flags say what the rule would say.
@@ -249,7 +252,7 @@ def test_files_figures_and_failed_combinations(synthetic, tmp_path):
 
 
 def test_report_command_prints_the_decision_first(synthetic, capsys):
-    report.main(synthetic)
+    report.make(synthetic)
     printed = capsys.readouterr().out
     header = next(line for line in printed.splitlines() if "verdict" in line and "model" in line)
     assert header.split()[:3] == ["model", "augmentation", "verdict"]  # two models: which block
@@ -269,7 +272,7 @@ def test_report_by_parent_run_id_finds_its_experiment_and_holds_only_its_sweep(s
         list(reversed(keys)))
     other = synthetic.copy()
     other.experiment_name = "elsewhere"
-    out = report.main(other, parent)
+    out = report.make(other, parent)
     assert out.name == "synthetic"
     assert set(pd.read_csv(out / "summary.csv")["augmentation"]) == {"none", "good"}
     assert client.get_run(parent).data.tags["sweep"] == "parent"
@@ -288,13 +291,13 @@ def test_a_parent_without_a_recorded_definition_reports_its_own_runs(synthetic):
             client.set_tag(r.info.run_id, "mlflow.parentRunId", parent)
     assert set(report.runs_of(synthetic, parent)[0]["augmentation"]) == {"none", "bad"}
     with pytest.raises(SystemExit) as info:
-        report.main(synthetic, tracking.open_parent(synthetic, {"overrides": "y"}))
+        report.make(synthetic, tracking.open_parent(synthetic, {"overrides": "y"}))
     assert info.value.code == 2
 
 
 def test_empty_experiment_is_a_clear_error(make_cfg, capsys):
     with pytest.raises(SystemExit) as info:
-        report.main(make_cfg("experiment_name=nothing_here"))
+        report.make(make_cfg("experiment_name=nothing_here"))
     assert info.value.code == 2
     assert "experiment_name: no finished runs in MLflow experiment 'nothing_here'" in capsys.readouterr().err
 
@@ -317,7 +320,7 @@ def test_image_tasks_without_accuracy_get_gap_verdicts_and_psnr(make_cfg, tmp_pa
             metrics += [Metric("val/loss", 0.01 / e + base + offset, 0, e) for e in (1, 2)]
             client.log_batch(rid, metrics=metrics)
             client.set_terminated(rid, "FINISHED")
-    out = report.main(cfg)
+    out = report.make(cfg)
     table = pd.read_csv(out / "summary.csv").set_index("augmentation")
     assert list(pd.read_csv(out / "summary.csv").columns[:len(report.COLUMNS)]) == report.COLUMNS
     assert table.loc["hflip", "verdict"] == decide.HELPS  # gap lower, PSNR higher
@@ -356,7 +359,7 @@ def test_a_setting_the_sweep_varied_splits_the_rows_and_pairs_within_it(make_cfg
                                               Param("augmentation.name", augmentation), Param("trainer.epochs", str(EPOCHS)),
                                               Param("tracking.uri", f"somewhere-{seed}"),
                                               Param("dataset.split_seed", str(seed))])  # follows the seed
-    out = report.main(cfg)
+    out = report.make(cfg)
     table = pd.read_csv(out / "summary.csv")
     assert list(table.columns[:len(report.COLUMNS)]) == report.COLUMNS
     rows = table.set_index(["setting", "augmentation"])
@@ -434,7 +437,7 @@ def test_undecided_rows_get_the_seeds_of_a_confirmatory_sweep_and_its_command(ma
     for seed in range(3):
         _log(client, exp_id, "digits", "small_cnn", "none", seed, 0.5, 0.9)
         _log(client, exp_id, "digits", "small_cnn", "hflip", seed, 0.5 + offsets[seed], 0.9 + scores[seed])
-    row = pd.read_csv(report.main(cfg) / "summary.csv").set_index("augmentation").loc["hflip"]
+    row = pd.read_csv(report.make(cfg) / "summary.csv").set_index("augmentation").loc["hflip"]
     assert row["verdict"] == decide.UNDECIDED
     # The margins: 10% of none's errors (10 points), and 10% of none's mean gap over its epochs (paired_auc).
     assert row["margin"] == pytest.approx(1.0)
@@ -463,7 +466,7 @@ def test_failed_runs_keep_a_policy_undecided_and_say_how_many(make_cfg, tmp_path
         _log(client, exp_id, "digits", "small_cnn", "none", seed, 0.8, 0.9)
         _log(client, exp_id, "digits", "small_cnn", "good", seed, 0.8 + gaps[seed], 0.9 + accs[seed],
              status="FAILED" if seed == 4 else "FINISHED")
-    out = report.main(cfg)
+    out = report.make(cfg)
     row = pd.read_csv(out / "summary.csv").set_index("augmentation").loc["good"]
     assert row["verdict"] == decide.failed_verdict(1, 5) == "undecided: 1/5 runs failed"
     assert row["failed"] == "1/5" and row["n_seeds"] == 4

@@ -1,4 +1,4 @@
-"""Runs in one process keep the compiled model between them (ablation/reuse.py): the next run of the same
+"""Runs in one process keep the compiled model between them (ablation/training/reuse.py): the next run of the same
 architecture starts from its own seeded weights and a fresh optimizer, so it trains to the same numbers as a model
 built and compiled afresh, and the per-epoch evaluation in one pass (measure.Scorer) reports what Keras' own
 evaluate would."""
@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from ablation import measure, models, reuse, tasks
-from ablation.batches import Batches
-from ablation.run import run
+from ablation.training import measure, models, reuse, tasks
+from ablation.training.batches import Batches
+from ablation.training.run import run
 from tests.conftest import compose_config, store_overrides
 
 # Everything a run reports but how long it took and what went where.

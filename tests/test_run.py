@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ablation import augment, tracking
-from ablation.run import run
+from ablation.training.run import run
 from conftest import ROOT, compose_config, store_overrides
 from helpers import wait_for
 

@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ablation import tracking
-from ablation.run import run
+from ablation.training.run import run
 from conftest import ROOT, compose_config, store_overrides
 
 
@@ -111,7 +111,7 @@ def test_the_evaluation_batch_size_changes_no_result_and_no_combination(tmp_path
 
 
 def test_a_bad_evaluation_batch_size_names_the_key():
-    from ablation.config import ConfigError, validate
+    from ablation.training.config import ConfigError, validate
 
     with pytest.raises(ConfigError, match=r"^trainer\.eval_batch_size: expected an integer >= 1"):
         validate(compose_config("trainer.eval_batch_size=0"))

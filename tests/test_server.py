@@ -24,7 +24,7 @@ EPOCH_KEYS = ["train/loss", "train/accuracy", "train_clean/loss", "train_clean/a
               "gap/loss", "gap/accuracy", "train/learning_rate", "time/epoch_s", "throughput/images_per_s",
               "perf/input_wait_fraction"]
 FINAL_KEYS = ["test/loss", "test/accuracy", "best_epoch", "best/gap_loss", "best/val_loss", "time/fit_s"]
-# What every run of the quick sweep logs (ablation/run.py); each artifact a run lists is checked.
+# What every run of the quick sweep logs (ablation/training/run.py); each artifact a run lists is checked.
 ARTIFACTS = {"config.yaml", "policy.json", "augmentation_preview.png", "history.csv", "learning_curves.png",
              "model.keras"}
 

@@ -495,7 +495,7 @@ def test_keras_cache_key_follows_the_cached_file(make_cfg, tmp_path):
 
 
 def finished_run(cfg):
-    from ablation.run import run
+    from ablation.training.run import run
 
     metrics = run(cfg)
     client = MlflowClient(tracking_uri=cfg.tracking.uri)

@@ -132,7 +132,7 @@ def test_a_slow_tracking_server_is_busy_not_absent(monkeypatch):
     after one patient probe; one that never answers in time is still a one-line error."""
     import importlib
 
-    from ablation.errors import ConfigError
+    from ablation.core.errors import ConfigError
 
     store = importlib.import_module("ablation.tracking.store")  # the module: ablation.tracking.store is also a function
 

@@ -7,9 +7,12 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from scipy import stats
 
-from ablation import augment, dose, plots, sweep
+from ablation import augment
 from ablation.augment import strength
-from ablation.config import ConfigError
+from ablation.report import dose
+from ablation.report import figures as plots
+from ablation.sweep import designs
+from ablation.training.config import ConfigError
 from conftest import CONF
 from helpers import parents_and_children, run_sweep, runs, store_uri
 
@@ -106,21 +109,21 @@ def test_device_layers_use_the_scaled_magnitudes():
 
 def test_the_strength_design_expands_to_none_and_each_level():
     defaults = OmegaConf.create({"design": "grid", "strength": [0, 0.5, 1, 2], "augmentation": {"name": "none"}})
-    jobs = sweep.expand([["augmentation=rotate", "design=strength", "seed=0"]], defaults)
+    jobs = designs.expand([["augmentation=rotate", "design=strength", "seed=0"]], defaults)
     assert jobs == [["seed=0", "augmentation=none"],
                     *[["seed=0", "augmentation=rotate", f"++augmentation.strength={s}"] for s in ("0.5", "1", "2")]]
     # A swept strength=0.5,3 gives one level per job; the baseline runs once, and a none job joins it.
-    swept = sweep.expand([["augmentation=none", "design=strength", "strength=0.5"],
+    swept = designs.expand([["augmentation=none", "design=strength", "strength=0.5"],
                           ["augmentation=rotate", "design=strength", "strength=0.5"],
                           ["augmentation=rotate", "design=strength", "strength=3"]], defaults)
     assert swept == [["augmentation=none"], ["augmentation=rotate", "++augmentation.strength=0.5"],
                      ["augmentation=rotate", "++augmentation.strength=3"]]
-    listed = sweep.expand([["augmentation=hflip", "design=strength", "strength=[0.25,4]"]], defaults)
+    listed = designs.expand([["augmentation=hflip", "design=strength", "strength=[0.25,4]"]], defaults)
     assert [j[-1] for j in listed[1:]] == ["++augmentation.strength=0.25", "++augmentation.strength=4"]
     with pytest.raises(ConfigError, match=r"^strength: expected levels >= 0"):
-        sweep.expand([["augmentation=rotate", "design=strength", "strength=-1"]], defaults)
+        designs.expand([["augmentation=rotate", "design=strength", "strength=-1"]], defaults)
     with pytest.raises(ConfigError, match=r"^strength: the levels of design=strength"):
-        sweep.expand([["augmentation=rotate", "strength=2"]], defaults)
+        designs.expand([["augmentation=rotate", "strength=2"]], defaults)
 
 
 def summary_rows(width=1.0):

@@ -6,7 +6,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from ablation import decide, sweep
+from ablation.report import decide
+from ablation.sweep import designs
 from conftest import CONF, ROOT, compose_config, options
 from helpers import parents_and_children, run_sweep, runs, store_uri, sweep_command
 
@@ -47,8 +48,8 @@ def test_quick_sweep_nests_runs_skips_finished_and_extends(tmp_path):
     assert {"summary.csv", "summary.md", "forest.png", "curves.png", "gaps.png", "previews.png", "report.html"} <= {
         p.name for p in report_dir.iterdir()}
     table = pd.read_csv(report_dir / "summary.csv").set_index("augmentation")
-    assert set(table["verdict"]) <= {*decide.VERDICTS, decide.BASELINE}
-    assert table.loc["none", "verdict"] == decide.BASELINE and table.loc["hflip", "n_seeds"] == 2
+    assert set(table["verdict"]) <= {*decide.VERDICTS, decide.BASELINE_ROW}
+    assert table.loc["none", "verdict"] == decide.BASELINE_ROW and table.loc["hflip", "n_seeds"] == 2
     # Two epochs (trainer=smoke): training is unfinished, flagged, and the printed advice says what to run.
     assert table.loc["none", "unfinished"] and "unfinished" in table.loc["none", "flags"]
     assert "trainer.early_stopping.enabled=true trainer.epochs=4" in first.stdout
@@ -109,29 +110,29 @@ def test_leave_one_out_sweep_runs_the_variants_derived_from_the_policy(tmp_path)
 def test_designs_expand_from_the_policy_file():
     defaults = OmegaConf.create({"design": "grid", "augmentation": {"name": "none"}})
     grid = [["augmentation=albu_mixed", "seed=0"], ["augmentation=albu_mixed", "seed=1"]]
-    assert sweep.expand(grid, defaults) == grid
-    loo = sweep.expand([[*job, "design=leave_one_out"] for job in grid], defaults)
+    assert designs.expand(grid, defaults) == grid
+    loo = designs.expand([[*job, "design=leave_one_out"] for job in grid], defaults)
     seed0 = [job for job in loo if "seed=0" in job]
     assert seed0[0] == ["seed=0", "augmentation=none"]
     assert seed0[1] == ["seed=0", "augmentation=albu_mixed"]
     assert [job[-1] for job in seed0[2:]] == [f"++augmentation.variant='-{u}'" for u in
                                              ["HorizontalFlip", "VerticalFlip", "Rotate", "RandomBrightnessContrast", "CLAHE"]]
     assert len(loo) == 2 * 7
-    add = sweep.expand([["augmentation=idg_classic", "design=add_one_in"]], defaults)
+    add = designs.expand([["augmentation=idg_classic", "design=add_one_in"]], defaults)
     assert add[0] == ["augmentation=none"]
     assert [job[-1] for job in add[1:]] == [f"++augmentation.variant='+{u}'" for u in [
         "rotation_range", "zoom_range", "width_shift_range", "height_shift_range", "horizontal_flip"]]
     # The baseline is shared: two policies' leave-one-out designs run `none` once.
-    both = sweep.expand([["augmentation=flowers", "design=leave_one_out"],
+    both = designs.expand([["augmentation=flowers", "design=leave_one_out"],
                          ["augmentation=albu_mixed", "design=leave_one_out"]], defaults)
     assert sum(job == ["augmentation=none"] for job in both) == 1
 
 
 def test_bad_design_names_the_key():
-    from ablation.config import ConfigError
+    from ablation.training.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"^design: expected one of grid\|leave_one_out\|add_one_in"):
-        sweep.expand([["design=loo"]], OmegaConf.create({"augmentation": {"name": "none"}}))
+        designs.expand([["design=loo"]], OmegaConf.create({"augmentation": {"name": "none"}}))
 
 
 def test_a_bad_combination_stops_the_sweep_before_any_training(tmp_path):

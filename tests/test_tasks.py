@@ -1,4 +1,4 @@
-"""Image-to-image tasks (ablation/tasks.py): targets and masks of the batches, paired augmentation, the conv
+"""Image-to-image tasks (ablation/training/tasks.py): targets and masks of the batches, paired augmentation, the conv
 autoencoder, config errors, and real tiny reconstruct and inpaint runs recorded in MLflow and reported."""
 import math
 import re
@@ -10,11 +10,13 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from PIL import Image
 
-from ablation import augment, config, models, report, tasks
-from ablation.batches import Batches
-from ablation.config import ConfigError, user_error
-from ablation.plan import plan
-from ablation.run import run
+from ablation import augment
+from ablation.report import build as report
+from ablation.training import config, models, tasks
+from ablation.training.batches import Batches
+from ablation.training.config import ConfigError, user_error
+from ablation.training.plan import plan
+from ablation.training.run import run
 from conftest import CONF
 from helpers import random_images
 
@@ -282,10 +284,10 @@ def test_inpaint_run_end_to_end_on_rgb_shapes(make_cfg):
 def test_learning_curves_show_psnr_for_image_tasks():
     import pandas as pd
 
-    from ablation import plots
+    from ablation.training import figures as run_figures
 
     history = pd.DataFrame({"epoch": [1, 2], "train/loss": [0.1, 0.05], "train_clean/loss": [0.09, 0.04],
                             "val/loss": [0.1, 0.08], "train_clean/psnr": [12.0, 15.0], "val/psnr": [11.0, 13.0]})
-    fig = plots.learning_curves(history, best_epoch=2)
+    fig = run_figures.learning_curves(history, best_epoch=2)
     assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "psnr"]
     assert len(fig.axes[1].get_lines()) >= 2  # clean-train and validation PSNR drawn

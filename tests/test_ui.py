@@ -26,7 +26,7 @@ def test_ui_lists_the_sweeps_runs_in_a_real_browser(tmp_path):
     assert sweep.returncode == 0, sweep.stderr[-3000:]
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "ablation.ui", f"port={port}", f"tracking.uri={uri}"],
+    server = subprocess.Popen([sys.executable, "-m", "ablation.cli.ui", f"port={port}", f"tracking.uri={uri}"],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)
     driver = None
@@ -106,13 +106,13 @@ def test_ui_binds_to_loopback_unless_told(monkeypatch, capsys, tmp_path):
     """The address handed to `mlflow ui`: 127.0.0.1 by default; another host only when asked, with a warning."""
     import subprocess as sp
 
-    from ablation import ui
+    from ablation.cli import ui
 
     seen = []
     monkeypatch.setattr(sp, "call", lambda command, env=None: seen.append(command) or 0)
-    assert ui.main(["port=5999", f"tracking.uri=sqlite:///{tmp_path / 'x.db'}"]) == 0
+    assert ui.call(["port=5999", f"tracking.uri=sqlite:///{tmp_path / 'x.db'}"]) == 0
     assert seen[-1][seen[-1].index("--host") + 1] == "127.0.0.1"
     assert "warning" not in capsys.readouterr().err
-    assert ui.main(["port=5999", "host=0.0.0.0", f"tracking.uri=sqlite:///{tmp_path / 'x.db'}"]) == 0
+    assert ui.call(["port=5999", "host=0.0.0.0", f"tracking.uri=sqlite:///{tmp_path / 'x.db'}"]) == 0
     assert seen[-1][seen[-1].index("--host") + 1] == "0.0.0.0"
     assert "no login" in capsys.readouterr().err

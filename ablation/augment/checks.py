@@ -14,12 +14,12 @@ import cv2
 from albumentations.augmentations.dropout.transforms import BaseDropout
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ablation import errors
+from ablation.core import errors
 
 ROOT_KEY = "augmentation"
 # mode, copies, save_format, save_prefix: how the policy is applied (online per batch, or offline as a written
-# training set, ablation/expansion.py); checked by ablation.config, not part of the policy itself. synthetic: a
-# generator's images added to the training set (ablation/synthetic.py), checked there; part of the fingerprint.
+# training set, ablation/training/expansion.py); checked by ablation.training.config, not part of the policy itself. synthetic: a
+# generator's images added to the training set (ablation/training/synthetic.py), checked there; part of the fingerprint.
 TOP_LEVEL_KEYS = ("name", "transforms", "idg", "mix", "variant", "strength", "where", "mode", "copies",
                   "save_format", "save_prefix", "synthetic")
 PLACES = ("host", "device")

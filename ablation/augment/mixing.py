@@ -5,7 +5,7 @@ and its label with that image's label, after the per-image transforms.
     mix: {kind: cutmix, factor: 1.0}   # keras.layers.CutMix: a box of x[j] pasted into x, label weights by area
 
 The numbers are drawn on the host per batch, from the batch's own generator (so a batch depends only on
-(seed, epoch, batch), as every other draw in ablation/batches.py), with Keras' distributions: MixUp draws one
+(seed, epoch, batch), as every other draw in ablation/training/batches.py), with Keras' distributions: MixUp draws one
 weight per image from Beta(alpha, alpha); CutMix draws alpha ~ U(0, factor) once per batch, a weight per image
 from Beta(alpha, alpha) and a box of sqrt(1 - weight) of each side at a uniform place; both pair image i with
 image permutation[i]. The label weight of a CutMix image is the share of its pixels left its own, counted on
@@ -198,7 +198,7 @@ class MixingModel(keras.Model):
 
 
 def plain(model: keras.Model) -> keras.Model:
-    """The model without its mixing train step (what is saved, and what ablation.predict loads)."""
+    """The model without its mixing train step (what is saved, and what ablation.cli.predict loads)."""
     if not isinstance(model, MixingModel):
         return model
     return keras.Model(model.input, model.output, name=model.name)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from ablation import compat
 from ablation.augment.layers import Augmentation, as_batch, per_image, register
+from ablation.core import compat
 
 # ITU-R 601 luma, as cv2.COLOR_RGB2GRAY (albumentations' ColorJitter uses it for contrast and saturation).
 LUMA = (0.299, 0.587, 0.114)

@@ -119,7 +119,7 @@ class Policy:
         """(spatial, photometric): the policy's transforms that move pixels (albumentations' DualTransform, which
         also transform masks) and those that change their values only (ImageOnlyTransform), each in the policy's
         order. Image-to-image tasks apply the spatial part to the input, its target and its mask alike and the
-        photometric part to the input only (ablation/tasks.py). A nested container (OneOf, ...) belongs to the
+        photometric part to the input only (ablation/training/tasks.py). A nested container (OneOf, ...) belongs to the
         part all its transforms belong to; one that mixes both raises PolicyError naming its key."""
         cached = self.__dict__.get("_split")
         if cached is None:
@@ -241,7 +241,7 @@ def _build(cfg: dict, name: str, image_shape, strength: float | None = None, sca
             A.to_dict(transform)
         except (NotImplementedError, ValueError, TypeError) as exc:
             raise fail(node.path, f"{node.label}: cannot be recorded ({' '.join(str(exc).split())})") from None
-    # The generator's settings, while it is on (ratio > 0; ablation/synthetic.py checks them).
+    # The generator's settings, while it is on (ratio > 0; ablation/training/synthetic.py checks them).
     synthetic = cfg.get("synthetic") if (cfg.get("synthetic") or {}).get("ratio") else None
     policy = Policy(name, nodes, template, mix=mix, strength=strength, scaled_from=scaled_from, synthetic=synthetic)
     if image_shape is not None and not policy.is_identity:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from ablation.datasets import csv, digits, folder, keras_datasets, npz, shapes
 
-# discard, publish, decode_into, images_in and read_image are re-exported for ablation.expand, ablation.expansion,
-# ablation.synthetic and ablation.predict, which write their own folders and decode images exactly as the folder source does.
+# discard, publish, decode_into, images_in and read_image are re-exported for ablation.cli.expand, ablation.training.expansion,
+# ablation.training.synthetic and ablation.cli.predict, which write their own folders and decode images exactly as the folder source does.
 from ablation.datasets.cache import (  # noqa: F401
     CACHE_ENV,
     cache_root,
@@ -128,7 +128,7 @@ def _settings(cfg) -> tuple[str, dict, bool]:
     cached = given.pop("cache", True)
     if not isinstance(cached, bool):
         raise fail("cache", f"expected true or false, got {cached!r}")
-    # How the model normalises its input (ablation/normalize.py, validated there): not a loader setting, and the
+    # How the model normalises its input (ablation/training/normalize.py, validated there): not a loader setting, and the
     # arrays and their cache key are the same whatever it is.
     given.pop("normalize", None)
     args = _arguments(given)

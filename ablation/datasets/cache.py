@@ -26,7 +26,7 @@ import numpy as np
 import PIL
 import sklearn
 
-from ablation import paths
+from ablation.core import paths
 from ablation.datasets.common import DECODE_CHUNK, SPLIT_NAMES, DataError, Split, Splits, fail
 
 CACHE_ENV = paths.FOLDERS["cache"]

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from ablation import errors
+from ablation.core import errors
 
 SPLIT_NAMES = ("train", "val", "test")
 # Images decoded per round of the thread pool: bounds the pending tasks for folders far larger than memory.

@@ -1,4 +1,4 @@
-"""Image files -> uint8 arrays, for the sources that read files (folder, csv) and for ablation.predict: finding
+"""Image files -> uint8 arrays, for the sources that read files (folder, csv) and for ablation.cli.predict: finding
 image files, decoding one (`read_image`, naming what is wrong with a broken one), decoding many in threads, and
 decoding a source's train/val/test files into their arrays with on_bad_image=error|skip (`decode_splits`).
 
@@ -78,7 +78,7 @@ def _check_skips(train: Split, class_names: list[str], labels_before: np.ndarray
 
 
 class Progress:
-    """INFO lines while many images are decoded (or written: ablation.expand): how many, for how long, about how
+    """INFO lines while many images are decoded (or written: ablation.cli.expand): how many, for how long, about how
     long is left. The first comes after PROGRESS_EVERY_S, so work that ends quickly prints nothing."""
 
     def __init__(self, total: int, label: str = "dataset: decoded", logger: logging.Logger = log):

@@ -14,7 +14,7 @@
 
 Callers import from here; the modules above import each other only downwards in this list.
 """
-from ablation.errors import StoreUnavailable
+from ablation.core.errors import StoreUnavailable
 from ablation.tracking.connect import client
 from ablation.tracking.identity import EXECUTION_KEYS, NOT_IDENTITY, config_hash, flatten
 from ablation.tracking.inputs import records as dataset_records

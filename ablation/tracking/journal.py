@@ -7,7 +7,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from ablation import paths
+from ablation.core import paths
 
 log = logging.getLogger(__name__)
 

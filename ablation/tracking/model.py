@@ -9,7 +9,7 @@ import os
 from contextlib import contextmanager
 from importlib import metadata
 
-from ablation.errors import ConfigError
+from ablation.core.errors import ConfigError
 from ablation.tracking.connect import client
 from ablation.tracking.journal import Journal
 from ablation.tracking.store import server_down, store

@@ -9,8 +9,8 @@ import re
 import time
 from pathlib import Path
 
-from ablation import paths
-from ablation.errors import ConfigError
+from ablation.core import paths
+from ablation.core.errors import ConfigError
 
 # MLflow 3's UI opens other experiments in its GenAI view (traces), where runs are not listed.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ablation.errors import StoreUnavailable
+from ablation.core.errors import StoreUnavailable
 from ablation.tracking.connect import client
 from ablation.tracking.context import context_tags
 from ablation.tracking.inputs import entities
@@ -143,7 +143,7 @@ def run(cfg: DictConfig, run_name: str, tags: dict):
     exp_id = experiment_id(mlflow_client, cfg.tracking, cfg.experiment_name)
     tags = {k: str(v) for k, v in tags.items()}
     if os.environ.get(PARENT_RUN_ENV):
-        # A job of a sweep: nested under the sweep's parent run (opened by ablation.sweep's Hydra callback).
+        # A job of a sweep: nested under the sweep's parent run (opened by ablation.sweep.jobs's Hydra callback).
         tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
     # Where the run's process lives, so a run left RUNNING by a process that died can be told from a live one.
     tags.update(process_tags())

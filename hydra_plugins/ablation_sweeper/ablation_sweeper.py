@@ -1,7 +1,7 @@
 """Hydra's basic sweeper, plus what an ablation sweep needs: the design expansion (leave_one_out, add_one_in),
 every job's config validated before the first one trains, failing jobs recorded instead of stopping the
-sweep (the callback in ablation.sweep lists them and exits non-zero at the end), and each job handed to the
-launcher as an ablation.sweep.Job (the sweep's environment, and a fresh process per job under joblib)."""
+sweep (the callback in ablation.sweep.parent lists them and exits non-zero at the end), and each job handed to the
+launcher as an ablation.sweep.jobs.Job (the sweep's environment, and a fresh process per job under joblib)."""
 
 import os
 import sys
@@ -15,7 +15,7 @@ from hydra.core.utils import JobStatus
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from ablation import compat
+from ablation.core import compat
 
 
 @dataclass
@@ -24,8 +24,8 @@ class AblationSweeperConf:
     max_batch_size: int | None = None
     params: dict[str, str] | None = None
     # Run every job in a new process of its own, so TensorFlow's state and GPU memory end with the job.
-    # null: only under hydra/launcher=joblib, whose workers otherwise take job after job (ablation.sweep.Job);
-    # hydra/launcher=packed keeps them, so each worker keeps its compiled model (ablation/packing.py).
+    # null: only under hydra/launcher=joblib, whose workers otherwise take job after job (ablation.sweep.jobs.Job);
+    # hydra/launcher=packed keeps them, so each worker keeps its compiled model (ablation/sweep/packing.py).
     fresh_process: bool | None = None
 
 
@@ -33,7 +33,7 @@ ConfigStore.instance().store(group="hydra/sweeper", name="ablation", node=Ablati
 
 
 def _jobs() -> int:
-    from ablation import packing
+    from ablation.sweep import packing
 
     return packing.jobs()
 
@@ -53,19 +53,20 @@ class AblationSweeper(BasicSweeper):
         self.fresh_process = fresh_process
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from ablation import packing, sweep
+        from ablation.sweep import jobs, packing
 
         packed = config.hydra.runtime.choices.get("hydra/launcher") == packing.LAUNCHER
         if packed:
             packing.prepare(int(config.hydra.launcher.n_jobs))
-        fresh = (sweep.fresh_by_default(config.hydra.launcher) and not packed) if self.fresh_process is None \
+        fresh = (jobs.fresh_by_default(config.hydra.launcher) and not packed) if self.fresh_process is None \
             else self.fresh_process
-        self.job = sweep.Job(task_function, fresh_process=fresh)
+        self.job = jobs.Job(task_function, fresh_process=fresh)
         super().setup(hydra_context=hydra_context, task_function=self.job, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
-        from ablation import sweep
-        from ablation.errors import user_error
+        from ablation.core.errors import user_error
+        from ablation.sweep import designs, parent
+        from ablation.sweep import jobs as sweep_jobs
 
         params = self._parse_config()
         params.extend(arguments)
@@ -73,14 +74,14 @@ class AblationSweeper(BasicSweeper):
         grid = [job for batch in BasicSweeper.split_arguments(parser.parse_overrides(params), None) for job in batch]
         try:
             try:
-                jobs = sweep.expand(grid, self.config, load=self._load)
+                jobs = designs.expand(grid, self.config, load=self._load)
             except Exception as exc:
                 if not user_error(exc):
                     raise
                 print(f"error: {exc}", file=sys.stderr)  # a design or policy that cannot be expanded
                 raise SystemExit(2) from None
-            os.environ[sweep.SIZE_ENV] = str(len(jobs))
-            sweep.record_definition(self.config, jobs, self._validate(jobs))
+            os.environ[sweep_jobs.SIZE_ENV] = str(len(jobs))
+            parent.record_definition(self.config, jobs, self._validate(jobs))
             size = self.max_batch_size or len(jobs)
             self.overrides = [jobs[i:i + size] for i in range(0, len(jobs), size)]
             sweep_dir = Path(self.config.hydra.sweep.dir)
@@ -95,27 +96,28 @@ class AblationSweeper(BasicSweeper):
                 for job, result in zip(batch, results):
                     if result.status == JobStatus.FAILED:
                         error = compat.job_error(result)
-                        sweep.failures.append((list(job), f"{type(error).__name__}: {error}".splitlines()[0]))
+                        sweep_jobs.failures.append((list(job), f"{type(error).__name__}: {error}".splitlines()[0]))
                 first += len(batch)
                 returns.append(results)
             return returns
         except BaseException as exc:
-            sweep.finish(self.config, interrupted=exc)
+            parent.finish(self.config, interrupted=exc)
             raise
 
     def _load(self, job: list[str]) -> DictConfig:
         """A job's config as its launcher will compose it: the same loader, so the same search path
         (hydra.searchpath) finds a user's own policies, datasets and experiments."""
-        from ablation import sweep
+        from ablation.sweep import designs
 
-        return sweep.missing_config_is_user_error(lambda: self.hydra_context.config_loader.load_sweep_config(
+        return designs.missing_config_is_user_error(lambda: self.hydra_context.config_loader.load_sweep_config(
             master_config=self.config, sweep_overrides=list(job)))
 
     def _validate(self, jobs: list[list[str]]) -> list[str]:
         """Compose and check every job before any trains: a bad combination stops the sweep up front. Returns the
         jobs' keys (config_hash), the sweep's definition."""
-        from ablation.errors import user_error
-        from ablation.plan import plan
+        from ablation.core.errors import user_error
+        from ablation.report.settings import check as check_report_settings
+        from ablation.training.plan import plan
 
         bad, keys = [], []
         for job in jobs:
@@ -123,6 +125,7 @@ class AblationSweeper(BasicSweeper):
                 cfg = self._load(job)
                 cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])  # as the job will see it
                 keys.append(plan(cfg).key)  # every setting and every rule between settings
+                check_report_settings(cfg)  # the sweep ends in its report: a bad report setting stops it here
             except Exception as exc:
                 if not user_error(exc):
                     raise

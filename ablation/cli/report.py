@@ -1,0 +1,20 @@
+"""`ablation-report [experiment_name=NAME | +parent_run_id=ID] [tracking.uri=...] [report.*=...]` (config:
+conf/report.yaml): rebuild an experiment's report, or one sweep's, from what MLflow holds."""
+import hydra
+from omegaconf import DictConfig
+
+from ablation.core import guard, paths
+
+
+@hydra.main(config_path="../conf", config_name="report", version_base="1.3")
+@guard.command
+def main(cfg: DictConfig) -> None:
+    """The `ablation-report` command."""
+    from ablation.report import build
+
+    paths.configure(cfg.get("paths"))
+    build.make(cfg)
+
+
+if __name__ == "__main__":
+    main()

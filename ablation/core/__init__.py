@@ -1,0 +1,1 @@
+"""Below every part: errors, paths, the private APIs of other libraries (compat), how commands end (guard), shared statistics."""

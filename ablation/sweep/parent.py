@@ -1,0 +1,104 @@
+"""A sweep's parent MLflow run: opened by the Hydra callback before the first job, given the sweep's definition
+once the sweeper has checked every job, and closed by finish, after the report is built from what MLflow holds."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from ablation.core import guard
+from ablation.sweep.jobs import SIZE_ENV, START_ENV, failures
+
+log = logging.getLogger(__name__)
+
+
+class SweepCallback(Callback):
+    """Registered in ablation/conf/config.yaml under hydra.callbacks."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from ablation import tracking
+        from ablation.core import paths
+
+        paths.configure(config.get("paths"))  # the parent run's store, and every job's outputs (they inherit it)
+        failures.clear()
+        os.environ[START_ENV] = str(time.time())
+        overrides = list(config.hydra.overrides.task)
+        params = {"overrides": " ".join(overrides) or "(none)", "sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
+                  "design": config.get("design", "grid")}
+        with guard.guard():  # e.g. the tracking server does not answer: one line, and nothing trains
+            os.environ[tracking.PARENT_RUN_ENV] = tracking.open_parent(config, params)
+        # SIGTERM (`kill`, a scheduler) stops the sweep like Ctrl-C, so the parent run is closed KILLED; this is
+        # for the sweep's process when the jobs run elsewhere (joblib, submitit).
+        guard.sigterm_interrupts()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        finish(config)
+
+
+def record_definition(config: DictConfig, jobs: list[list[str]], keys: list[str]) -> None:
+    """Once the sweeper has expanded and checked every job: the sweep's definition on its parent run (tag
+    sweep_hash, artifact sweep.json), so that its report counts exactly its combinations."""
+    from ablation import tracking
+
+    parent = os.environ.get(tracking.PARENT_RUN_ENV)
+    if parent is None:  # the parent is opened by SweepCallback; a config without it records nothing
+        return
+    with guard.guard():
+        digest = tracking.describe_sweep(config, parent, keys, [list(job) for job in jobs])
+    log.info("sweep %s: %s combinations (sweep_hash %s)", parent, len(set(keys)), digest)
+
+
+def finish(config: DictConfig, interrupted: BaseException | None = None) -> None:
+    """Close the sweep's parent run (FAILED when a job failed, KILLED when interrupted), after building the
+    report from what MLflow holds and logging it to the parent. Exits non-zero when any combination failed."""
+    from ablation import tracking
+    from ablation.report import build as report
+
+    parent = os.environ.pop(tracking.PARENT_RUN_ENV, None)
+    if parent is None:
+        return
+    status = "KILLED" if isinstance(interrupted, KeyboardInterrupt) else "FAILED" if interrupted or failures else "FINISHED"
+    report_error = None
+    try:
+        if interrupted is not None:
+            for name in tracking.close_dead_children(config, parent):
+                log.warning("%s: its process ended before closing the run; marked KILLED", name)
+        size = int(os.environ.get(SIZE_ENV, 0))
+        trained = tracking.count_children(config, parent)
+        counts = {"sweep/jobs": size, "sweep/trained": trained, "sweep/failed": len(failures)}
+        if interrupted is None:
+            counts["sweep/skipped"] = max(size - trained - len(failures), 0)
+        tracking.log_to_run(config, parent, metrics=counts, params={"sweep_size": size})
+        if interrupted is not None:
+            # The jobs that had not started yet are neither trained nor skipped.
+            log.warning("sweep interrupted: %s of %s combinations started training", trained, size)
+        else:
+            if trained + counts["sweep/skipped"] > 0:
+                try:
+                    out_dir = report.make(config, parent)
+                    tracking.log_to_run(config, parent, folder=out_dir)
+                    if config.tracking.get("register_model"):  # the run the report recommends, to the registry
+                        report.register_best(config, parent, out_dir)
+                except Exception as exc:  # the runs stand; the sweep did not end in its answer
+                    report_error = f"the report could not be built: {type(exc).__name__}: {exc}"
+                    status = "FAILED"
+            log.info(f"sweep: {size} combinations: {trained} trained, {counts['sweep/skipped']} skipped (finished "
+                  f"before), {len(failures)} failed")
+    finally:
+        reason = "; ".join(f"[{' '.join(job)}] {error}" for job, error in failures) or report_error or (
+            f"{type(interrupted).__name__}: {interrupted}" if interrupted else None)
+        tracking.close_parent(config, parent, status, reason)
+    if report_error:
+        print(f"error: {report_error}; every run is recorded: rebuild it with ablation-report "
+              f"+parent_run_id={parent}", file=sys.stderr)
+        raise SystemExit(1)
+    if failures:
+        print(f"{len(failures)} combination(s) failed:", file=sys.stderr)
+        for job, error in failures:
+            print(f"  {' '.join(job)}: {error}", file=sys.stderr)
+        raise SystemExit(1)

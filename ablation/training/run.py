@@ -1,0 +1,185 @@
+"""run(cfg): one combination (dataset x model x augmentation policy x seed), from config to MLflow.
+Read top to bottom, this is the whole path of a run."""
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from ablation import augment, datasets, tracking
+from ablation.augment import device
+from ablation.training import backend, callbacks, expansion, measure, models, normalize, record, reuse, synthetic, tasks
+from ablation.training.backup import Backup
+from ablation.training.batches import Batches
+from ablation.training.plan import plan
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig, announce: Callable[[str], None] | None = None) -> dict[str, float]:
+    """Train one combination and record it; returns the final metrics. A combination that already finished
+    in this experiment is skipped (its recorded metrics are returned) unless `force=true`."""
+    started = time.perf_counter()
+    # 1. The plan: every config mistake surfaces here, before data is read or a run is opened.
+    p = plan(cfg)
+    if announce is not None:
+        announce(p.name)
+    previous = None if cfg.force else tracking.finished_run(cfg, p.key)
+    if previous is not None:
+        log.info("skip %s: finished before as run %s (force=true reruns it)", p.name, previous.info.run_id)
+        return {"run_id": previous.info.run_id, "skipped": True, **previous.data.metrics}
+    keras.utils.set_random_seed(cfg.seed)
+    t = cfg.trainer
+
+    # 2. Data: uint8 arrays, split by the seed. dataset.normalize is a layer in the model, so val, test and a
+    # saved model apply the same transform (featurewise statistics from the dataset's training split only).
+    load_started = time.perf_counter()
+    splits = datasets.load(cfg.dataset)
+    data_load_s = time.perf_counter() - load_started
+    models.check_input(cfg.model, splits.input_shape)
+    if synthetic.active(cfg):  # too few images of a class to train a generator on: said before anything trains
+        synthetic.check_data(cfg, splits)
+    normalization = normalize.prepare(cfg.dataset, splits)
+    # Once more with the data's shape: a crop larger than the image, a policy that changes the shape.
+    policy = augment.build(cfg.augmentation, image_shape=splits.input_shape)
+    # offline: the policy wrote the originals plus `copies` augmented versions ahead of training (reused while
+    # its inputs are unchanged); the training batches read them as they are. Evaluation data stays the dataset's.
+    expanded = expansion.prepare(cfg, splits, policy) if p.placement.where == "offline" else None
+    # device: the same policy as Keras layers inside the model (on the GPU when there is one).
+    layers = device.layers_for(cfg.augmentation, splits.input_shape, cfg.seed) if p.placement.model_layers else None
+    task = tasks.build(cfg)  # the batches' targets, the model's head, its loss and metrics
+    backup = Backup(p.key) if t.resume else None  # trainer.resume: continue a killed run from its last epoch
+    earlier = backup.history() if backup else []
+
+    with backend.training_scope(t) as replicas:
+        # 3. Batches: the policy goes to the training batches only (host placement); val, test and the
+        # clean-train subset are never augmented.
+        batches_of = functools.partial(make_batches, cfg, splits, policy if p.placement.batches_augment else None,
+                                       pad_to=backend.batch_multiple(replicas), task=task, mix=policy.mix,
+                                       mix_images=p.placement.mix_at == "host")
+        batches = batches_of(train=expanded.train if expanded else None)
+        # 4. The model, compiled from the trainer settings. A model of the same architecture and settings that this
+        # process compiled for an earlier run takes this one's starting weights instead (ablation/training/reuse.py).
+        model = models.build(cfg.model, splits.input_shape, splits.num_classes, augmentation=layers,
+                             normalization=normalization.layer(), task=task.name, mix=p.placement.mix_at)
+        architecture = {"model": OmegaConf.to_container(cfg.model, resolve=True), "shape": splits.input_shape,
+                        "classes": splits.num_classes, "task": task.name, "mix": p.placement.mix_at,
+                        "normalize": cfg.dataset.get("normalize", "rescale"),
+                        "device": OmegaConf.to_container(cfg.augmentation, resolve=True) if layers else None,
+                        "seed": cfg.seed if layers else None,
+                        "trainer": {k: t.get(k) for k in ("optimizer", "learning_rate", "jit_compile",
+                                                          "steps_per_execution", "mixed_precision")}}
+        keep = t.get("keep_compiled", True) and replicas == 1
+        model = reuse.compiled(model, lambda m: compile_model(m, t, task, splits.num_classes),
+                               reuse.key(architecture) if keep else None)
+        tags = {**p.tags, "devices": replicas, "device": backend.device_description(),
+                "keras_backend": keras.backend.backend()}
+        if expanded:
+            tags["expanded_dir"] = str(expanded.folder)
+        if earlier:
+            tags.update(resumed_from=backup.previous_run(), resumed_at_epoch=len(earlier))
+
+        # 5. Fit inside the tracked run: closed FAILED if anything below raises, KILLED on an interrupt.
+        with tracking.run(cfg, p.name, tags) as tracker, tracking.scratch_dir() as scratch:
+            scratch = Path(scratch)
+            record.inputs(tracker, cfg, p, splits, normalization, scratch,
+                          {"time/data_load_s": data_load_s, **(expanded.metrics if expanded else {})})
+            if synthetic.active(cfg):
+                # The generator trains (or its images are reused) inside the run, so one that diverges fails it;
+                # its images join the training batches, which the policy then augments like the real ones.
+                batches = batches_of(train=synthetic.prepare(cfg, splits, tracker, scratch).train)
+            # Validation and the clean subset, evaluated by the callback in one pass (trainer.epoch_evaluation);
+            # data-parallel runs evaluate through Keras, which splits each batch across the devices.
+            one_pass = t.get("epoch_evaluation", "scorer") == "scorer" and replicas == 1
+            scorer = measure.Scorer(task.loss(splits.num_classes), task.metrics()) if one_pass else None
+            epochs = measure.CleanGap(batches["train"], batches["train_clean"], on_row=tracker.log_epoch,
+                                      val=batches["val"] if one_pass else None, scorer=scorer)
+            best_weights = scratch / "best.weights.h5"
+            if backup:
+                backup.start(tracker.run_id)
+                best_weights = backup.best_weights
+                # The epochs trained before the kill, repeated at their own steps so the curves are whole;
+                # training picks up at the next epoch with that epoch's shuffle.
+                epochs.rows.extend(earlier)
+                for row in earlier:
+                    tracker.log_epoch(row)
+                batches["train"].start_at(len(earlier))
+            fit_callbacks = [epochs, *callbacks.for_trainer(t, best_weights, earlier)]
+            if backup:
+                fit_callbacks += backup.callbacks(epochs.rows)
+            fit_started = time.perf_counter()
+            # shuffle=False: Batches reshuffles every epoch from the seed (Keras would use global random state).
+            train_input, steps = backend.fit_input(batches["train"], start_epoch=batches["train"].epoch)
+            model.fit(train_input, steps_per_epoch=steps, validation_data=None if one_pass else batches["val"],
+                      epochs=t.epochs,
+                      callbacks=fit_callbacks, verbose=t.verbose, shuffle=False)
+            fit_s = time.perf_counter() - fit_started
+
+            # 6. The test score comes from the best weights (the epoch the callbacks kept).
+            history = pd.DataFrame(epochs.rows)
+            best = callbacks.best_row(history, t.monitor)
+            if best_weights.exists():
+                model.load_weights(best_weights)
+            scores = model.evaluate(batches["test"], verbose=0, return_dict=True)
+
+            # 7. Results and artifacts.
+            final = record.results(tracker, p, scores, history, best, scratch=scratch,
+                                   times={"time/fit_s": fit_s, "time/total_s": time.perf_counter() - started})
+            inference = models.for_inference(model)  # uint8 images in, as a saved model takes them
+            if p.task == "classify" and cfg.eval.get("per_class", True):  # which classes the mistakes fall on
+                final.update(record.classes(tracker, p, inference, splits.test, splits.class_names, scratch))
+            if p.task == "classify" and cfg.eval.corruptions:  # and how the model fares under corruptions
+                final.update(record.robustness(tracker, p, inference, splits.test, cfg.eval))
+            if cfg.tracking.log_model:
+                # The MLflow Model (pyfunc, keras, `mlflow models serve`, the registry) and the plain model.keras
+                # that affinity and older readers take; both take uint8 images as the test split holds them.
+                model_started = time.perf_counter()
+                tracking.log_model(tracker, inference, splits.test.x[:2])
+                tracker.log_metrics({"time/log_model_s": time.perf_counter() - model_started})
+                inference.save(scratch / "model.keras")
+                tracker.log_file(scratch / "model.keras")
+            log.info(record.headline(p, final))
+    if backup:
+        backup.clear()
+    return {"run_id": tracker.run_id, "skipped": False, **final}
+
+
+def compile_model(model: keras.Model, t: DictConfig, task: tasks.Classify, num_classes: int) -> None:
+    """Compile from the trainer settings. weighted_metrics: the zero-weighted padding of short batches (several
+    devices on JAX) counts in no metric."""
+    optimizer = keras.optimizers.get(t.optimizer)
+    optimizer.learning_rate = t.learning_rate
+    model.compile(optimizer=optimizer, loss=task.loss(num_classes), weighted_metrics=task.metrics(),
+                  jit_compile=t.jit_compile, steps_per_execution=t.get("steps_per_execution") or 1)
+
+
+def make_batches(cfg: DictConfig, splits: datasets.Splits, policy: augment.Policy, pad_to: int = 1,
+                 train: datasets.Split | None = None, task: tasks.Classify | None = None, mix=None,
+                 mix_images: bool = True) -> dict[str, Batches]:
+    """The policy goes to the training batches only; val, test and the clean-train subset are never augmented.
+    train: what fit trains on when not splits.train (an offline expansion); the clean subset is from splits.train.
+    task: what the batches' targets are (tasks.build(cfg) when not given). mix, mix_images: batch mixing of the
+    training batches (Batches)."""
+    t = cfg.trainer
+    train = splits.train if train is None else train
+    shared = {"pad_to": pad_to, "task": task or tasks.build(cfg)}
+    # The honest training score: a fixed subset of the training split, un-augmented, in inference mode.
+    clean = np.sort(np.random.default_rng(cfg.seed).permutation(len(splits.train.y))[:t.clean_train_size])
+    # Evaluation batches (validation, test, the clean subset) learn nothing: larger ones take fewer steps.
+    evaluate = t.get("eval_batch_size") or t.batch_size
+    return {
+        "train": Batches(train.x, train.y, t.batch_size, policy=policy, shuffle=True, seed=cfg.seed,
+                         steps=t.steps_per_epoch, workers=t.workers, use_multiprocessing=t.use_multiprocessing,
+                         max_queue_size=t.max_queue_size, mix=mix, mix_images=mix_images, **shared),
+        "val": Batches(splits.val.x, splits.val.y, evaluate, **shared),
+        "test": Batches(splits.test.x, splits.test.y, evaluate, **shared),
+        "train_clean": Batches(splits.train.x[clean], splits.train.y[clean], evaluate, **shared),
+    }
+

@@ -46,6 +46,7 @@ class Policy:
         self.transform_names = [node.cls.__name__ for node in nodes]
         self.is_identity = not nodes
         self._nodes = nodes
+        self.tried_on: tuple[int, ...] | None = None  # the image shape try_on applied it to
         every = [n for node in nodes for n in node.walk()]
         self._auto_size = any(n.auto_size for n in every)
         self._needs_rgb = any(n.cls.__name__ in RGB_ONLY for n in every)
@@ -66,6 +67,14 @@ class Policy:
 
     def __repr__(self) -> str:
         return f"Policy({self.name!r}, {self.transform_names}, fingerprint={self.fingerprint!r})"
+
+    def try_on(self, image_shape: tuple[int, ...]) -> None:
+        """Apply the policy once to a blank image of this shape, so a transform that fails on such images (a crop
+        larger than the image, a change of shape) does so now, named by its key (PolicyError); once per shape."""
+        shape = tuple(image_shape)
+        if not self.is_identity and self.tried_on != shape:
+            _try(self, self._nodes, shape)
+            self.tried_on = shape
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.is_identity:
@@ -244,8 +253,8 @@ def _build(cfg: dict, name: str, image_shape, strength: float | None = None, sca
     # The generator's settings, while it is on (ratio > 0; ablation/training/synthetic.py checks them).
     synthetic = cfg.get("synthetic") if (cfg.get("synthetic") or {}).get("ratio") else None
     policy = Policy(name, nodes, template, mix=mix, strength=strength, scaled_from=scaled_from, synthetic=synthetic)
-    if image_shape is not None and not policy.is_identity:
-        _try(policy, nodes, tuple(image_shape))
+    if image_shape is not None:
+        policy.try_on(image_shape)
     return policy
 
 

@@ -25,7 +25,8 @@ help: ## List the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,cluster,server]'
+	$(PY) -m pip uninstall --quiet --yes ablation 2>/dev/null || true  # the distribution's former name
+	$(PY) -m pip install --quiet -e '.[tensorflow,dev,cluster,server]'
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install ablation with its dependencies (idempotent)

@@ -14,7 +14,7 @@
 # Settings (environment): ABLATION_SERVER_DIR (runs/server), ABLATION_SERVER_HOST (127.0.0.1: set it, e.g. to
 # 0.0.0.0, only to expose the server; see docs/tracking.md), ABLATION_SERVER_PORT (5001), ABLATION_PG_PORT (5433),
 # ABLATION_SERVER_WORKERS (2), ABLATION_PG_BIN (PostgreSQL's bin folder; default: the newest
-# /usr/lib/postgresql/*/bin), PY (the Python with mlflow and psycopg2; default .venv/bin/python).
+# /usr/lib/postgresql/*/bin), PY (the Python with mlflow and psycopg 3; default .venv/bin/python).
 # PostgreSQL refuses to run as root: as root its commands run as the `postgres` user (ABLATION_PG_USER).
 set -euo pipefail
 
@@ -130,8 +130,8 @@ healthy() { "$PY" -c 'import sys, urllib.request; urllib.request.urlopen(sys.arg
 
 start() {
   local bin uri pid err
-  err=$("$PY" -c 'import mlflow, psycopg2' 2>&1) \
-    || die "$PY cannot import mlflow and psycopg2 ($(tail -n 1 <<<"$err")); run make install (pip install -e '.[server]')"
+  err=$("$PY" -c 'import mlflow, psycopg' 2>&1) \
+    || die "$PY cannot import mlflow and psycopg ($(tail -n 1 <<<"$err")); run make install (pip install -e '.[server]')"
   install_pg
   ensure_pg_user
   bin=$(pg_bin)
@@ -140,7 +140,7 @@ start() {
   init_pg "$bin"
   start_pg "$bin"
   uri=$(client_uri)
-  backend="postgresql+psycopg2://$PG_USER@127.0.0.1:$PG_PORT/mlflow"
+  backend="postgresql+psycopg://$PG_USER@127.0.0.1:$PG_PORT/mlflow"
   if pid=$(mlflow_pid); then
     uri=$(cat "$DIR/mlflow.uri" 2>/dev/null || echo "$uri")
     echo "server: already running (pid $pid)"

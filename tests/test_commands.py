@@ -10,8 +10,8 @@ from conftest import ROOT
 
 # Console script -> (module, what --help and --cfg job show of its own).
 COMMANDS = {
-    "ablation": ("ablation", ["augmentation", "seed: 0"]),
-    "ablation-report": ("ablation.report.build", ["experiment_name=NAME", "correction: bh"]),
+    "ablation": ("ablation.cli.train", ["augmentation", "seed: 0"]),
+    "ablation-report": ("ablation.cli.report", ["experiment_name=NAME", "correction: bh"]),
     "ablation-predict": ("ablation.cli.predict", ["run_id=RUN_ID|model_uri=models:/NAME/latest data=FOLDER", "run_id: null", "batch_size: 64"]),
     "ablation-expand": ("ablation.cli.expand", ["copies=4", "copies: null"]),
     "ablation-preview": ("ablation.cli.preview", ["augmentation=POLICY", "'n': 8"]),  # n: quoted, YAML 1.1's "no"
@@ -30,7 +30,7 @@ def test_every_console_script_is_listed():
     assert set(scripts) == set(COMMANDS)
     for name, target in scripts.items():
         module, _, function = target.partition(":")
-        assert module.removesuffix(".__main__") == COMMANDS[name][0] and function
+        assert module == COMMANDS[name][0] and function == "main"
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
@@ -44,3 +44,15 @@ def test_help_and_cfg_job(name, tmp_path):
     for text in shown:
         assert text in helped.stdout + config.stdout, f"{name}: {text!r} not shown"
     assert list(tmp_path.iterdir()) == [], "--help and --cfg job write nothing"
+
+
+def test_a_missing_keras_backend_is_one_line_before_keras_loads(tmp_path):
+    """TensorFlow and JAX are extras: with the backend Keras would load not installed, `ablation` says which
+    extra to install, in one line, instead of Keras' traceback."""
+    result = subprocess.run([sys.executable, "-m", "ablation", "trainer=smoke"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120,
+                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "KERAS_BACKEND": "no_such_backend"})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        "error: no Keras backend: no_such_backend (KERAS_BACKEND) is not installed; pip install "
+        "'augment-ablation[tensorflow]' (or [jax], with KERAS_BACKEND=jax)"]

@@ -33,7 +33,7 @@ def test_runs_carry_mlflow_context_tags_and_library_versions(two_runs):
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     if head.returncode == 0:  # run from a git checkout (the tests always are, but an sdist is not)
         assert tags["mlflow.source.git.commit"] == head.stdout.strip()
-    assert tags["version.ablation"] == importlib.metadata.version("ablation")
+    assert tags["version.ablation"] == importlib.metadata.version("augment-ablation")
     for name in ("keras", "albumentations", "mlflow"):
         assert tags[f"version.{name}"] == importlib.metadata.version(name)
     # The run's own tags are not overridden by the context.

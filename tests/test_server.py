@@ -160,12 +160,12 @@ def test_parallel_sweep_records_every_run_metric_point_and_artifact(server, tmp_
         assert history.set_index("epoch")["val/loss"].to_dict() == pytest.approx(logged)
 
     # The records are in PostgreSQL itself: every run and every per-epoch metric point.
-    import psycopg2
+    import psycopg
 
     backend = server["backend"].split("://", 1)[1]
     user = backend.split("@", 1)[0]
-    with psycopg2.connect(host="127.0.0.1", port=server["pg_port"], dbname="mlflow", user=user,
-                          passfile=str(server["dir"] / "pgpass")) as db, db.cursor() as cursor:
+    with psycopg.connect(host="127.0.0.1", port=server["pg_port"], dbname="mlflow", user=user,
+                         passfile=str(server["dir"] / "pgpass")) as db, db.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM runs JOIN experiments USING (experiment_id) WHERE experiments.name = %s",
                        (experiment,))
         assert cursor.fetchone()[0] == 5

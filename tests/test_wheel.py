@@ -1,12 +1,15 @@
 """Installable like any Python tool: the wheel built from this checkout, installed into a fresh virtualenv outside
 it, runs `ablation experiment=quick` and `ablation-report` from an empty folder, with its configs from the package
 and its outputs in that folder's runs/. Nothing is downloaded: the new environment sees the dependencies already
-installed in this one (a .pth line naming their site-packages), never this checkout."""
+installed in this one (a .pth line naming their site-packages), never this checkout. The wheel is the
+distribution augment-ablation, MIT-licensed, with its LICENSE file."""
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
+from email.parser import Parser
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,9 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow
 
 # What the wheel is built from (a copy, so building writes nothing into the checkout).
-SOURCES = ("pyproject.toml", "README.md", "ablation", "hydra_plugins")
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", "ablation", "hydra_plugins")
+# `ablation` on PyPI is another project: the distribution has a name of its own, the import and commands do not.
+DISTRIBUTION = "augment-ablation"
 TINY = ["trainer.epochs=1", "dataset.train_size=32", "dataset.image_size=16", "tracking.log_model=false"]
 
 
@@ -34,7 +39,14 @@ def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path):
                                             if (ROOT / name).is_dir() else {}))
     _check(subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                            str(dist), str(source)], capture_output=True, text=True, timeout=300))
-    [wheel] = dist.glob("ablation-*.whl")
+    [wheel] = dist.glob(f"{DISTRIBUTION.replace('-', '_')}-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        [metadata] = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        meta = Parser().parsestr(archive.read(metadata).decode())
+        licence = archive.read(metadata.replace("METADATA", "licenses/LICENSE")).decode()
+    assert meta["Name"] == DISTRIBUTION
+    assert meta["License-Expression"] == "MIT" and meta.get_all("License-File") == ["LICENSE"]
+    assert licence.startswith("MIT License") and "The ablation authors" in licence
 
     _check(subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], capture_output=True, text=True,
                           timeout=120))

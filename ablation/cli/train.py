@@ -1,5 +1,10 @@
 """`ablation [overrides]` (`-m` for a sweep): compose the config with Hydra, train one combination, or each
 combination of a sweep. How the command ends (Ctrl-C, SIGTERM, a user error) is ablation.core.guard's."""
+import importlib.util
+import json
+import os
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
@@ -24,10 +29,31 @@ def app(cfg: DictConfig) -> float:
     return metrics.get("best/val_loss", float("nan"))
 
 
+def keras_backend() -> str:
+    """The backend Keras will load: KERAS_BACKEND, else keras.json's (KERAS_HOME or ~/.keras), else tensorflow."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    try:
+        home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+        return json.loads((home / "keras.json").read_text()).get("backend") or "tensorflow"
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
+def require_keras_backend() -> None:
+    """One line, before Keras is imported, when the backend Keras would load is not installed (TensorFlow and
+    JAX are extras of the package); Keras itself would end in a traceback."""
+    name = keras_backend()
+    if importlib.util.find_spec(name) is None:
+        guard.fail(f"no Keras backend: {name} (KERAS_BACKEND) is not installed; pip install "
+                   f"'augment-ablation[tensorflow]' (or [jax], with KERAS_BACKEND=jax)")
+
+
 def main() -> None:
     """The `ablation` command. An interrupted sweep has said so and closed its runs by the time the interrupt
     leaves Hydra (ablation.sweep.parent.finish): it ends with the interrupt's exit status, without a traceback."""
     with guard.guard("interrupted"):
+        require_keras_backend()
         app()
 
 

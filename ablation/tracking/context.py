@@ -6,15 +6,19 @@ from __future__ import annotations
 import importlib.metadata
 import os
 
+from ablation.tracking import compat
+
 # Distributions whose versions a run records as tags `version.<name>` (those installed).
-VERSIONED = ("ablation", "keras", "tensorflow", "jax", "albumentations", "mlflow", "hydra-core", "numpy")
+# tag version.<name> -> the distribution whose version it records
+VERSIONED = {"ablation": "augment-ablation", "keras": "keras", "tensorflow": "tensorflow", "jax": "jax",
+             "albumentations": "albumentations", "mlflow": "mlflow", "hydra-core": "hydra-core", "numpy": "numpy"}
 
 
 def versions() -> dict[str, str]:
     out = {}
-    for name in VERSIONED:
+    for name, distribution in VERSIONED.items():
         try:
-            out[f"version.{name}"] = importlib.metadata.version(name)
+            out[f"version.{name}"] = importlib.metadata.version(distribution)
         except importlib.metadata.PackageNotFoundError:
             continue
     return out
@@ -23,9 +27,7 @@ def versions() -> dict[str, str]:
 def context_tags(tags: dict[str, str]) -> dict[str, str]:
     """tags plus MLflow's context tags (mlflow.user, mlflow.source.name/type, mlflow.source.git.commit, ...) and
     the library versions; the given tags win where they overlap."""
-    from mlflow.tracking.context.registry import resolve_tags
-
-    out = resolve_tags({**versions(), **tags})
+    out = compat.resolve_tags({**versions(), **tags})
     if "mlflow.source.git.commit" not in out:
         out.update(_git(os.getcwd()))
     return out
@@ -34,8 +36,7 @@ def context_tags(tags: dict[str, str]) -> dict[str, str]:
 def _git(folder: str) -> dict[str, str]:
     """The git checkout a command runs in (its configs and own policies live there). MLflow looks only at the
     main file's, which for a console script or pytest lies in a virtualenv that git ignores."""
-    from mlflow.utils.git_utils import get_git_branch, get_git_commit, get_git_repo_url
-
-    found = {"mlflow.source.git.commit": get_git_commit(folder), "mlflow.source.git.branch": get_git_branch(folder),
-             "mlflow.source.git.repoURL": get_git_repo_url(folder)}
+    found = {"mlflow.source.git.commit": compat.git_commit(folder),
+             "mlflow.source.git.branch": compat.git_branch(folder),
+             "mlflow.source.git.repoURL": compat.git_repo_url(folder)}
     return {k: v for k, v in found.items() if v}

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from ablation.tracking import compat
+
 CONTEXT_TAG = "mlflow.data.context"  # MLflow's own: what the UI shows beside the dataset's name
 
 
@@ -15,17 +17,16 @@ def records(name: str, key: str, source: str, splits: dict) -> list[dict]:
     journal keeps while its server is away, and what entities() turns into MLflow's DatasetInputs."""
     import numpy as np
     from mlflow.data import from_numpy
-    from mlflow.data.code_dataset_source import CodeDatasetSource
 
     path = Path(source).expanduser()
-    origin = str(path.resolve()) if path.exists() else CodeDatasetSource({"mlflow.source.name": source})
+    origin = str(path.resolve()) if path.exists() else compat.code_source(source)
     out = []
     for split, data in splits.items():
         digest = hashlib.sha256(f"{key}:{split}".encode()).hexdigest()[:16]
         # Schema and profile (shapes, sizes) come from the arrays' dtype and shape; the digest is given, so no
         # image is hashed.
-        entity = from_numpy(np.asarray(data.x), targets=np.asarray(data.y), source=origin, name=name,
-                            digest=digest)._to_mlflow_entity()
+        entity = compat.dataset_entity(from_numpy(np.asarray(data.x), targets=np.asarray(data.y), source=origin,
+                                                  name=name, digest=digest))
         out.append({"name": entity.name, "digest": entity.digest, "source_type": entity.source_type,
                     "source": entity.source, "schema": entity.schema, "profile": entity.profile, "context": split})
     return out

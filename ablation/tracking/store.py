@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ablation.core import paths
 from ablation.core.errors import ConfigError
+from ablation.tracking import compat
 
 # MLflow 3's UI opens other experiments in its GenAI view (traces), where runs are not listed.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
@@ -113,13 +114,10 @@ def probe(uri: str, timeout: float | None = None) -> tuple[int | None, str]:
 
 
 def _probe(uri: str, timeout: float) -> tuple[int | None, str]:
-    from mlflow.utils.credentials import get_default_host_creds
-    from mlflow.utils.rest_utils import http_request
-
     try:
-        response = http_request(get_default_host_creds(uri), "/api/2.0/mlflow/experiments/search", "POST",
-                                max_retries=PROBE_RETRIES, backoff_factor=0, backoff_jitter=0,
-                                timeout=timeout, raise_on_status=False, json={"max_results": 1})
+        response = compat.http_request(compat.host_creds(uri), "/api/2.0/mlflow/experiments/search", "POST",
+                                       max_retries=PROBE_RETRIES, backoff_factor=0, backoff_jitter=0,
+                                       timeout=timeout, raise_on_status=False, json={"max_results": 1})
     except Exception as exc:
         # requests' text nests the cause ("... Max retries exceeded ... [Errno 111] Connection refused"))"): its
         # innermost reason is what a user needs.
@@ -147,11 +145,9 @@ def server_down(uri: str | None) -> bool:
 def reach(uri: str) -> None:
     """A server that does not answer, or refuses the credentials, is a one-line error at once, before anything
     trains (MLflow's own client would retry for minutes, run by run)."""
-    from mlflow.utils.credentials import get_default_host_creds
-
     status, reason = probe(uri)
     if status in AUTH_STATUS:
-        creds = get_default_host_creds(uri)  # what the probe sent: the variables, else ~/.mlflow/credentials
+        creds = compat.host_creds(uri)  # what the probe sent: the variables, else ~/.mlflow/credentials
         sent = (f"user {creds.username!r}" if creds.username else "a token" if creds.token else "no credentials")
         raise ConfigError(f"tracking.uri: the MLflow server at {uri} refused the credentials ({reason}; sent {sent}); "
                           "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) "

@@ -9,15 +9,15 @@ ARGS   ?=
 EXP    ?= digits_ablation
 # Jobs of a sweep at once: auto = as many as the device takes (hydra/launcher=packed), 1 = one after another.
 JOBS   ?= auto
-# Test processes (pytest-xdist): most of the suite's time is spent in subprocesses importing TensorFlow, servers
-# starting and sweeps waiting on each other, so 2 processes on 2 cores take about 9 to 11 minutes instead of 13 or more.
-TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(min(4, os.cpu_count() or 1))')
+# Test processes (pytest-xdist): much of the suite's time is spent waiting (subprocesses importing TensorFlow,
+# servers starting, sweeps waiting on each other), so twice as many processes as cores, up to 8, finish sooner.
+TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(min(8, 2 * (os.cpu_count() or 1)))')
 
 export NO_ALBUMENTATIONS_UPDATE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run sweep report ui predict server server-stop bench bench-gpu lint test clean clean-runs
+.PHONY: help install run sweep report ui predict server server-stop bench bench-check bench-gpu lint test test-fast clean clean-runs
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,6 +57,10 @@ bench: $(STAMP) ## Benchmarks side by side: input pipeline (QUICK=1: 32 and 128 
 	$(if $(LENSES),$(PY) benchmarks/lenses.py)
 	$(if $(OVERHEAD)$(if $(LENSES),,$(QUICK)),$(PY) benchmarks/overhead.py --sweep --packing $(if $(QUICK),--quick --out runs/bench/overhead-quick.md))
 
+bench-check: $(STAMP) ## The quick pipeline benchmark (make bench QUICK=1), then a check that every table and measurement is there (CI runs it beside make test)
+	$(PY) benchmarks/pipeline.py --quick --out runs/bench/pipeline-quick.md
+	$(PY) benchmarks/check_quick.py runs/bench/pipeline-quick.md
+
 bench-gpu: $(STAMP) ## The GPU headline: a CIFAR-10-sized sweep's slice timed, the whole sweep projected -> runs/bench/gpu.md (JAX; TINY=1: CPU dry run; JOBS=N: N jobs at once; PACKING=1: sequential vs packed); on the GPU machine: bash scripts/bench_gpu.sh
 	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(PY) benchmarks/gpu.py $(if $(TINY),--tiny) $(if $(JOBS),--jobs $(JOBS)) $(if $(PACKING),--compare-packing) $(ARGS)
 
@@ -66,7 +70,11 @@ lint: $(STAMP) ## ruff (pyflakes, isort, bugbear, pyupgrade), the import contrac
 	$(VENV)/bin/mkdocs build --strict --quiet
 
 test: lint ## Lint, then run the whole test suite (TEST_WORKERS=1: in one process)
-	$(PY) -m pytest -q $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS)) $(ARGS); rc=$$?; \
+	$(PY) -m pytest -q $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist worksteal) $(ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+test-fast: $(STAMP) ## The tests that start no process, sweep or server (-m 'not slow'), before a commit
+	$(PY) -m pytest -q -m 'not slow' $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist worksteal) $(ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 clean: ## Remove what can be rebuilt (decoded-dataset cache, offline expansions, __pycache__, build outputs); keeps the MLflow store and every result

@@ -33,6 +33,7 @@ def test_every_console_script_is_listed():
         assert module == COMMANDS[name][0] and function == "main"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_help_and_cfg_job(name, tmp_path):
     module, shown = COMMANDS[name]
@@ -46,6 +47,7 @@ def test_help_and_cfg_job(name, tmp_path):
     assert list(tmp_path.iterdir()) == [], "--help and --cfg job write nothing"
 
 
+@pytest.mark.slow
 def test_a_missing_keras_backend_is_one_line_before_keras_loads(tmp_path):
     """TensorFlow and JAX are extras: with the backend Keras would load not installed, `ablation` says which
     extra to install, in one line, instead of Keras' traceback."""

@@ -61,6 +61,7 @@ def _cli(*args, cwd=ROOT):
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
     result = _cli("trainer.batch_size=0", f"tracking.uri=sqlite:///{tmp_path}/m.db", f"hydra.run.dir={tmp_path}/out")
     assert result.returncode == 2
@@ -69,6 +70,7 @@ def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_diverging_run_is_one_error_line_and_failed_in_mlflow(tmp_path):
     """A known failure with a known fix (the loss became NaN): one `error:` line naming the setting, no
     traceback, and the run closed FAILED with the reason."""
@@ -86,12 +88,14 @@ def test_a_diverging_run_is_one_error_line_and_failed_in_mlflow(tmp_path):
     assert failed.info.status == "FAILED" and "lower trainer.learning_rate" in failed.data.tags["error"]
 
 
+@pytest.mark.slow
 def test_cli_unknown_group_option_names_the_group(tmp_path):
     result = _cli("augmentation=rotat", f"hydra.run.dir={tmp_path}/out")
     assert result.returncode != 0
     assert "augmentation/rotat" in result.stderr
 
 
+@pytest.mark.slow
 def test_unreachable_tracking_server_is_one_line_before_training(tmp_path):
     import socket
 

@@ -177,6 +177,7 @@ def test_offline_on_the_device_is_refused(make_cfg):
         plan(make_cfg("augmentation=hflip", "augmentation.mode=offline", "augmentation.where=device"))
 
 
+@pytest.mark.slow
 def test_command_line_expands_with_the_copies_shortcut(tmp_path):
     command = [sys.executable, "-m", "ablation.cli.expand", "dataset=digits", "augmentation=hflip", "copies=2",
                "dataset.train_size=16", f"hydra.run.dir={tmp_path}/hydra"]

@@ -89,6 +89,7 @@ def test_only_joblib_jobs_need_a_process_of_their_own_by_default(tmp_path, launc
     assert cfg.hydra.sweeper.fresh_process is None  # null: decided by the launcher
 
 
+@pytest.mark.slow
 def test_make_sweep_jobs_uses_the_joblib_launcher():
     def command(*args):
         # Under `make test` the parent make's settings would add "Entering directory" lines: start clean.

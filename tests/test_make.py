@@ -3,6 +3,8 @@ only with `make clean-runs`, which says what it deletes."""
 import shutil
 import subprocess
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -22,6 +24,7 @@ def _make(folder, target):
     return subprocess.run(["make", "-s", target], cwd=folder, capture_output=True, text=True, timeout=120, check=False)
 
 
+@pytest.mark.slow
 def test_clean_keeps_the_store_and_results_and_removes_what_can_be_rebuilt(tmp_path):
     folder = _project(tmp_path)
     result = _make(folder, "clean")
@@ -32,6 +35,7 @@ def test_clean_keeps_the_store_and_results_and_removes_what_can_be_rebuilt(tmp_p
         assert not (folder / gone).exists(), gone
 
 
+@pytest.mark.slow
 def test_clean_runs_says_what_it_deletes_and_deletes_it(tmp_path):
     folder = _project(tmp_path)
     result = _make(folder, "clean-runs")

@@ -135,6 +135,7 @@ def _admin(uri: str, monkeypatch) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
 
+@pytest.mark.slow
 def test_wrong_credentials_are_one_line_naming_the_variables_before_any_run(auth_server, tmp_path, monkeypatch):
     result = subprocess.run(
         [sys.executable, "-m", "ablation", "-m", "augmentation=none,hflip", *SMALL, "experiment_name=denied",

@@ -55,6 +55,7 @@ def test_where_outputs_go_changes_no_identity(make_cfg):
     assert keys and all(key.startswith(report.NOT_SETTINGS) for key in keys)
 
 
+@pytest.mark.slow
 def test_a_run_writes_everything_under_paths_home(tmp_path):
     """`ablation paths.home=HOME` from another folder: the store, its artifacts, the decoded-data cache and
     Hydra's job folder land under HOME, and nothing in the working directory."""

@@ -108,6 +108,7 @@ def test_two_class_model_sigmoid_is_probability_of_class_one(store, images, tmp_
     assert np.allclose(table["p_square"], model.predict(x, verbose=0)[:, 0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_command_line_writes_the_same_predictions(store, images, tmp_path):
     tracking_cfg, runs = store
     expected = pd.read_csv(predict.predict(tracking_cfg, runs["digits"], images, out=tmp_path / "function.csv"))

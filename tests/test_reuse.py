@@ -22,6 +22,7 @@ def _run(tmp_path, seed, *overrides):
     return run(cfg)
 
 
+@pytest.mark.slow
 def test_a_kept_model_trains_a_later_run_to_the_numbers_of_a_fresh_one(tmp_path):
     reuse.release()
     _run(tmp_path, 0)  # compiles small_cnn and keeps it
@@ -37,6 +38,7 @@ def test_a_kept_model_trains_a_later_run_to_the_numbers_of_a_fresh_one(tmp_path)
         assert kept[metric] == pytest.approx(fresh[metric], abs=1e-5), metric
 
 
+@pytest.mark.slow
 def test_another_architecture_replaces_the_kept_model(tmp_path):
     reuse.release()
     _run(tmp_path, 0)

@@ -90,6 +90,7 @@ def test_a_run_that_raises_is_failed_with_the_reason(make_cfg, tmp_path):
     assert killed.info.status == "KILLED"
 
 
+@pytest.mark.slow
 def test_multirun_of_two_policies_records_two_runs(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     result = subprocess.run(
@@ -116,6 +117,7 @@ def test_a_diverging_run_is_failed_not_finished(make_cfg):
     assert "training loss became nan" in failed.data.tags["error"]
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_run_marks_it_killed(tmp_path):
     import signal
 

@@ -78,6 +78,7 @@ def server():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_an_unreachable_server_is_one_line_before_anything_trains(tmp_path):
     port = free_port()  # nothing listens there
     result = subprocess.run(

@@ -342,6 +342,7 @@ def test_keras_home_defaults_to_the_environment_as_keras_does(make_cfg, tmp_path
     np.testing.assert_array_equal(datasets.load(cfg.dataset).test.x[..., 0], written["x_test"])
 
 
+@pytest.mark.slow
 def test_fashion_mnist_equals_what_keras_own_loader_reads(make_cfg, tmp_path):
     x_train, y_train, x_test, y_test = write_fashion(tmp_path / "datasets")
     splits = load_keras(make_cfg, tmp_path, "fashion_mnist")

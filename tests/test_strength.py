@@ -192,6 +192,7 @@ def test_the_paired_test_over_seeds_decides_which_levels_go_with_the_best(ahead,
                            "but less, by a paired test")
 
 
+@pytest.mark.slow
 def test_a_quick_strength_sweep_writes_the_strength_plot(tmp_path):
     result = run_sweep(tmp_path, "experiment=quick", "design=strength", "strength=0.5,2", "eval.corruptions=[]",
                        "tracking.log_model=false", "experiment_name=dose")

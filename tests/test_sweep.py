@@ -135,6 +135,7 @@ def test_bad_design_names_the_key():
         designs.expand([["design=loo"]], OmegaConf.create({"augmentation": {"name": "none"}}))
 
 
+@pytest.mark.slow
 def test_a_bad_combination_stops_the_sweep_before_any_training(tmp_path):
     result = run_sweep(tmp_path, "augmentation=none,hflip", "model=small_cnn,mobilenet_v2", "dataset.image_size=16",
                     "trainer=smoke")

@@ -1,6 +1,7 @@
 """The embedded SQLite store under parallel writers: no run and no metric point lost."""
 import multiprocessing
 
+import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
@@ -50,6 +51,7 @@ def _ended_pid() -> int:
     return process.pid
 
 
+@pytest.mark.slow
 def test_runs_left_running_by_dead_processes_are_killed_and_live_ones_left(make_cfg):
     import os
     import socket

@@ -47,7 +47,7 @@ def random_images(n: int, size: int, channels: int = 3, *, classes: int | None =
 def sweep_command(tmp_path: Path, *overrides: str, name: str = "sweep") -> list[str]:
     """`python -m ablation -m <overrides>` with its store, artifacts, reports and sweep folder under tmp_path."""
     return [sys.executable, "-m", "ablation", "-m", *overrides, f"tracking.uri={store_uri(tmp_path)}",
-            f"tracking.artifact_root={tmp_path / 'artifacts'}", f"tracking.report_dir={tmp_path / 'reports'}",
+            f"tracking.artifact_root={tmp_path / 'artifacts'}", f"paths.reports={tmp_path / 'reports'}",
             f"hydra.sweep.dir={tmp_path / name}"]
 
 

@@ -119,7 +119,7 @@ def test_classes_are_ordered_naturally_and_missing_ones_are_no_error():
 
 
 def test_the_report_shows_whom_a_policy_hurts(make_cfg, tmp_path):
-    cfg = make_cfg("experiment_name=classes", f"tracking.report_dir={tmp_path}/reports")
+    cfg = make_cfg("experiment_name=classes", f"paths.reports={tmp_path}/reports")
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     exp_id = tracking.experiment_id(client, cfg.tracking, "classes")
     rng = np.random.default_rng(3)

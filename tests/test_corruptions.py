@@ -79,7 +79,7 @@ ERRORS = {"none": 0.4, "noise": 0.2, "crop": 0.44}  # error under every corrupti
 
 
 def test_mce_against_none_is_the_ratio_of_summed_errors_and_overlap_is_flagged(make_cfg, tmp_path):
-    cfg = make_cfg("experiment_name=mce", f"tracking.report_dir={tmp_path}/reports")
+    cfg = make_cfg("experiment_name=mce", f"paths.reports={tmp_path}/reports")
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     exp_id = tracking.experiment_id(client, cfg.tracking, "mce")
     rng = np.random.default_rng(0)

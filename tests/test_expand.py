@@ -201,7 +201,7 @@ def test_sweep_over_modes_reports_online_and_offline_side_by_side(tmp_path):
         [sys.executable, "-m", "ablation", "-m", "augmentation=hflip", "augmentation.mode=online,offline",
          "augmentation.copies=1", "trainer=smoke", "trainer.epochs=1", "dataset.train_size=32",
          "tracking.log_model=false", "experiment_name=modes", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-         f"tracking.report_dir={tmp_path}/reports", f"hydra.sweep.dir={tmp_path}/sweep"],
+         f"paths.reports={tmp_path}/reports", f"hydra.sweep.dir={tmp_path}/sweep"],
         cwd=ROOT, env={**os.environ}, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = pd.read_csv(tmp_path / "reports" / "modes" / "summary.csv").set_index("augmentation")

@@ -158,7 +158,7 @@ def test_a_sweep_reaches_a_server_with_basic_auth_through_the_environment(auth_s
     experiment = f"auth-{uuid.uuid4().hex[:8]}"
     result = subprocess.run(
         [sys.executable, "-m", "ablation", "-m", "augmentation=none,hflip", *SMALL,
-         f"hydra.sweep.dir={tmp_path / 'sweep'}", f"tracking.report_dir={tmp_path / 'reports'}"],
+         f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.reports={tmp_path / 'reports'}"],
         cwd=ROOT, env=_clean_env(MLFLOW_TRACKING_URI=auth_server["uri"], MLFLOW_EXPERIMENT_NAME=experiment,
                                  MLFLOW_TRACKING_USERNAME=auth_server["user"],
                                  MLFLOW_TRACKING_PASSWORD=auth_server["password"]),

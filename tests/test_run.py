@@ -96,7 +96,7 @@ def test_multirun_of_two_policies_records_two_runs(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "ablation", "-m", "augmentation=none,hflip", "trainer=smoke", "trainer.epochs=1",
          "dataset.train_size=32", "tracking.log_model=false", f"tracking.uri={uri}",
-         f"tracking.report_dir={tmp_path}/reports",
+         f"paths.reports={tmp_path}/reports",
          f"hydra.sweep.dir={tmp_path}/sweep"],
         cwd=ROOT, env={**os.environ}, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

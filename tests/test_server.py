@@ -121,7 +121,7 @@ def test_parallel_sweep_records_every_run_metric_point_and_artifact(server, tmp_
     result = subprocess.run(
         [sys.executable, "-m", "ablation", "-m", "experiment=quick", "tracking=server", "hydra/launcher=joblib",
          "hydra.launcher.n_jobs=4", f"experiment_name={experiment}", f"hydra.sweep.dir={tmp_path}/sweep",
-         f"tracking.report_dir={tmp_path}/reports"],
+         f"paths.reports={tmp_path}/reports"],
         cwd=ROOT, env={**os.environ, "ABLATION_SERVER_PORT": str(server["port"])}, capture_output=True, text=True,
         timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]

@@ -171,8 +171,8 @@ def test_a_report_that_cannot_be_built_fails_the_sweep_not_its_runs(tmp_path):
     command = sweep_command(tmp_path, "augmentation=none,hflip", "trainer=smoke", "trainer.epochs=1",
                             "dataset.train_size=32", "eval.corruptions=[]", "tracking.log_model=false",
                             "experiment_name=noreport")
-    command = [c for c in command if not c.startswith("tracking.report_dir=")]
-    result = subprocess.run([*command, "tracking.report_dir=/proc/ablation_reports"], cwd=ROOT,
+    command = [c for c in command if not c.startswith("paths.reports=")]
+    result = subprocess.run([*command, "paths.reports=/proc/ablation_reports"], cwd=ROOT,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 1, result.stderr[-3000:]
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]

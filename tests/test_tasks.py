@@ -240,7 +240,7 @@ def test_reconstruct_runs_record_loss_gap_and_image_metrics_and_report_without_a
     results = {}
     for policy in ("none", "hflip"):
         cfg = make_cfg("task=reconstruct", *AUTOENCODER, *TINY_DIGITS, f"augmentation={policy}",
-                       "experiment_name=recon", f"tracking.report_dir={tmp_path}/reports")
+                       "experiment_name=recon", f"paths.reports={tmp_path}/reports")
         results[policy] = run(cfg)
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     metrics = results["hflip"]

@@ -18,6 +18,7 @@ def _job(cfg_yaml: str, seed: int) -> None:
             tracker.log_metrics({k: epoch * 0.1 + seed for k in KEYS}, step=epoch, wait=epoch % 2 == 0)
 
 
+@pytest.mark.slow
 def test_four_parallel_jobs_lose_no_run_and_no_metric_point(make_cfg):
     cfg = make_cfg("experiment_name=parallel")
     tracking.experiment_id(tracking.client(cfg.tracking), cfg.tracking, "parallel")  # schema + WAL, once

@@ -68,6 +68,7 @@ def test_a_leave_one_out_sweep_over_a_policy_of_ones_own(tmp_path):
     assert (tmp_path / "home" / "reports" / "digits" / "report.html").is_file()
 
 
+@pytest.mark.slow
 def test_a_sweep_over_a_policy_that_cannot_be_found_stops_before_training(tmp_path):
     # A swept value (a single one is Hydra's own missing-config error, before any sweep starts).
     for design in ("leave_one_out", "grid"):

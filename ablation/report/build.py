@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ablation import tracking
 from ablation.core import errors, guard, paths
@@ -239,7 +239,7 @@ def rule(opts: dict) -> str:
 def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | None = None) -> Path:
     """Write the report files; returns their folder."""
     finished, failed, name = runs_of(cfg, parent_run_id)
-    out_dir = Path(out_root or cfg.tracking.get("report_dir") or paths.folder("reports")) / name
+    out_dir = Path(out_root or OmegaConf.select(cfg, "paths.reports", default=None) or paths.folder("reports")) / name
     out_dir.mkdir(parents=True, exist_ok=True)
     opts = summary.options(cfg.get("report"))
     curves = histories(cfg, finished)

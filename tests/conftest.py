@@ -51,9 +51,45 @@ def compose_config(*overrides: str, smoke: bool = True, hydra: bool = False):
                        return_hydra_config=hydra)
 
 
+# An empty MLflow SQLite store, made once per test process (store_template): MLflow creates and migrates its
+# tables the first time it opens a store, about 2 s each time; a copy of a store it made opens at once.
+_TEMPLATE: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def store_template(tmp_path_factory) -> Path:
+    """An empty store that MLflow itself created (its tables, the Default experiment), copied by store_overrides."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("store_template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    _TEMPLATE[:] = [path]
+    return path
+
+
 def store_overrides(folder: Path) -> list[str]:
-    """A SQLite tracking store and its artifacts inside folder."""
+    """A SQLite tracking store and its artifacts inside folder: a copy of the empty store_template when folder has
+    no store yet."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if _TEMPLATE and not (folder / "mlflow.db").exists():
+        shutil.copyfile(_TEMPLATE[0], folder / "mlflow.db")
     return [f"tracking.uri=sqlite:///{folder / 'mlflow.db'}", f"tracking.artifact_root={folder / 'artifacts'}"]
+
+
+def store_untouched(folder: Path) -> bool:
+    """Nothing was recorded in the store of store_overrides(folder): no experiment beyond MLflow's Default, no run
+    (read with sqlite3 itself, so that looking opens nothing through MLflow)."""
+    import sqlite3
+
+    path = folder / "mlflow.db"
+    if not path.exists():
+        return True
+    with sqlite3.connect(path) as db:
+        experiments = db.execute("SELECT name FROM experiments").fetchall()
+        runs = db.execute("SELECT count(*) FROM runs").fetchone()[0]
+    return experiments == [("Default",)] and runs == 0
 
 
 @pytest.fixture

@@ -9,12 +9,13 @@ import sys
 import textwrap
 
 import keras
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from ablation.core import paths
-from ablation.training import backend, config, models
+from ablation.training import backend, config, models, reuse
 from ablation.training.run import run
 from conftest import CONF, ROOT
 
@@ -23,14 +24,37 @@ def _metrics(cfg, run_id):
     return MlflowClient(tracking_uri=f"{cfg.tracking.uri}").get_run(run_id).data
 
 
-def test_mixed_precision_trains_in_float16_with_a_float32_head(make_cfg):
+def _assert_float16_with_a_float32_head(model):
+    """small_cnn's hidden layers compute in float16 on float32 weights; its head computes and outputs float32."""
+    backbone = model.get_layer("small_cnn")
+    hidden = [layer for layer in backbone.layers if layer.weights and layer.name != "head"]
+    assert hidden, [layer.name for layer in backbone.layers]
+    for layer in hidden:
+        assert layer.compute_dtype == "float16", layer.name
+        assert layer.output.dtype == "float16", layer.name
+        assert {w.dtype for w in layer.weights} == {"float32"}, layer.name  # float32 master weights
+    assert backbone.get_layer("head").compute_dtype == "float32"
+    assert model.output.dtype == "float32"
+
+
+def test_mixed_precision_trains_in_float16_with_a_float32_head(make_cfg, tmp_path):
     # float16 is emulated on CPUs (slow): a small set at 16 px, without the corruption lens.
     cfg = make_cfg("trainer.mixed_precision=true", "trainer.epochs=1", "dataset.image_size=16", "dataset.train_size=96",
                    "eval.corruptions=[]")
+    reuse.release()  # the model kept after the run is then the one it trained
     out = run(cfg)
     assert 0.0 <= out["test/accuracy"] <= 1.0
     data = _metrics(cfg, out["run_id"])
     assert data.params["trainer.mixed_precision"] == "True"
+    # The model the run trained (kept for the process's next run, ablation/training/reuse.py) ...
+    [(trained, _)] = reuse._kept.values()
+    reuse.release()
+    _assert_float16_with_a_float32_head(trained)
+    # ... and the model it logged, fetched from MLflow and loaded under the float32 policy: its layers keep theirs.
+    logged = MlflowClient(tracking_uri=cfg.tracking.uri).download_artifacts(out["run_id"], "model.keras", str(tmp_path))
+    model = keras.models.load_model(logged, compile=False)
+    _assert_float16_with_a_float32_head(model)
+    assert keras.ops.convert_to_numpy(model(np.zeros((2, 16, 16, 1), "uint8"))).dtype == np.float32
     # The global policy is restored for whatever runs next in this process.
     assert keras.config.dtype_policy().name == "float32"
 
@@ -45,9 +69,15 @@ def test_mixed_precision_model_layers():
 
 
 def test_jit_compile_run(make_cfg):
+    """trainer.jit_compile=true reaches the model the run trains: XLA compiles its steps (Keras turns it off, with
+    only a warning, for a model it cannot compile, and on a CPU-only machine `auto` means off)."""
     cfg = make_cfg("trainer.jit_compile=true", "trainer.epochs=1")
+    reuse.release()  # the model kept after the run is then the one it trained
     out = run(cfg)
     assert _metrics(cfg, out["run_id"]).params["trainer.jit_compile"] == "True"
+    [(trained, _)] = reuse._kept.values()
+    reuse.release()
+    assert trained.jit_compile is True
 
 
 @pytest.mark.parametrize("override, message", [

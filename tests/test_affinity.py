@@ -16,6 +16,8 @@ BLANK = {"name": "blank", "transforms": [{"_target_": "albumentations.RandomBrig
                                           "brightness_limit": [-1, -1], "contrast_limit": [-1, -1], "p": 1.0}]}
 # Changes nothing, yet is a combination of its own (a policy's identity is its content, and `none` has none).
 IDENTITY = {"name": "identity", "transforms": [{"_target_": "albumentations.HorizontalFlip", "p": 0.0}]}
+# Mirrors every image: images the none model still tells apart, each one known without the policy's code.
+MIRROR = {"name": "mirror", "transforms": [{"_target_": "albumentations.HorizontalFlip", "p": 1.0}]}
 
 
 def _train(make_cfg, policy) -> str:
@@ -29,8 +31,8 @@ def _train(make_cfg, policy) -> str:
 
 def test_identity_is_at_one_one_blanking_scores_a_constant_guess_and_the_report_shows_both(make_cfg, tmp_path):
     ids = {name: _train(make_cfg, policy) for name, policy in (("none", None), ("identity", IDENTITY),
-                                                               ("blank", BLANK))}
-    assert len(set(ids.values())) == 3  # three trained runs, none skipped as a combination seen before
+                                                               ("blank", BLANK), ("mirror", MIRROR))}
+    assert len(set(ids.values())) == 4  # four trained runs, none skipped as a combination seen before
     cfg = make_cfg("experiment_name=affinity")
     finished, _, _ = report.runs_of(cfg)
     measures = affinity.of_runs(cfg, finished).set_index("run_id")
@@ -42,9 +44,21 @@ def test_identity_is_at_one_one_blanking_scores_a_constant_guess_and_the_report_
     # the share of that class in the validation split, at most the largest class share.
     val = datasets.load(cfg.dataset).val
     largest = np.bincount(val.y).max() / len(val.y)
-    clean = _clean_accuracy(cfg, ids["none"], val, tmp_path)
+    none_model = _logged_model(cfg, ids["none"], tmp_path)
+    clean = _accuracy(none_model, val.x, val.y)
     assert 0 <= measures.loc[ids["blank"], "affinity"] * clean <= largest + 1e-9
     assert measures.loc[ids["blank"], "affinity"] < 0.5
+    # Exactly the none run's logged model's accuracy on the blanked validation images over its accuracy on the
+    # clean ones, computed here on images made blank without the policy's code.
+    blanked = _accuracy(none_model, np.zeros_like(val.x), val.y)
+    assert measures.loc[ids["blank"], "affinity"] == pytest.approx(blanked / clean, rel=1e-9)
+    # Likewise on mirrored images, on which the none model's answers vary (a constant answer would score any images
+    # alike): the affinity is that model's accuracy on them, not another model's or on other images.
+    mirrored = np.ascontiguousarray(val.x[:, :, ::-1])
+    assert len(np.unique(none_model.predict(mirrored, verbose=0).argmax(-1))) > 2
+    assert measures.loc[ids["mirror"], "affinity"] == pytest.approx(_accuracy(none_model, mirrored, val.y) / clean,
+                                                                    rel=1e-9)
+    assert measures.loc[ids["mirror"], "affinity"] < 1.0  # a mirrored digit is a harder one
     # A blank image can only be fitted as a constant: the training loss stays high.
     assert measures.loc[ids["blank"], "diversity"] > 1.0
 
@@ -65,11 +79,13 @@ def test_identity_is_at_one_one_blanking_scores_a_constant_guess_and_the_report_
     assert "affinity.png" in (out / "report.html").read_text()
 
 
-def _clean_accuracy(cfg, run_id, val, folder) -> float:
+def _logged_model(cfg, run_id, folder):
+    """The model.keras a run logged, fetched from MLflow by this test and loaded by plain Keras."""
     import keras
 
-    from ablation import tracking
+    path = MlflowClient(tracking_uri=cfg.tracking.uri).download_artifacts(run_id, "model.keras", str(folder))
+    return keras.models.load_model(path, compile=False)
 
-    model = keras.models.load_model(tracking.download(cfg.tracking, run_id, "model.keras", folder / "model"),
-                                    compile=False)
-    return float(np.mean(model.predict(val.x, verbose=0).argmax(-1) == val.y))
+
+def _accuracy(model, images, labels) -> float:
+    return float(np.mean(model.predict(images, verbose=0).argmax(-1) == labels))

@@ -313,3 +313,39 @@ def test_preview_grid_shows_the_source_and_n_augmented_images():
     shown = [ax.images[0].get_array() for ax in fig.axes if ax.images]
     np.testing.assert_array_equal(shown[0], textured(1)[..., 0])
     assert not any(np.array_equal(img, shown[0]) for img in shown[1:])
+
+
+@pytest.mark.parametrize("n", [5, 10])
+def test_ablation_preview_writes_a_png_of_the_original_and_n_augmented_tiles(n, tmp_path, monkeypatch):
+    """write_preview (ablation-preview) on a config composed as the command composes it: its PNG is preview_grid's
+    layout of 1 + n tiles (at most 9 a row), a tile drawn in each of the first 1 + n cells and nothing after them.
+    Rows and columns are read off the PNG's size: preview_grid's figure is 1.4 in a column and 1.5 in a row plus
+    0.4 in for its title, saved at 120 dpi."""
+    import math
+
+    import matplotlib.image
+
+    from ablation.cli.compose import compose_app
+    from ablation.cli.preview import write_preview
+
+    monkeypatch.setenv("ABLATION_HOME", str(tmp_path / "home"))  # compose_app applies `paths` to the environment
+    cfg = compose_app("preview", ["augmentation=rotate"])
+    path = write_preview(cfg, tmp_path / "previews", n=n)
+    assert path == tmp_path / "previews" / "rotate.png"
+    image = matplotlib.image.imread(path)[..., :3]
+    height, width = image.shape[:2]
+    dpi, columns = 120, min(9, n + 1)
+    assert width / (1.4 * dpi) == pytest.approx(columns, abs=0.02)
+    assert (height / dpi - 0.4) / 1.5 == pytest.approx(math.ceil((n + 1) / columns), abs=0.02)
+    cell_w, cell_h, top = width / columns, 1.5 * dpi, 0.4 * dpi
+    drawn = []
+    for row in range(math.ceil((n + 1) / columns)):
+        for column in range(columns):
+            # The middle of the cell's image (its title sits above it): a digit tile is mostly dark there, an empty
+            # cell white.
+            y0, x0 = int(top + (row + 0.35) * cell_h), int((column + 0.3) * cell_w)
+            middle = image[y0:y0 + int(0.4 * cell_h), x0:x0 + int(0.4 * cell_w)]
+            drawn.append(float((middle.min(axis=-1) < 0.5).mean()))
+    tiles = [share > 0.1 for share in drawn]
+    assert tiles == [True] * (n + 1) + [False] * (len(tiles) - n - 1), drawn
+    assert all(share == 0 for share in drawn[n + 1:])  # nothing at all in the cells after the last tile

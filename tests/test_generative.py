@@ -2,6 +2,7 @@
 refusals, and a tiny sweep of none and synthetic through the report, on 16 px digits in temporary folders."""
 import json
 import math
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -179,7 +180,28 @@ def test_refusals_name_the_key_and_the_reason(tiny, make_cfg):
         synthetic.check_data(tiny("augmentation=synthetic_equal"), datasets.load(tiny().dataset))
 
 
+def _recognisable_generator_folder(cfg, tmp_path) -> np.ndarray:
+    """Seed cfg.seed's generator folder, made as a run makes it (a real generator, trained for one epoch), with its
+    images then swapped for real validation images, 8 of each class as the generator made them: images the none
+    classifier tells apart. A generator this small makes noise that the classifier puts in one class, so on its
+    own images any images scored would give the same sample affinity. Returns the images now in the folder."""
+    splits = datasets.load(cfg.dataset)
+    with tracking.run(cfg, "generator", {}) as tracker:
+        made = synthetic.prepare(cfg, splits, tracker, tmp_path)
+    chosen = np.concatenate([np.flatnonzero(splits.val.y == c)[:8] for c in range(splits.num_classes)])
+    images, labels = splits.val.x[chosen], splits.val.y[chosen]
+    assert images.shape == made.images.shape and (labels == made.labels).all()
+    np.savez(made.folder / "images.npz", x=images, y=labels)
+    return images
+
+
+@pytest.mark.slow
 def test_a_sweep_of_none_and_synthetic_reports_the_generator_columns(tiny, tmp_path):
+    # Seed 1's synthetic run reuses a generator folder holding real images (_recognisable_generator_folder).
+    prepared = tiny("augmentation=synthetic", "seed=1", "experiment_name=generator")
+    assert synthetic.key(prepared) == synthetic.key(tiny("augmentation=synthetic", "seed=1",
+                                                         "experiment_name=generative"))
+    recognisable = _recognisable_generator_folder(prepared, tmp_path)
     for augmentation in ("none", "synthetic"):
         for seed in (0, 1):
             run(tiny(f"augmentation={augmentation}", f"seed={seed}", "experiment_name=generative"))
@@ -189,8 +211,30 @@ def test_a_sweep_of_none_and_synthetic_reports_the_generator_columns(tiny, tmp_p
     row = table.set_index("augmentation").loc["synthetic:0.5"]
     assert row["n_seeds"] == 2 and isinstance(row["verdict"], str)
     assert row["time_generator_s_mean"] > 0
-    # The none classifier of each seed had finished: it scored the generated images.
-    assert 0 <= row["sample_affinity_mean"] <= 1
+    # The none classifier of each seed had finished: it scored the generated images. Each synthetic run's sample
+    # affinity is that classifier's accuracy on its generator's images: the none run's logged model, fetched from
+    # MLflow and scored here on the images the run's synthetic_dir holds.
+    client = MlflowClient(tracking.store(cfg.tracking)[0])
+    experiment = client.get_experiment_by_name("generative").experiment_id
+    scores = []
+    for seed in (0, 1):
+        def one(augmentation, seed=seed):
+            [found] = client.search_runs([experiment], f"tags.augmentation = '{augmentation}' and tags.seed = '{seed}'")
+            return found
+        base, made = one("none"), one("synthetic:0.5")
+        model = keras.models.load_model(client.download_artifacts(base.info.run_id, "model.keras",
+                                                                  str(tmp_path / f"none-{seed}")), compile=False)
+        with np.load(Path(made.data.tags["synthetic_dir"]) / "images.npz") as stored:
+            images, labels = stored["x"], stored["y"]
+        assert len(images) == 8 * 10  # per_class x classes: every generated image, not the share trained on
+        predicted = model.predict(images, verbose=0).argmax(-1)
+        if seed == 1:  # the real images: predictions that differ, so scoring any other images would show
+            np.testing.assert_array_equal(images, recognisable)
+            assert len(np.unique(predicted)) > 2
+        expected = float(np.mean(predicted == labels))
+        assert made.data.metrics["synthetic/affinity"] == pytest.approx(expected, rel=1e-9), seed
+        scores.append(expected)
+    assert row["sample_affinity_mean"] == pytest.approx(np.mean(scores))
     text = (out / "summary.md").read_text()
     assert "| generator s | sample affinity |" in text and "synthetic:0.5" in text
     assert "sample affinity" in (out / "report.html").read_text()

@@ -17,7 +17,7 @@ from ablation.training import config, models, normalize
 from ablation.training.batches import Batches
 from ablation.training.config import ConfigError
 from ablation.training.run import run
-from conftest import CONF
+from conftest import CONF, store_untouched
 from helpers import random_images
 
 # Per-channel pixel levels: the training images are dark, the validation and test images bright, so statistics
@@ -244,4 +244,4 @@ def test_a_bad_value_is_a_one_line_config_error_before_any_run(make_cfg, tmp_pat
     message = str(info.value)
     assert message == "dataset.normalize: expected one of rescale|featurewise|samplewise, got 'zscore'"
     assert config.user_error(info.value)
-    assert not (tmp_path / "mlflow.db").exists()
+    assert store_untouched(tmp_path)

@@ -38,10 +38,10 @@ EPOCHS = 6
 
 
 def _log(client, exp_id, dataset, model, augmentation, seed, gap, acc, status="FINISHED", best_epoch=3,
-         train_acc=1.0, seconds=10.0, n_test=None):
+         train_acc=1.0, seconds=10.0, n_test=None, curve=None, epoch_limit=EPOCHS):
     """A finished run as run.py records it: the per-epoch clean-train and validation losses (best at
     best_epoch, the gap constant), the best-epoch and test metrics, the trainer's epoch limit; with n_test, the
-    number of test images (data/n_test)."""
+    number of test images (data/n_test); with curve, those (train_clean/loss, val/loss) per epoch instead."""
     run = client.create_run(exp_id, run_name=f"{augmentation}/{model}/s{seed}", tags={
         "dataset": dataset, "model": model, "augmentation": augmentation, "seed": str(seed),
         "config_hash": f"{dataset}-{model}-{augmentation}-{seed}"})
@@ -52,10 +52,15 @@ def _log(client, exp_id, dataset, model, augmentation, seed, gap, acc, status="F
                Metric("time/total_s", seconds, 0, 0), Metric("throughput/images_per_s", 5000 / seconds, 0, 0)]
     if n_test is not None:
         metrics.append(Metric("data/n_test", n_test, 0, 0))
-    for epoch in range(1, EPOCHS + 1):
-        val = 0.3 + gap + 0.01 * (epoch - best_epoch) ** 2  # lowest at the best epoch
-        metrics += [Metric("train_clean/loss", 0.3, 0, epoch), Metric("val/loss", val, 0, epoch)]
-    client.log_batch(rid, metrics=metrics, params=[Param("trainer.epochs", str(EPOCHS))])
+    if curve is None:
+        for epoch in range(1, EPOCHS + 1):
+            val = 0.3 + gap + 0.01 * (epoch - best_epoch) ** 2  # lowest at the best epoch
+            metrics += [Metric("train_clean/loss", 0.3, 0, epoch), Metric("val/loss", val, 0, epoch)]
+    else:
+        for epoch, (train_loss, val_loss) in enumerate(zip(*curve), start=1):
+            metrics += [Metric("train_clean/loss", float(train_loss), 0, epoch),
+                        Metric("val/loss", float(val_loss), 0, epoch)]
+    client.log_batch(rid, metrics=metrics, params=[Param("trainer.epochs", str(epoch_limit))])
     if seed == 0:  # the report shows each policy's preview from its lowest seed
         fig = Figure(figsize=(2, 1))
         fig.subplots().imshow(np.full((4, 8), seed))
@@ -72,7 +77,7 @@ def _base(seed, rng):
 
 @pytest.fixture
 def synthetic(make_cfg, tmp_path):
-    cfg = make_cfg("experiment_name=synthetic", f"tracking.report_dir={tmp_path}/reports")
+    cfg = make_cfg("experiment_name=synthetic", f"paths.reports={tmp_path}/reports")
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     exp_id = tracking.experiment_id(client, cfg.tracking, "synthetic")
     rng = np.random.default_rng(0)
@@ -193,7 +198,7 @@ def test_intervals_and_p_values_are_scipys_paired_t(synthetic):
 def test_noisy_seeds_an_unpaired_interval_gets_wrong(make_cfg, tmp_path):
     """Seeds that differ far more than the effect (gaps from 0.2 to 1.9, a steady -0.3): only the paired interval
     excludes 0, and the report's interval is the paired one, to the exact value."""
-    cfg = make_cfg("experiment_name=noisy", f"tracking.report_dir={tmp_path}/reports")
+    cfg = make_cfg("experiment_name=noisy", f"paths.reports={tmp_path}/reports")
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     exp_id = tracking.experiment_id(client, cfg.tracking, "noisy")
     theirs = np.array([0.2, 1.4, 0.5, 1.9, 0.9])
@@ -211,9 +216,93 @@ def test_noisy_seeds_an_unpaired_interval_gets_wrong(make_cfg, tmp_path):
     assert row["gap_std"] > 0.5 and row["verdict"] == decide.HELPS
 
 
+SHAPED_SEEDS = range(3)
+
+
+def _shaped_curve(augmentation, seed):
+    """(train_clean/loss, val/loss) per epoch: the clean training loss falls as 1/epoch; none's gap widens in a
+    straight line over 8 epochs, the policy's starts lower, bends upwards and runs for 10 (it trained longer).
+    Each seed shifts and tilts both, so the paired differences vary from seed to seed."""
+    epochs = 8 if augmentation == "none" else 10
+    e = np.arange(1, epochs + 1, dtype=float)
+    if augmentation == "none":
+        gap = 0.10 + 0.02 * seed + 0.04 * (e - 1)
+    else:
+        gap = 0.05 + 0.03 * seed + (0.02 + 0.003 * seed) * (e - 1) + 0.005 * (e - 1) ** 2
+    return 1 / e, 1 / e + gap
+
+
+def _expected_delta(logged, estimator):
+    """What `estimator` says a policy changes the gap by, computed here from the logged curves by the
+    definitions in ablation/core/curves.py: the mean over seeds of the policy's estimate minus none's."""
+    def one(train, val, best, test_loss):
+        gap = val - train
+        low = min(max(best - 1 - 2, 0), len(gap) - 5)  # the 5 epochs centred on the best one, kept inside the run
+        return {"best": gap[best - 1], "window": gap[low:low + 5].mean(), "last5": gap[-5:].mean(),
+                "auc": gap.mean(), "test_loss": test_loss}
+
+    deltas = []
+    for seed in SHAPED_SEEDS:
+        (p_train, p_val, p_best, p_test), (n_train, n_val, n_best, n_test) = (
+            logged[a, seed] for a in ("bent", "none"))
+        if estimator == "paired_auc":  # both runs over the epochs both trained
+            shared = min(len(p_val), len(n_val))
+            deltas.append((p_val - p_train)[:shared].mean() - (n_val - n_train)[:shared].mean())
+        else:
+            deltas.append(one(p_train, p_val, p_best, p_test)[estimator] - one(n_train, n_val, n_best, n_test)[estimator])
+    return float(np.mean(deltas))
+
+
+
+@pytest.fixture
+def shaped(make_cfg, tmp_path):
+    """none and `bent` over 3 seeds with gap curves of different shapes and lengths (_shaped_curve), so every gap
+    estimator gives its own paired difference. Returns (config, {(augmentation, seed): (train, val, best epoch,
+    test loss)})."""
+    cfg = make_cfg("experiment_name=shaped", f"paths.reports={tmp_path}/reports")
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    exp_id = tracking.experiment_id(client, cfg.tracking, "shaped")
+    logged = {}
+    for seed in SHAPED_SEEDS:
+        for augmentation, acc in (("none", 0.9), ("bent", 0.95 + 0.004 * seed)):
+            train, val = _shaped_curve(augmentation, seed)
+            best = int(np.argmin(val)) + 1
+            assert best < len(val)  # a finished run: its best epoch is not its last
+            # An epoch limit above the epochs trained: early stopping ended both (neither is unfinished).
+            _log(client, exp_id, "digits", "small_cnn", augmentation, seed, float(val[best - 1] - train[best - 1]),
+                 acc, best_epoch=best, curve=(train, val), epoch_limit=20)
+            logged[augmentation, seed] = (train, val, best, 1 - acc)  # _log logs test/loss as 1 - accuracy
+    return cfg, logged
+
+
+def test_the_gap_setting_picks_which_estimate_of_the_curves_decides(make_cfg, shaped, tmp_path):
+    """report.gap=paired_auc (the default) and report.gap=auc on the same runs: different delta_gap values, each
+    the one its estimator computes from the curves; every estimator's own column holds its value either way."""
+    from itertools import combinations
+
+    from ablation.core import curves
+
+    _, logged = shaped
+    expected = {e: _expected_delta(logged, e) for e in curves.ESTIMATORS}
+    # The fixture separates every estimator: a report that used another would be seen.
+    assert min(abs(a - b) for a, b in combinations(expected.values(), 2)) > 0.005, expected
+    chosen = {}
+    for estimator in ("paired_auc", "auc"):
+        cfg = make_cfg("experiment_name=shaped", f"paths.reports={tmp_path}/reports",
+                       f"report.gap={estimator}")
+        row = pd.read_csv(report.build(cfg, out_root=tmp_path / estimator) / "summary.csv").set_index(
+            "augmentation").loc["bent"]
+        assert row["gap_estimator"] == estimator and row["n_seeds"] == len(SHAPED_SEEDS)
+        assert row["delta_gap"] == pytest.approx(expected[estimator], abs=1e-9), estimator
+        for e in curves.ESTIMATORS:
+            assert row[f"delta_gap_{e}"] == pytest.approx(expected[e], abs=1e-9), (estimator, e)
+        chosen[estimator] = row["delta_gap"]
+    assert abs(chosen["paired_auc"] - chosen["auc"]) > 0.01
+
+
 def test_correction_none_and_holm_show_raw_and_adjusted(make_cfg, synthetic):
     for correction in ("none", "holm"):
-        cfg = make_cfg("experiment_name=synthetic", f"tracking.report_dir={synthetic.tracking.report_dir}",
+        cfg = make_cfg("experiment_name=synthetic", f"paths.reports={synthetic.paths.reports}",
                        f"report.correction={correction}")
         out = report.build(cfg)
         table = pd.read_csv(out / "summary.csv")
@@ -304,7 +393,7 @@ def test_empty_experiment_is_a_clear_error(make_cfg, capsys):
 
 def test_image_tasks_without_accuracy_get_gap_verdicts_and_psnr(make_cfg, tmp_path, capsys):
     """reconstruct/inpaint runs log no accuracy: the verdict is the loss gap's, the test score psnr."""
-    cfg = make_cfg("experiment_name=images", f"tracking.report_dir={tmp_path}/reports")
+    cfg = make_cfg("experiment_name=images", f"paths.reports={tmp_path}/reports")
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     exp_id = tracking.experiment_id(client, cfg.tracking, "images")
     rng = np.random.default_rng(1)
@@ -340,7 +429,7 @@ def test_a_setting_the_sweep_varied_splits_the_rows_and_pairs_within_it(make_cfg
     would cancel out; each mode is its own row, compared with the `none` of the same mode."""
     from mlflow.entities import Param
 
-    cfg = make_cfg("experiment_name=modes", f"tracking.report_dir={tmp_path}/reports")
+    cfg = make_cfg("experiment_name=modes", f"paths.reports={tmp_path}/reports")
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     exp_id = tracking.experiment_id(client, cfg.tracking, "modes")
     rng = np.random.default_rng(2)
@@ -397,6 +486,7 @@ def test_one_policy_name_with_two_contents_is_two_rows(synthetic, tmp_path):
     assert "good" in set(table[table["model"] == "small_cnn"]["augmentation"])
 
 
+@pytest.mark.slow
 def test_report_page_opens_with_the_decision_in_a_real_browser(synthetic, tmp_path):
     """report.html rendered by headless Chromium at a laptop's screen size; the screenshot is kept in the test's
     folder (report.png). The first screen holds the verdict badges and the forest plots; the wide details
@@ -429,7 +519,7 @@ def test_undecided_rows_get_the_seeds_of_a_confirmatory_sweep_and_its_command(ma
     """A noisy policy over 3 seeds: undecided, with the seeds a power calculation plans from the measured spreads
     and the margins (not from the effect seen), and the command of a confirmatory sweep on fresh seeds in an
     experiment of its own (an experiment config of that name exists, so the command uses it)."""
-    cfg = make_cfg("experiment_name=quick", f"tracking.report_dir={tmp_path}/reports")
+    cfg = make_cfg("experiment_name=quick", f"paths.reports={tmp_path}/reports")
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     exp_id = tracking.experiment_id(client, cfg.tracking, "quick")
     offsets = [-0.05, -0.12, 0.0]  # mean -0.057, sd 0.06: t = 1.6 over 3 seeds
@@ -458,7 +548,7 @@ def test_undecided_rows_get_the_seeds_of_a_confirmatory_sweep_and_its_command(ma
 def test_failed_runs_keep_a_policy_undecided_and_say_how_many(make_cfg, tmp_path, capsys):
     """A policy that helps on the seeds that finished but failed on one: never recommended, its verdict waits for
     that seed, and the flags keep what the rule would say."""
-    cfg = make_cfg("experiment_name=lossy", f"tracking.report_dir={tmp_path}/reports")
+    cfg = make_cfg("experiment_name=lossy", f"paths.reports={tmp_path}/reports")
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     exp_id = tracking.experiment_id(client, cfg.tracking, "lossy")
     gaps, accs, _ = EFFECTS["good"]
@@ -478,7 +568,7 @@ def test_failed_runs_keep_a_policy_undecided_and_say_how_many(make_cfg, tmp_path
 def test_a_step_valued_accuracy_is_floored_at_one_test_image(make_cfg, tmp_path):
     """One test image fewer right at every seed: paired differences with no spread. The floor (one image of the
     logged data/n_test, in points) keeps three identical steps from being a significant loss."""
-    cfg = make_cfg("experiment_name=steps", f"tracking.report_dir={tmp_path}/reports")
+    cfg = make_cfg("experiment_name=steps", f"paths.reports={tmp_path}/reports")
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     exp_id = tracking.experiment_id(client, cfg.tracking, "steps")
     n_test = 360

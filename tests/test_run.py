@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from ablation import augment, tracking
 from ablation.training.run import run
-from conftest import ROOT, compose_config, store_overrides
+from conftest import ROOT, compose_config, store_overrides, store_untouched
 from helpers import wait_for
 
 PER_EPOCH = ["train/loss", "train/accuracy", "train_clean/loss", "train_clean/accuracy", "val/loss", "val/accuracy",
@@ -180,4 +180,4 @@ def test_a_transform_without_a_layer_is_named_before_any_run(make_cfg, tmp_path)
 
     with pytest.raises(PolicyError, match=r"^augmentation\.transforms\[\d\]: albumentations\.CLAHE"):
         run(make_cfg("augmentation=clahe", "augmentation.where=device"))
-    assert not (tmp_path / "mlflow.db").exists()
+    assert store_untouched(tmp_path)

@@ -66,7 +66,7 @@ N_TRAIN, N_EVAL = 50_000, 5_000  # 5,000 validation + 5,000 test = CIFAR-10's 10
 # vocabulary), RandAugment's per-image choice among many ops, and a mix inside the train step.
 SLICE = ["none", "hflip", "rotate", "idg_classic", "randaugment", "cutmix"]
 TINY = {"n_train": 512, "n_eval": 64, "epochs": 1, "slice": ["none", "hflip"],
-        "overrides": ["trainer.clean_train_size=64", "eval.corruption_images=32"]}
+        "overrides": ["trainer.clean_train_size=64", "lenses.corruption_images=32"]}
 TARGET_MINUTES, TARGET_WAIT = 30, 0.05
 # What the projection and the pins are checked against.
 VERSIONS = ["keras", "jax", "jaxlib", "tensorflow", "albumentations", "hydra-core", "omegaconf", "mlflow-skinny",
@@ -361,7 +361,7 @@ def main(argv=None) -> int:
                              "finished runs reported (default 480)")
     parser.add_argument("--data-dir", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("overrides", nargs="*", help="more overrides for every run, e.g. eval.corruptions=[]")
+    parser.add_argument("overrides", nargs="*", help="more overrides for every run, e.g. lenses.corruptions=[]")
     args = parser.parse_args(argv)
     tiny = TINY if args.tiny else {}
     n_train, n_eval = tiny.get("n_train", N_TRAIN), tiny.get("n_eval", N_EVAL)

@@ -1,7 +1,7 @@
 """What the report's lenses cost: the same sweep timed side by side with them off and on.
 
-The lenses: per-class accuracy and the confusion matrix (eval.per_class), the corruption suite (eval.corruptions,
-9 corruptions x 5 severities), and affinity/diversity computed when the report is built (eval.affinity). The
+The lenses: per-class accuracy and the confusion matrix (lenses.per_class), the corruption suite (lenses.corruptions,
+9 corruptions x 5 severities), and affinity/diversity computed when the report is built (lenses.affinity). The
 sweep is the default one's settings (experiment=digits_ablation: small_cnn on digits, early stopping, at most 60
 epochs) over a few of its policies and seeds; each variant runs as a whole command, sweep and report, in a store
 of its own, alternating off/on. Target: the lenses add at most 15% to the sweep's wall time.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "bench" / "lenses.md"
-OFF = ["eval.per_class=false", "eval.affinity=false", "eval.corruptions=[]"]
+OFF = ["lenses.per_class=false", "lenses.affinity=false", "lenses.corruptions=[]"]
 TARGET = 1.15
 
 

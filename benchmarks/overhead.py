@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "bench" / "overhead.md"
 EPOCHS = 12
-RUN = ["trainer.verbose=0", "eval.corruptions=[]", "eval.per_class=false", "eval.affinity=false",
+RUN = ["trainer.verbose=0", "lenses.corruptions=[]", "lenses.per_class=false", "lenses.affinity=false",
        "tracking.log_model=false", "force=true"]
 # The settings before the overhead work.
 OLD = ["trainer.eval_batch_size=null", "trainer.epoch_evaluation=keras", "trainer.keep_compiled=false"]
@@ -108,7 +108,7 @@ def main() -> None:
     if args.quick:
         args.repeats, args.policies, args.seeds, epochs = 1, "none", 2, 2
         variants = {k: VARIANTS[k] for k in ("default", "earlier_default")}
-        extra = ["trainer.epochs=2", "eval.corruptions=[]", "eval.affinity=false"]
+        extra = ["trainer.epochs=2", "lenses.corruptions=[]", "lenses.affinity=false"]
     sweeps_wanted = {k: v for k, v in SWEEPS.items() if args.packing or "packed" not in k} if args.sweep else {}
     times: dict[str, list[float]] = {name: [] for name in [*variants, "plain Keras"]}
     with tempfile.TemporaryDirectory(prefix="ablation-overhead-") as tmp:

@@ -40,7 +40,7 @@ def _assert_float16_with_a_float32_head(model):
 def test_mixed_precision_trains_in_float16_with_a_float32_head(make_cfg, tmp_path):
     # float16 is emulated on CPUs (slow): a small set at 16 px, without the corruption lens.
     cfg = make_cfg("trainer.mixed_precision=true", "trainer.epochs=1", "dataset.image_size=16", "dataset.train_size=96",
-                   "eval.corruptions=[]")
+                   "lenses.corruptions=[]")
     reuse.release()  # the model kept after the run is then the one it trained
     out = run(cfg)
     assert 0.0 <= out["test/accuracy"] <= 1.0
@@ -156,7 +156,7 @@ def test_a_generator_trains_on_the_jax_backend(tmp_path):
     out, run_data = _train_in_subprocess(
         tmp_path, "jax", "augmentation=synthetic", "dataset.image_size=16", "dataset.train_size=120",
         "augmentation.synthetic.epochs=2", "augmentation.synthetic.per_class=8", "augmentation.synthetic.width=8",
-        "augmentation.synthetic.latent_dim=16", "eval.corruptions=[]",
+        "augmentation.synthetic.latent_dim=16", "lenses.corruptions=[]",
         env={paths.FOLDERS["synthetic"]: str(tmp_path / "synthetic")})
     assert run_data.data.tags["keras_backend"] == "jax"
     metrics = run_data.data.metrics

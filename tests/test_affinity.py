@@ -69,7 +69,7 @@ def test_identity_is_at_one_one_blanking_scores_a_constant_guess_and_the_report_
     again = affinity.of_runs(cfg, report.runs_of(cfg)[0]).set_index("run_id")
     pd.testing.assert_frame_equal(measures.sort_index(), again.sort_index())
 
-    off = make_cfg("experiment_name=affinity", "eval.affinity=false")
+    off = make_cfg("experiment_name=affinity", "lenses.affinity=false")
     table = pd.read_csv(report.build(off, out_root=tmp_path / "off") / "summary.csv")
     assert table["affinity"].isna().all()  # switched off: not read back either
     out = report.build(cfg, out_root=tmp_path / "reports")

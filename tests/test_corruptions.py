@@ -46,20 +46,20 @@ def test_the_suite_is_deterministic_for_a_seed(name):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("eval.corruptions=[fog]", r"^eval\.corruptions\[0\]: expected one of gaussian_noise, .*got 'fog'$"),
-    ("eval.severities=[0,6]", r"^eval\.severities: expected a non-empty list of severities from 1 to 5"),
-    ("eval.severities=[]", r"^eval\.severities: expected a non-empty list"),
-    ("eval.corruption_images=0", r"^eval\.corruption_images: expected an integer >= 1"),
-    ("eval.corruptions=noise", r"^eval\.corruptions: expected a list"),
+    ("lenses.corruptions=[fog]", r"^lenses\.corruptions\[0\]: expected one of gaussian_noise, .*got 'fog'$"),
+    ("lenses.severities=[0,6]", r"^lenses\.severities: expected a non-empty list of severities from 1 to 5"),
+    ("lenses.severities=[]", r"^lenses\.severities: expected a non-empty list"),
+    ("lenses.corruption_images=0", r"^lenses\.corruption_images: expected an integer >= 1"),
+    ("lenses.corruptions=noise", r"^lenses\.corruptions: expected a list"),
 ])
-def test_bad_eval_settings_name_their_key(make_cfg, override, message):
+def test_bad_lens_settings_name_their_key(make_cfg, override, message):
     with pytest.raises(ConfigError, match=message):
         config.validate(make_cfg(override))
 
 
 def test_a_run_logs_every_corruption_and_severity_and_none_when_off(make_cfg):
     cfg = make_cfg("experiment_name=robust", "trainer.epochs=1", "tracking.log_model=false",
-                   "eval.corruptions=[gaussian_noise,pixelate]", "eval.severities=[1,5]", "eval.corruption_images=50")
+                   "lenses.corruptions=[gaussian_noise,pixelate]", "lenses.severities=[1,5]", "lenses.corruption_images=50")
     result = run(cfg)
     metrics = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(result["run_id"]).data.metrics
     robust = {k: v for k, v in metrics.items() if k.startswith("robust/")}
@@ -69,8 +69,8 @@ def test_a_run_logs_every_corruption_and_severity_and_none_when_off(make_cfg):
     assert robust["robust/mean_accuracy"] == pytest.approx(np.mean([v for k, v in robust.items() if k.count("/") == 3]))
     assert metrics["time/robust_s"] > 0
     assert [k for k in metrics if k.startswith("test_class/")]
-    off = make_cfg("experiment_name=robust", "trainer.epochs=1", "tracking.log_model=false", "eval.corruptions=[]",
-                   "eval.per_class=false", "seed=1")
+    off = make_cfg("experiment_name=robust", "trainer.epochs=1", "tracking.log_model=false", "lenses.corruptions=[]",
+                   "lenses.per_class=false", "seed=1")
     metrics = MlflowClient(tracking_uri=off.tracking.uri).get_run(run(off)["run_id"]).data.metrics
     assert not [k for k in metrics if k.startswith(("robust/", "test_class/", "time/robust_s"))]
 
@@ -122,3 +122,11 @@ def test_the_mce_interval_is_a_t_interval_on_log_ratios_so_it_stays_positive():
     assert row["mce"] == pytest.approx(3.0)
     assert (row["mce_ci_low"], row["mce_ci_high"]) == pytest.approx(np.exp([logs.mean() - half, logs.mean() + half]))
     assert 0 < row["mce_ci_low"] < 1 and row["mce_ci_high"] - row["mce"] > 5 * (row["mce"] - row["mce_ci_low"])
+
+
+def test_lenses_off_turns_every_lens_off_and_default_turns_them_on(make_cfg):
+    off, on = make_cfg("lenses=off").lenses, make_cfg().lenses
+    assert (off.per_class, off.affinity, list(off.corruptions)) == (False, False, [])
+    assert on.per_class and on.affinity and len(on.corruptions) == 9
+    # One lens back on over lenses=off, as on the command line.
+    assert make_cfg("lenses=off", "lenses.per_class=true").lenses.per_class is True

@@ -22,7 +22,7 @@ from conftest import CONF, options
 # 16 px digits, 12 training images of each class, a generator trained for one epoch: seconds per run.
 TINY = ("dataset.image_size=16", "dataset.train_size=120", "augmentation.synthetic.epochs=1",
         "augmentation.synthetic.per_class=8", "augmentation.synthetic.width=8", "augmentation.synthetic.latent_dim=16",
-        "eval.corruptions=[]")
+        "lenses.corruptions=[]")
 
 
 @pytest.fixture(autouse=True)

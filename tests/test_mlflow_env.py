@@ -24,8 +24,8 @@ from helpers import free_port, parents_and_children, run_sweep, runs, store_uri,
 CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_URI",
                "MLFLOW_EXPERIMENT_NAME")
 # A small sweep: two policies, one seed, one epoch, the lenses and the model artifact off.
-SMALL = ["trainer=smoke", "trainer.epochs=1", "dataset.train_size=64", "seed=0", "eval.corruptions=[]",
-         "eval.affinity=false", "tracking.log_model=false"]
+SMALL = ["trainer=smoke", "trainer.epochs=1", "dataset.train_size=64", "seed=0", "lenses.corruptions=[]",
+         "lenses.affinity=false", "tracking.log_model=false"]
 
 
 def _clean_env(**extra: str) -> dict[str, str]:

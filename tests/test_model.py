@@ -223,7 +223,7 @@ def test_served_model_answers_invocations(logged, tmp_path):
 def test_sweep_registers_the_run_the_report_recommends(tmp_path, capsys):
     """A tiny real sweep (none, hflip x 2 seeds) with tracking.register_model: the registered version's run is the
     one the rule picks from the report's own table and the store's runs, and the sweep says which and why."""
-    result = run_sweep(tmp_path, "experiment=quick", "trainer.epochs=1", "eval.corruptions=[]", "eval.affinity=false",
+    result = run_sweep(tmp_path, "experiment=quick", "trainer.epochs=1", "lenses.corruptions=[]", "lenses.affinity=false",
                        "tracking.register_model=digits_best")
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(store_uri(tmp_path))

@@ -19,7 +19,7 @@ def two_runs(tmp_path_factory):
     client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
     found = []
     for size in (48, 64):
-        cfg = compose_config("trainer.epochs=1", f"dataset.train_size={size}", "eval.corruptions=[]",
+        cfg = compose_config("trainer.epochs=1", f"dataset.train_size={size}", "lenses.corruptions=[]",
                              "tracking.log_model=false", *store_overrides(store))
         found.append(client.get_run(run(cfg)["run_id"]))
     return client, found
@@ -100,7 +100,7 @@ def test_the_evaluation_batch_size_changes_no_result_and_no_combination(tmp_path
 
     found = []
     for size in ("null", "256"):
-        cfg = compose_config("trainer.epochs=2", "dataset.train_size=64", "eval.corruptions=[]",
+        cfg = compose_config("trainer.epochs=2", "dataset.train_size=64", "lenses.corruptions=[]",
                              "tracking.log_model=false", f"trainer.eval_batch_size={size}", "force=true",
                              *store_overrides(tmp_path))
         found.append((run(cfg), tracking.config_hash(cfg, augment.build(cfg.augmentation).fingerprint)))

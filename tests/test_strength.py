@@ -194,7 +194,7 @@ def test_the_paired_test_over_seeds_decides_which_levels_go_with_the_best(ahead,
 
 @pytest.mark.slow
 def test_a_quick_strength_sweep_writes_the_strength_plot(tmp_path):
-    result = run_sweep(tmp_path, "experiment=quick", "design=strength", "strength=0.5,2", "eval.corruptions=[]",
+    result = run_sweep(tmp_path, "experiment=quick", "design=strength", "strength=0.5,2", "lenses.corruptions=[]",
                        "tracking.log_model=false", "experiment_name=dose")
     assert result.returncode == 0, result.stderr[-3000:]
     parents, children = parents_and_children(runs(store_uri(tmp_path), "dose"))

@@ -169,7 +169,7 @@ def test_a_report_that_cannot_be_built_fails_the_sweep_not_its_runs(tmp_path):
     """A sweep that cannot end in its report exits non-zero with one `error:` line, and its parent run is FAILED
     with the reason; the runs it trained stay FINISHED (nothing logged is lost)."""
     command = sweep_command(tmp_path, "augmentation=none,hflip", "trainer=smoke", "trainer.epochs=1",
-                            "dataset.train_size=32", "eval.corruptions=[]", "tracking.log_model=false",
+                            "dataset.train_size=32", "lenses.corruptions=[]", "tracking.log_model=false",
                             "experiment_name=noreport")
     command = [c for c in command if not c.startswith("paths.reports=")]
     result = subprocess.run([*command, "paths.reports=/proc/ablation_reports"], cwd=ROOT,

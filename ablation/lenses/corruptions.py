@@ -5,8 +5,8 @@ strength per severity. The strengths follow CIFAR-10-C's table where albumentati
 pixelate scales are spaced further apart so that each severity changes a 32-px image more than the one below;
 blur sizes are in pixels of 32-px images and scale with the image.
 
-Each run's best model is scored on its test split under every (corruption, severity) of `eval.corruptions` x
-`eval.severities`: metrics robust/<corruption>/<severity>/accuracy and robust/mean_accuracy. The same images get
+Each run's best model is scored on its test split under every (corruption, severity) of `lenses.corruptions` x
+`lenses.severities`: metrics robust/<corruption>/<severity>/accuracy and robust/mean_accuracy. The same images get
 the same corruption for a seed: the draw is default_rng([seed, corruption, severity])."""
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ VERDICTS = decide.VERDICTS
 CURVE_METRICS = ("train_clean/loss", "val/loss", "val/accuracy")
 # Params that never set runs apart in the report: the seed (runs are paired over it), where and how a run is
 # tracked or executed, and the policy itself (its name is the augmentation column; see settings() for its content).
-NOT_SETTINGS = ("seed", "experiment_name", "force", "design", "strength", "tracking.", "report.", "paths.", "eval.",
+NOT_SETTINGS = ("seed", "experiment_name", "force", "design", "strength", "tracking.", "report.", "paths.", "lenses.", "eval.",
                 "augmentation.", "data/", "dataset.cache",
                 *(f"trainer.{key}" for key in tracking.EXECUTION_KEYS))
 SETTING_KEYS_KEPT = ("augmentation.where",)  # a policy on the host and on the device are different runs
@@ -245,7 +245,7 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
     curves = histories(cfg, finished)
     table = summary.summary(summary.per_run(finished, curves, opts["gap"]) if len(finished) else finished, opts,
                             failed)
-    measures = affinity.of_runs(cfg, finished) if cfg.get("eval", {}).get("affinity", True) else pd.DataFrame()
+    measures = affinity.of_runs(cfg, finished) if cfg.get("lenses", {}).get("affinity", True) else pd.DataFrame()
     table = with_affinity(table, finished, measures)
     table = with_robustness(table, robustness.mce(finished))
     table.to_csv(out_dir / "summary.csv", index=False)

@@ -24,7 +24,7 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
 
 # Settings that change how a combination is run, recorded, scored beyond its test split or reported, or where its
 # outputs go, not what is trained.
-NOT_IDENTITY = ("tracking", "force", "design", "strength", "report", "paths", "eval")
+NOT_IDENTITY = ("tracking", "force", "design", "strength", "report", "paths", "lenses")
 # Trainer settings that change how fast a run goes, not its results (the same scores to float precision).
 EXECUTION_KEYS = ("verbose", "workers", "use_multiprocessing", "max_queue_size", "resume", "devices", "jit_compile",
                   "eval_batch_size", "epoch_evaluation", "steps_per_execution", "keep_compiled")

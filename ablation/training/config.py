@@ -54,7 +54,7 @@ def validate(cfg: DictConfig):
 
     _augmentation_mode(cfg)
     _synthetic(cfg)
-    check_eval(cfg)
+    check_lenses(cfg)
     check_tracking(cfg)
     models.check(cfg.model)
     datasets.check(cfg.dataset)
@@ -86,28 +86,28 @@ def check_tracking(cfg: DictConfig) -> None:
                           "set tracking.log_model=true or tracking.register_model=null")
 
 
-def check_eval(cfg: DictConfig) -> None:
-    """eval.*: the corruption suite each classifier is also scored on (ablation/lenses/corruptions.py)."""
+def check_lenses(cfg: DictConfig) -> None:
+    """lenses.*: the corruption suite each classifier is also scored on (ablation/lenses/corruptions.py)."""
     from ablation.lenses import corruptions
 
-    if cfg.get("eval") is None:
+    if cfg.get("lenses") is None:
         return
-    names = OmegaConf.select(cfg, "eval.corruptions")
+    names = OmegaConf.select(cfg, "lenses.corruptions")
     if names is None or isinstance(names, str) or not hasattr(names, "__iter__"):
-        raise ConfigError(f"eval.corruptions: expected a list of corruptions ([] for none), got {names!r}")
+        raise ConfigError(f"lenses.corruptions: expected a list of corruptions ([] for none), got {names!r}")
     for i, name in enumerate(names):
         if name not in corruptions.CORRUPTIONS:
-            raise ConfigError(f"eval.corruptions[{i}]: expected one of {', '.join(corruptions.CORRUPTIONS)}, "
+            raise ConfigError(f"lenses.corruptions[{i}]: expected one of {', '.join(corruptions.CORRUPTIONS)}, "
                               f"got {name!r}")
-    severities = OmegaConf.select(cfg, "eval.severities")
+    severities = OmegaConf.select(cfg, "lenses.severities")
     if names and (severities is None or isinstance(severities, str) or not len(severities)
                   or any(s not in corruptions.SEVERITIES or isinstance(s, bool) for s in severities)):
-        raise ConfigError(f"eval.severities: expected a non-empty list of severities from 1 to 5, got "
+        raise ConfigError(f"lenses.severities: expected a non-empty list of severities from 1 to 5, got "
                           f"{OmegaConf.to_container(severities) if hasattr(severities, '_content') else severities!r}")
-    _number(cfg, "eval.corruption_images", minimum=1, integer=True, optional=True)
+    _number(cfg, "lenses.corruption_images", minimum=1, integer=True, optional=True)
     for key in ("per_class", "affinity"):
-        if not isinstance(cfg.eval.get(key, True), bool):
-            raise ConfigError(f"eval.{key}: expected true or false, got {cfg.eval.get(key)!r}")
+        if not isinstance(cfg.lenses.get(key, True), bool):
+            raise ConfigError(f"lenses.{key}: expected true or false, got {cfg.lenses.get(key)!r}")
 
 
 def _augmentation_mode(cfg: DictConfig) -> None:

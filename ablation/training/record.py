@@ -85,13 +85,13 @@ def classes(tracker: tracking.Tracker, plan: RunPlan, model, test: datasets.Spli
     return scores
 
 
-def robustness(tracker: tracking.Tracker, plan: RunPlan, model, test: datasets.Split, eval_cfg) -> dict:
-    """The best model on its test split under every corruption and severity of eval_cfg (robust/*), and how long
+def robustness(tracker: tracking.Tracker, plan: RunPlan, model, test: datasets.Split, lenses_cfg) -> dict:
+    """The best model on its test split under every corruption and severity of lenses_cfg (robust/*), and how long
     that took (time/robust_s)."""
     started = time.perf_counter()
     scores = corruptions.evaluate(lambda images: per_class.predict(model, images), test.x, test.y,
-                                  list(eval_cfg.corruptions), list(eval_cfg.severities), seed=plan.seed,
-                                  limit=eval_cfg.get("corruption_images"))
+                                  list(lenses_cfg.corruptions), list(lenses_cfg.severities), seed=plan.seed,
+                                  limit=lenses_cfg.get("corruption_images"))
     scores["time/robust_s"] = time.perf_counter() - started
     tracker.log_metrics(scores)
     return scores

@@ -178,10 +178,10 @@ def record_model(cfg: DictConfig, planned: RunPlan, model: keras.Model, data: Da
     inference = models.for_inference(model)
     measured = {}
     test = data.splits.test
-    if planned.task == "classify" and cfg.eval.get("per_class", True):
+    if planned.task == "classify" and cfg.lenses.get("per_class", True):
         measured.update(record.classes(tracker, planned, inference, test, data.splits.class_names, scratch))
-    if planned.task == "classify" and cfg.eval.corruptions:
-        measured.update(record.robustness(tracker, planned, inference, test, cfg.eval))
+    if planned.task == "classify" and cfg.lenses.corruptions:
+        measured.update(record.robustness(tracker, planned, inference, test, cfg.lenses))
     if cfg.tracking.log_model:
         model_started = time.perf_counter()
         tracking.log_model(tracker, inference, test.x[:2])

@@ -1,6 +1,6 @@
 """Every shipped experiment (ablation/conf/experiment/*.yaml) as `python -m ablation -m experiment=NAME` would run
 it: composed, its sweep (hydra.sweeper.params) expanded into jobs the way the ablation sweeper expands them
-(Hydra's override parser, BasicSweeper.split_arguments, then the design: ablation.sweep.designs.expand), and every
+(Hydra's override parser, BasicSweeper.split_arguments, then the design: ablation.sweep.designs.jobs_of), and every
 job's config planned and its report settings checked, as the sweeper's own validation does before anything trains.
 A typo in an experiment file (an option that does not exist, a key the config lacks, a bad value or combination)
 fails here, not when its sweep starts. Nothing trains and no data is read: planning decides from the config."""
@@ -76,7 +76,7 @@ def test_an_experiment_composes_and_every_job_of_its_sweep_plans(name):
     assert master.experiment_name == name and master.hydra.sweeper.params, f"experiment/{name}.yaml: no sweep"
     assert master.hydra.runtime.choices.get("hydra/sweeper") == "ablation"
     assert not _unknown_keys(name), f"experiment/{name}.yaml sets keys the config does not have"
-    jobs = designs.expand(grid, master)  # the design's jobs, each composed from the packaged configs
+    jobs = designs.jobs_of(grid, master)  # the design's jobs, each composed from the packaged configs
     assert len(jobs) >= len(grid) and all(f"experiment={name}" in job for job in jobs)
     # Composing costs far more than planning, and the jobs of a sweep differ by their seed in tens: each job
     # without its seed is composed once, and each seed then set as Hydra sets a value override (OmegaConf.update).

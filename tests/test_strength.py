@@ -9,8 +9,8 @@ from scipy import stats
 
 from ablation import augment
 from ablation.augment import strength
-from ablation.report import dose
 from ablation.report import figures as plots
+from ablation.report import strength_levels
 from ablation.sweep import designs
 from ablation.training.config import ConfigError
 from conftest import CONF
@@ -109,21 +109,21 @@ def test_device_layers_use_the_scaled_magnitudes():
 
 def test_the_strength_design_expands_to_none_and_each_level():
     defaults = OmegaConf.create({"design": "grid", "strength": [0, 0.5, 1, 2], "augmentation": {"name": "none"}})
-    jobs = designs.expand([["augmentation=rotate", "design=strength", "seed=0"]], defaults)
+    jobs = designs.jobs_of([["augmentation=rotate", "design=strength", "seed=0"]], defaults)
     assert jobs == [["seed=0", "augmentation=none"],
                     *[["seed=0", "augmentation=rotate", f"++augmentation.strength={s}"] for s in ("0.5", "1", "2")]]
     # A swept strength=0.5,3 gives one level per job; the baseline runs once, and a none job joins it.
-    swept = designs.expand([["augmentation=none", "design=strength", "strength=0.5"],
+    swept = designs.jobs_of([["augmentation=none", "design=strength", "strength=0.5"],
                           ["augmentation=rotate", "design=strength", "strength=0.5"],
                           ["augmentation=rotate", "design=strength", "strength=3"]], defaults)
     assert swept == [["augmentation=none"], ["augmentation=rotate", "++augmentation.strength=0.5"],
                      ["augmentation=rotate", "++augmentation.strength=3"]]
-    listed = designs.expand([["augmentation=hflip", "design=strength", "strength=[0.25,4]"]], defaults)
+    listed = designs.jobs_of([["augmentation=hflip", "design=strength", "strength=[0.25,4]"]], defaults)
     assert [j[-1] for j in listed[1:]] == ["++augmentation.strength=0.25", "++augmentation.strength=4"]
     with pytest.raises(ConfigError, match=r"^strength: expected levels >= 0"):
-        designs.expand([["augmentation=rotate", "design=strength", "strength=-1"]], defaults)
+        designs.jobs_of([["augmentation=rotate", "design=strength", "strength=-1"]], defaults)
     with pytest.raises(ConfigError, match=r"^strength: the levels of design=strength"):
-        designs.expand([["augmentation=rotate", "strength=2"]], defaults)
+        designs.jobs_of([["augmentation=rotate", "strength=2"]], defaults)
 
 
 def summary_rows(width=1.0):
@@ -154,22 +154,22 @@ def level_runs(images_ahead, n_test=360):
 def test_levels_that_seed_noise_cannot_order_are_named_together(tmp_path):
     """Without runs, the levels whose intervals reach the best's; with runs, those a paired test does not show
     worse. The line names the set and the best point estimate, then what the levels above the set do."""
-    doses = dose.levels(summary_rows())
+    doses = strength_levels.levels(summary_rows())
     assert list(doses["strength"]) == [0, 0.5, 1, 2, 6] and set(doses["policy"]) == {"rotate"}
     assert doses.loc[doses["best"], "strength"].tolist() == [1]
     assert doses.loc[doses["supported"], "strength"].tolist() == [0.5, 1]  # [0, 2] reaches [1, 3]
-    [line] = dose.lines(doses)
+    [line] = strength_levels.lines(doses)
     assert line == ("rotate: levels 0.5 and 1 help and cannot be told apart (best point estimate 1: +2.0 points "
                     "[+1.0, +3.0]); above: 2 +0.0 points [-1.0, +1.0] (undecided), 6 -6.0 points [-7.0, -5.0] "
                     "(hurts)")
-    narrow = dose.levels(summary_rows(width=0.4))  # [0.6, 1.4] does not reach [1.6, 2.4]
+    narrow = strength_levels.levels(summary_rows(width=0.4))  # [0.6, 1.4] does not reach [1.6, 2.4]
     assert narrow.loc[narrow["supported"], "strength"].tolist() == [1]
-    assert dose.lines(narrow)[0].startswith("rotate: best supported level 1: +2.0 points [+1.6, +2.4]; 0.5 also "
+    assert strength_levels.lines(narrow)[0].startswith("rotate: best supported level 1: +2.0 points [+1.6, +2.4]; 0.5 also "
                                             "helps but less, by their intervals; above: 2 ")
     nothing = summary_rows().replace({"helps": "undecided"})
-    assert dose.lines(dose.levels(nothing))[0].startswith("rotate: no level helps by the decision rule")
-    assert dose.levels(summary_rows()[lambda t: ~t["augmentation"].str.contains("@")]).empty
-    plots.dose_response(doses).savefig(tmp_path / "strength.png")
+    assert strength_levels.lines(strength_levels.levels(nothing))[0].startswith("rotate: no level helps by the decision rule")
+    assert strength_levels.levels(summary_rows()[lambda t: ~t["augmentation"].str.contains("@")]).empty
+    plots.strength_response(doses).savefig(tmp_path / "strength.png")
     assert (tmp_path / "strength.png").stat().st_size > 10_000
 
 
@@ -179,14 +179,14 @@ def test_levels_that_seed_noise_cannot_order_are_named_together(tmp_path):
     ([4, 6, 3, 7, 5], False),  # ahead at every seed by 3-7 images: clearly better
 ])
 def test_the_paired_test_over_seeds_decides_which_levels_go_with_the_best(ahead, both):
-    doses = dose.levels(summary_rows(width=0.4), level_runs(ahead))  # the intervals alone would split them
+    doses = strength_levels.levels(summary_rows(width=0.4), level_runs(ahead))  # the intervals alone would split them
     assert doses.loc[doses["best"], "strength"].tolist() == [1]
     assert doses.loc[doses["supported"], "strength"].tolist() == ([0.5, 1] if both else [1])
     d, step = np.array(ahead) / 360 * 100, 100 / 360  # points; the spread is floored at one test image
     t = d.mean() / (max(d.std(ddof=1), step) / np.sqrt(len(d)))
     p = doses.set_index("strength").loc[0.5, "p_vs_best"]
     assert p == pytest.approx(2 * stats.t.sf(t, len(d) - 1)) and (p >= 0.05) == both
-    [line] = dose.lines(doses)
+    [line] = strength_levels.lines(doses)
     assert line.startswith("rotate: levels 0.5 and 1 help and cannot be told apart (best point estimate 1: "
                            if both else "rotate: best supported level 1: +2.0 points [+1.6, +2.4]; 0.5 also helps "
                            "but less, by a paired test")

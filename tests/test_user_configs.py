@@ -44,7 +44,7 @@ def _ablation(cwd: Path, *args: str, timeout: float = 300) -> subprocess.Complet
 
 def test_designs_expand_a_policy_found_through_the_search_path(tmp_path):
     search = f"hydra.searchpath=[file://{_user_conf(tmp_path)}]"
-    jobs = designs.expand([[search, "augmentation=my_policy", "design=leave_one_out"]], DEFAULTS)
+    jobs = designs.jobs_of([[search, "augmentation=my_policy", "design=leave_one_out"]], DEFAULTS)
     assert jobs == [[search, "augmentation=none"], [search, "augmentation=my_policy"],
                     [search, "augmentation=my_policy", "++augmentation.variant='-HorizontalFlip'"],
                     [search, "augmentation=my_policy", "++augmentation.variant='-Rotate'"]]
@@ -52,7 +52,7 @@ def test_designs_expand_a_policy_found_through_the_search_path(tmp_path):
 
 def test_a_policy_that_cannot_be_found_is_an_error_not_a_grid():
     with pytest.raises(ConfigError, match=r"Could not find 'augmentation/my_policy'.*hydra\.searchpath"):
-        designs.expand([["augmentation=my_policy", "design=leave_one_out"]], DEFAULTS)
+        designs.jobs_of([["augmentation=my_policy", "design=leave_one_out"]], DEFAULTS)
 
 
 @pytest.mark.slow

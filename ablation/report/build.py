@@ -17,7 +17,7 @@ from ablation import tracking
 from ablation.core import errors, guard, paths
 from ablation.core.names import BASELINE, BLOCK, KEYS
 from ablation.lenses import affinity, class_effects, robustness
-from ablation.report import advice, champion, decide, dose, publish, summary
+from ablation.report import advice, champion, decide, publish, strength_levels, summary
 from ablation.report import figures as plots
 from ablation.report import html as page
 from ablation.report.settings import check as check_settings
@@ -262,11 +262,11 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
         text += ("\n## Per-class effects\n\n" + (CLASS_NOTE + "\n")
                  + ("".join(f"\n- {line}" for line in harms) or "\nNo policy significantly hurts any class.")
                  + "\n\nclass_effects.csv and classes.png hold every cell.\n")
-    doses = dose.levels(table, finished)
-    strength_lines = dose.lines(doses) if len(doses) else []
+    doses = strength_levels.levels(table, finished)
+    strength_lines = strength_levels.lines(doses) if len(doses) else []
     if len(doses):
         doses.to_csv(out_dir / "strength.csv", index=False)
-        text += ("\n## Dose and response\n\n" + dose.NOTE + "\n" + "".join(f"\n- {line}" for line in strength_lines)
+        text += ("\n## Dose and response\n\n" + strength_levels.NOTE + "\n" + "".join(f"\n- {line}" for line in strength_lines)
                  + "\n\nstrength.csv and strength.png hold every level.\n")
     if not failed_table.empty:
         text += "\n## Failed combinations\n\n" + markdown(failed_table)
@@ -281,7 +281,7 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
     if len(per_class):
         figures["classes.png"] = plots.class_effects(per_class)
     if len(doses):
-        figures["strength.png"] = plots.dose_response(doses)
+        figures["strength.png"] = plots.strength_response(doses)
     if np.isfinite(table["mce"].astype(float)).any():
         figures["robustness.png"] = plots.robustness(table, baseline=BASELINE)
     if np.isfinite(table["affinity"].astype(float)).any():
@@ -295,7 +295,7 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
         sections.append(("Per-class effects", CLASS_NOTE, harms, "No policy significantly hurts any class.",
                          "classes.png"))
     # A strength design asked how much of a policy to use: its answer right after the decision.
-    leading = [("Dose and response", dose.NOTE, strength_lines, "", "strength.png")] if len(doses) else []
+    leading = [("Dose and response", strength_levels.NOTE, strength_lines, "", "strength.png")] if len(doses) else []
     (out_dir / "report.html").write_text(page.html_page(name, rule(opts), decision_view(table), table, todo,
                                                    failed_table, list(figures), sections=sections,
                                                    leading=leading))

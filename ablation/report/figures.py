@@ -258,8 +258,8 @@ def robustness(summary, baseline: str = "none") -> Figure:
     return fig
 
 
-def dose_response(doses) -> Figure:
-    """Delta test score and delta gap against strength (ablation/report/dose.py), one line per policy with 95% intervals;
+def strength_response(doses) -> Figure:
+    """Delta test score and delta gap against strength (ablation/report/strength_levels.py), one line per policy with 95% intervals;
     level 0 is none. The best supported level of each policy is ringed."""
     fig = Figure(figsize=(10.0, 4.2), layout="constrained")
     axes = fig.subplots(1, 2)

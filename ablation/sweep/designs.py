@@ -19,7 +19,7 @@ def _value(job: list[str], key: str) -> str | None:
     return value
 
 
-def expand(jobs: list[list[str]], defaults: DictConfig, load=None) -> list[list[str]]:
+def jobs_of(jobs: list[list[str]], defaults: DictConfig, load=None) -> list[list[str]]:
     """Each job's overrides -> the jobs its design asks for. grid keeps the job; leave_one_out gives `none`, the
     full policy and the policy without each of its units; add_one_in gives `none` and each unit alone; strength
     gives `none` and the policy at each level of `strength` (augmentation.strength; level 0 is `none` itself).

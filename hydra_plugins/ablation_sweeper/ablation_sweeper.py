@@ -74,7 +74,7 @@ class AblationSweeper(BasicSweeper):
         grid = [job for batch in BasicSweeper.split_arguments(parser.parse_overrides(params), None) for job in batch]
         try:
             try:
-                jobs = designs.expand(grid, self.config, load=self._load)
+                jobs = designs.jobs_of(grid, self.config, load=self._load)
             except Exception as exc:
                 if not user_error(exc):
                     raise

@@ -13,6 +13,7 @@ re-exports the names other modules use, so `datasets.load_folder`, `datasets.Spl
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from ablation.datasets.common import (
     Splits,
     fail,
 )
-from ablation.datasets.csv import CSV_SPLITS, check_csv, load_csv
+from ablation.datasets.csv import CSV_SPLITS, CsvSettings, check_csv, load_csv
 from ablation.datasets.digits import load_digits
 from ablation.datasets.folder import SPLIT_FOLDERS, load_folder
 from ablation.datasets.images import (  # noqa: F401
@@ -62,11 +63,12 @@ from ablation.datasets.keras_datasets import (
     load_keras_datasets,
 )
 from ablation.datasets.npz import load_npz
-from ablation.datasets.shapes import SHAPE_AXES, SHAPES, load_shapes
+from ablation.datasets.shapes import SHAPE_AXES, SHAPES, ShapesSettings, load_shapes
 
 __all__ = [
     "load", "check", "cache_key", "cache_path", "Split", "Splits", "DataError", "LOADERS", "CHECKS", "LISTINGS",
-    "load_digits", "load_shapes", "load_folder", "load_npz", "load_csv", "load_keras_datasets",
+    "load_digits", "load_shapes", "ShapesSettings", "CsvSettings", "load_folder", "load_npz", "load_csv",
+    "load_keras_datasets", "SETTINGS",
     "check_csv", "check_keras_datasets", "keras_datasets_dir", "BadImage",
     "BAD_IMAGE_CHOICES", "CACHE_ENV", "CIFAR10_CLASSES", "CIFAR100_CLASSES", "CSV_SPLITS", "DECODE_CHUNK",
     "FASHION_CLASSES", "FASHION_FILES", "IMAGE_EXTENSIONS", "KERAS_DATASETS", "MAGIC", "MISSING",
@@ -75,8 +77,19 @@ __all__ = [
 
 # Option name (conf/dataset/<name>.yaml, dataset.name) -> the source's loader, its check, and what its cache key
 # sees of the files it reads (sources generated in code have no listing: settings and code say everything).
-LOADERS = {"digits": load_digits, "shapes": load_shapes, "folder": load_folder, "npz": load_npz,
-           "csv": load_csv, "keras_datasets": load_keras_datasets}
+def _load_shapes(**args) -> Splits:
+    return load_shapes(ShapesSettings(**args))
+
+
+def _load_csv(*, allocate=None, **args) -> Splits:
+    return load_csv(CsvSettings(**args), allocate=allocate)
+
+
+# Each dataset's loader, called with its settings as keyword arguments; those with many settings take them as one
+# settings object (SETTINGS), whose fields are the dataset's keys.
+LOADERS = {"digits": load_digits, "shapes": _load_shapes, "folder": load_folder, "npz": load_npz,
+           "csv": _load_csv, "keras_datasets": load_keras_datasets}
+SETTINGS = {"shapes": ShapesSettings, "csv": CsvSettings}
 CHECKS = {"digits": digits.check_digits, "shapes": shapes.check_shapes, "folder": folder.check_folder,
           "npz": npz.check_npz, "csv": check_csv, "keras_datasets": check_keras_datasets}
 LISTINGS = {"folder": folder.folder_listing, "npz": npz.npz_listing, "csv": csv.csv_listing,
@@ -140,15 +153,25 @@ def _arguments(given: dict) -> dict:
     name = given.get("name")
     if name not in LOADERS:
         raise fail("name", f"unknown dataset {name!r} (choose {', '.join(LOADERS)})")
-    # Keyword-only parameters take runtime values (where to decode to), never config keys.
-    params = {k: p for k, p in inspect.signature(LOADERS[name]).parameters.items() if p.kind is not p.KEYWORD_ONLY}
+    params = _parameters(name)
     for key in given:
         if key != "name" and key not in params:
             raise fail(key, f"not a setting of dataset {name} (settings: {', '.join([*params, 'cache'])})")
-    args = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    args = {k: default for k, default in params.items() if default is not inspect.Parameter.empty}
     args.update(given)
     CHECKS[name](args)
     return args
+
+
+def _parameters(name: str) -> dict:
+    """A dataset's settings and their defaults (inspect.Parameter.empty: required): the fields of its settings
+    object, or its loader's parameters. Keyword-only parameters take runtime values (where to decode to), never
+    config keys."""
+    if name in SETTINGS:
+        return {f.name: f.default if f.default is not dataclasses.MISSING else inspect.Parameter.empty
+                for f in dataclasses.fields(SETTINGS[name])}
+    return {k: p.default for k, p in inspect.signature(LOADERS[name]).parameters.items()
+            if p.kind is not p.KEYWORD_ONLY}
 
 
 def _as_dict(cfg) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +30,23 @@ CSV_SPLITS = {"train": "train", "validation": "val", "val": "val", "valid": "val
 INTEGER = re.compile(r"[+-]?\d+")
 
 
-def load_csv(path: str, x_col: str = "filename", y_col: str = "class", split_col: str | None = None,
-             image_size: int = 64, channels: int = 3, validation_split: float = 0.2, test_split: float = 0.2,
-             train_size: int | None = None, split_seed: int = 0, on_bad_image: str = "error", *,
-             allocate=None) -> Splits:
+@dataclass(frozen=True)
+class CsvSettings:
+    """The `dataset=csv` settings (conf/dataset/csv.yaml); see load_csv."""
+    path: str
+    x_col: str = "filename"
+    y_col: str = "class"
+    split_col: str | None = None
+    image_size: int = 64
+    channels: int = 3
+    validation_split: float = 0.2
+    test_split: float = 0.2
+    train_size: int | None = None
+    split_seed: int = 0
+    on_bad_image: str = "error"
+
+
+def load_csv(settings: CsvSettings, *, allocate=None) -> Splits:
     """A table with one row per image, as Keras' flow_from_dataframe reads it: x_col holds the image's path
     (relative to the table's folder, or absolute), y_col its label. Labels are class names (sorted, then
     numbered) or integer class indices; the training rows fix the classes. split_col, when set, assigns each
@@ -40,13 +54,14 @@ def load_csv(path: str, x_col: str = "filename", y_col: str = "class", split_col
     as are all three without it. Images are decoded like a folder's (resized to image_size, `channels`): a broken
     file stops the load naming its line (on_bad_image="error") or is left out and listed in Splits.skipped with
     its line (on_bad_image="skip"). allocate: as for load_folder."""
-    files, y, owner, class_names = _csv_index(path, x_col, y_col, split_col)
+    o = settings
+    files, y, owner, class_names = _csv_index(o.path, o.x_col, o.y_col, o.split_col)
     pools = {split: np.flatnonzero(owner == split) for split in SPLIT_NAMES if np.any(owner == split)}
-    indices = fill_splits(y, pools, validation_split, test_split, split_seed)
-    indices = subsample(y, *indices, train_size, split_seed)
-    table = Path(path).expanduser()
+    indices = fill_splits(y, pools, o.validation_split, o.test_split, o.split_seed)
+    indices = subsample(y, *indices, o.train_size, o.split_seed)
+    table = Path(o.path).expanduser()
     # Row i is line i + 2 of the table (the header is line 1), as in _csv_index's messages.
-    return decode_splits(files, y, indices, class_names, image_size, channels, on_bad_image, allocate,
+    return decode_splits(files, y, indices, class_names, o.image_size, o.channels, o.on_bad_image, allocate,
                           where=lambda i: f"{table} line {i + 2}: image file {files[i]}",
                           listed=lambda i, reason: (os.path.abspath(files[i]), f"{table.name} line {i + 2}: {reason}"))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -18,14 +19,30 @@ SHAPES = ("circle", "square", "triangle", "star", "cross")
 SHAPE_AXES = ("shift", "rotate", "scale", "hue")
 
 
-def load_shapes(image_size: int = 32, channels: int = 3, classes: list[str] = ("circle", "square", "triangle", "cross"),
-                n_train: int = 600, n_val: int = 300, n_test: int = 300,
-                train_shift: float = 0.1, train_rotate_range: list[float] = (-10.0, 10.0),
-                train_scale_range: list[float] = (0.3, 0.34), train_brightness_range: list[float] = (0.8, 1.0),
-                train_hue_range: list[float] = (0.0, 40.0),
-                eval_shift: float = 1.0, eval_rotate_range: list[float] = (-180.0, 180.0),
-                eval_scale_range: list[float] = (0.18, 0.42), eval_brightness_range: list[float] = (0.2, 1.0),
-                eval_hue_range: list[float] = (0.0, 360.0), eval_wide_axes: int = 1, split_seed: int = 0) -> Splits:
+@dataclass(frozen=True)
+class ShapesSettings:
+    """The `dataset=shapes` settings (conf/dataset/shapes.yaml); see load_shapes."""
+    image_size: int = 32
+    channels: int = 3
+    classes: list[str] = ("circle", "square", "triangle", "cross")
+    n_train: int = 600
+    n_val: int = 300
+    n_test: int = 300
+    train_shift: float = 0.1
+    train_rotate_range: list[float] = (-10.0, 10.0)
+    train_scale_range: list[float] = (0.3, 0.34)
+    train_brightness_range: list[float] = (0.8, 1.0)
+    train_hue_range: list[float] = (0.0, 40.0)
+    eval_shift: float = 1.0
+    eval_rotate_range: list[float] = (-180.0, 180.0)
+    eval_scale_range: list[float] = (0.18, 0.42)
+    eval_brightness_range: list[float] = (0.2, 1.0)
+    eval_hue_range: list[float] = (0.0, 360.0)
+    eval_wide_axes: int = 1
+    split_seed: int = 0
+
+
+def load_shapes(settings: ShapesSettings) -> Splits:
     """Coloured shapes drawn on the fly. Training images vary little along four axes (centred, upright, one size,
     warm colours); each validation/test image leaves that range on `eval_wide_axes` of them, chosen at random,
     so a model trained without augmentation fails on part of them and each geometric or photometric
@@ -36,17 +53,19 @@ def load_shapes(image_size: int = 32, channels: int = 3, classes: list[str] = ("
     rotate: degrees. scale: circumradius as a fraction of image_size. brightness: factor on the whole image.
     hue: the shape's colour on the colour wheel, in degrees (0 red, 120 green, 240 blue).
     """
-    narrow = dict(shift=train_shift, rotate=train_rotate_range, scale=train_scale_range,
-                  brightness=train_brightness_range, hue=train_hue_range)
-    wide = dict(shift=eval_shift, rotate=eval_rotate_range, scale=eval_scale_range,
-                brightness=eval_brightness_range, hue=eval_hue_range)
+    o = settings
+    narrow = dict(shift=o.train_shift, rotate=o.train_rotate_range, scale=o.train_scale_range,
+                  brightness=o.train_brightness_range, hue=o.train_hue_range)
+    wide = dict(shift=o.eval_shift, rotate=o.eval_rotate_range, scale=o.eval_scale_range,
+                brightness=o.eval_brightness_range, hue=o.eval_hue_range)
     parts = []
-    for index, (n, wide_axes) in enumerate([(n_train, 0), (n_val, eval_wide_axes), (n_test, eval_wide_axes)]):
+    for index, (n, wide_axes) in enumerate([(o.n_train, 0), (o.n_val, o.eval_wide_axes),
+                                            (o.n_test, o.eval_wide_axes)]):
         # One stream per split, so the validation and test images stay the same when n_train changes.
-        rng = np.random.default_rng([split_seed, index])
-        x, y = _draw_shapes(rng, n, list(classes), image_size, narrow, wide, wide_axes)
-        parts.append(Split(to_channels(x, channels), y))
-    return Splits(*parts, class_names=list(classes))
+        rng = np.random.default_rng([o.split_seed, index])
+        x, y = _draw_shapes(rng, n, list(o.classes), o.image_size, narrow, wide, wide_axes)
+        parts.append(Split(to_channels(x, o.channels), y))
+    return Splits(*parts, class_names=list(o.classes))
 
 
 def _draw_shapes(rng, n, classes, size, narrow, wide, wide_axes):

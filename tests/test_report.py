@@ -12,6 +12,7 @@ from ablation import tracking
 from ablation.report import build as report
 from ablation.report import decide
 from ablation.report import figures as plots
+from ablation.report import view as report_view
 from helpers import runs
 
 SEEDS = range(5)
@@ -128,7 +129,7 @@ def test_every_verdict_reached_in_its_rule_order(synthetic):
 
 def test_each_policy_shows_its_cost_next_to_its_verdict(synthetic):
     """Seconds per run (median: the first run of a process also compiles), that against none, images/s."""
-    table = report.decision_view(pd.read_csv(report.build(synthetic) / "summary.csv")).set_index("augmentation")
+    table = report_view.decision_view(pd.read_csv(report.build(synthetic) / "summary.csv")).set_index("augmentation")
     assert table.columns.tolist()[-3:] == ["s per run", "x none", "train img/s"]
     small = table[table["model"] == "small_cnn"]
     assert small.loc["bad", ["s per run", "x none", "train img/s"]].tolist() == ["20.0", "2.00", "250"]
@@ -141,8 +142,8 @@ def test_the_seeds_to_decide_column_shows_only_while_a_row_is_undecided(syntheti
     summary_table = pd.read_csv(report.build(synthetic) / "summary.csv")
     undecided = summary_table["seeds_needed"].notna()
     assert undecided.any() and not undecided.all()
-    assert "seeds to decide" in report.decision_view(summary_table).columns
-    assert "seeds to decide" not in report.decision_view(summary_table[~undecided]).columns
+    assert "seeds to decide" in report_view.decision_view(summary_table).columns
+    assert "seeds to decide" not in report_view.decision_view(summary_table[~undecided]).columns
 
 
 def test_a_lower_gap_bought_with_17_points_of_accuracy_is_never_helps(synthetic):

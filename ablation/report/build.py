@@ -17,10 +17,11 @@ from ablation import tracking
 from ablation.core import errors, guard, paths
 from ablation.core.names import BASELINE, BLOCK, KEYS
 from ablation.lenses import affinity, class_effects, robustness
-from ablation.report import advice, champion, decide, publish, strength_levels, summary
+from ablation.report import advice, champion, decide, markdown, publish, strength_levels, summary
 from ablation.report import figures as plots
 from ablation.report import html as page
 from ablation.report.settings import check as check_settings
+from ablation.report.view import decision_view, rule
 
 COLUMNS = summary.COLUMNS
 VERDICTS = decide.VERDICTS
@@ -152,127 +153,65 @@ def with_robustness(table: pd.DataFrame, robust: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def decision_view(table: pd.DataFrame) -> pd.DataFrame:
-    """The decision columns as a person reads them: the verdict, its flags, both deltas with their intervals,
-    the seeds there are and the seeds that would decide; one row per policy, in the table's order."""
-    # Which block a row belongs to, where the report has several: the keys that vary.
-    where_keys = [k for k in BLOCK if table[k].astype(str).nunique() > 1] if len(table) else []
-    offline = (table.get("mode", pd.Series(dtype=str)) == "offline").any()
-    generated = table.get("time_generator_s_mean", pd.Series(dtype=float)).notna().any()
-
-    def interval(prefix, r):
-        mean, low, high = r[prefix], r[f"{prefix}_ci_low"], r[f"{prefix}_ci_high"]
-        if r["verdict"] == decide.BASELINE_ROW:
-            return "0"
-        if not math.isfinite(mean):
-            return ""
-        form = "{:+.3f}" if prefix == "delta_gap" else "{:+.2f}"  # points and dB with two decimals
-        shown = form.format(mean)
-        return f"{shown} [{form.format(low)}, {form.format(high)}]" if math.isfinite(low) else shown
-
-    def margin(r):
-        """The score's margin in both forms: its unit, and relative to none's errors where that applies."""
-        value, relative = r.get("margin", math.nan), r.get("margin_relative", math.nan)
-        if not isinstance(value, float) or not math.isfinite(value):
-            return ""
-        unit = {"points": "pt"}.get(r.get("score_unit", ""), r.get("score_unit", ""))
-        return f"{value:.2f} {unit}" + (f" ({100 * relative:.0f}% more errors)" if math.isfinite(relative) else "")
-
-    def needed(r):
-        n = r["seeds_needed"]
-        return "" if not isinstance(n, float) or math.isnan(n) else ">50" if math.isinf(n) else str(int(n))
-
-    def cost(r):
-        """What a run of the policy costs, so a small gain can be weighed against a slower run."""
-        return {"s per run": _number(r["time_total_s_median"], "{:.1f}"),
-                "x none": _number(r["time_vs_baseline"], "{:.2f}"),
-                "train img/s": _number(r["images_per_s_mean"], "{:,.0f}")}
-    rows = []
-    for _, r in table.iterrows():
-        metric, unit = r["score_metric"], r.get("score_unit", "")
-        unit = f", {unit}" if isinstance(unit, str) and unit else ""
-        row = {**{k: r[k] for k in where_keys}, "augmentation": r["augmentation"], "verdict": r["verdict"],
-               "flags": r["flags"] if isinstance(r["flags"], str) else "",
-               f"delta test {metric}{unit} [raw 95% CI]": interval("delta_test_score", r),
-               "margin": margin(r),
-               f"delta gap ({r['gap_estimator']}) [raw 95% CI]": interval("delta_gap", r),
-               f"test {metric}{unit}": f"{r['test_score_mean']:.3f}" if not unit else f"{r['test_score_mean']:.1f}",
-               "seeds": int(r["n_seeds"]), "failed": r.get("failed", ""), "seeds to decide": needed(r), **cost(r)}
-        if offline:  # online vs offline: the images written too
-            row.update(mode=r["mode"],
-                       expanded_mb=f"{r['expanded_bytes_mean'] / 1e6:.1f}" if r["expanded_bytes_mean"] == r["expanded_bytes_mean"] else "")
-        if generated:  # generated training images: what the generator cost and how recognisable its images are
-            row.update({"generator s": _number(r["time_generator_s_mean"], "{:.0f}"),
-                        "sample affinity": _number(r["sample_affinity_mean"], "{:.2f}")})
-        rows.append(row)
-    view = pd.DataFrame(rows)
-    # A sweep that decided every row plans no further seeds, one without failures has nothing to count: columns
-    # that would be empty are left out.
-    if len(view) and (view["seeds to decide"] == "").all():
-        view = view.drop(columns="seeds to decide")
-    if len(view) and view["failed"].astype(str).str.match(r"^(0/\d+)?$|^nan$").all():
-        view = view.drop(columns="failed")
-    return view
-
-
-def _number(value, form: str) -> str:
-    return form.format(value) if isinstance(value, float) and math.isfinite(value) else ""
-
-
-def markdown(table: pd.DataFrame) -> str:
-    def cell(v):
-        return f"{v:.4f}" if isinstance(v, float) and not math.isnan(v) else "" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
-def rule(opts: dict) -> str:
-    given = opts["margin"]
-    accuracy = (f"{given['accuracy']:g} points of accuracy" if given.get("accuracy") is not None
-                else f"{100 * given['relative']:g}% more errors than none")
-    return decide.RULE.format(correction=decide.CORRECTION_NAMES[opts["correction"]], half=opts["alpha"] / 2,
-                              margin=f"the margin (report.margin: {accuracy}; {given['psnr']:g} dB of PSNR)")
-
-
 def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | None = None) -> Path:
-    """Write the report files; returns their folder."""
+    """Read the runs, decide, write the report's files (tables, summary.md, figures, report.html) and publish the
+    decision to MLflow; returns the report's folder."""
     finished, failed, name = runs_of(cfg, parent_run_id)
     out_dir = Path(out_root or OmegaConf.select(cfg, "paths.reports", default=None) or paths.folder("reports")) / name
     out_dir.mkdir(parents=True, exist_ok=True)
     opts = summary.options(cfg.get("report"))
     curves = histories(cfg, finished)
+    table = decided(cfg, finished, failed, curves, opts)
+    # Whom a policy hurts: per-class deltas against none (classifiers that logged test_class/*); and a strength
+    # design's levels.
+    per_class = class_effects.effects(finished.assign(task=finished.get("tags.task")), opts["alpha"])
+    levels = strength_levels.levels(table, finished)
+    failed_table = pd.DataFrame({"run": failed.get("tags.mlflow.runName", pd.Series(dtype=str)),
+                                 "error": failed.get("tags.error", pd.Series(dtype=str))})
+    for frame, file in ((table, "summary.csv"), (per_class, "class_effects.csv"), (levels, "strength.csv"),
+                        (failed_table, "failed.csv")):
+        if file in ("summary.csv", "class_effects.csv") or len(frame):
+            frame.to_csv(out_dir / file, index=False)
+    todo, view, said = advice.lines(table, name), decision_view(table), rule(opts)
+    sections = lens_sections(table, per_class, levels)
+    (out_dir / "summary.md").write_text(markdown.page(name, said, view, table, todo, sections, failed_table))
+    images = write_figures(cfg, out_dir, table, curves, finished, per_class, levels)
+    (out_dir / "report.html").write_text(page.html_page(name, said, view, table, todo, failed_table, images,
+                                                        sections))
+    # The verdicts where MLflow users look: every decided run's tags, the sweep's description and table.
+    tracking.publish(cfg.tracking, parent_run_id, publish.run_tags(finished, table),
+                     note=publish.note(name, view, said, todo, out_dir),
+                     table=view, table_file=f"{out_dir.name}/decision.json")
+    return out_dir
+
+
+def decided(cfg: DictConfig, finished: pd.DataFrame, failed: pd.DataFrame, curves: pd.DataFrame,
+            opts: dict) -> pd.DataFrame:
+    """summary.csv: one row per policy, decided against its none, with the affinity and robustness lenses."""
     table = summary.summary(summary.per_run(finished, curves, opts["gap"]) if len(finished) else finished, opts,
                             failed)
     measures = affinity.of_runs(cfg, finished) if cfg.get("lenses", {}).get("affinity", True) else pd.DataFrame()
-    table = with_affinity(table, finished, measures)
-    table = with_robustness(table, robustness.mce(finished))
-    table.to_csv(out_dir / "summary.csv", index=False)
-    failed_table = pd.DataFrame({"run": failed.get("tags.mlflow.runName", pd.Series(dtype=str)),
-                                 "error": failed.get("tags.error", pd.Series(dtype=str))})
-    todo = advice.lines(table, name)
-    # Whom a policy hurts: per-class deltas against none (classifiers that logged test_class/*).
-    per_class = class_effects.effects(finished.assign(task=finished.get("tags.task")), opts["alpha"])
-    per_class.to_csv(out_dir / "class_effects.csv", index=False)
-    harms = advice.harm_lines(per_class, table)
-    text = (f"# {name}: which augmentations to use\n\n{rule(opts)}\n\n" + markdown(decision_view(table))
-            + "".join(f"\n- {line}" for line in todo) + "\n\n## All columns\n\n" + markdown(table))
-    if len(per_class):
-        text += ("\n## Per-class effects\n\n" + (CLASS_NOTE + "\n")
-                 + ("".join(f"\n- {line}" for line in harms) or "\nNo policy significantly hurts any class.")
-                 + "\n\nclass_effects.csv and classes.png hold every cell.\n")
-    doses = strength_levels.levels(table, finished)
-    strength_lines = strength_levels.lines(doses) if len(doses) else []
-    if len(doses):
-        doses.to_csv(out_dir / "strength.csv", index=False)
-        text += ("\n## Dose and response\n\n" + strength_levels.NOTE + "\n" + "".join(f"\n- {line}" for line in strength_lines)
-                 + "\n\nstrength.csv and strength.png hold every level.\n")
-    if not failed_table.empty:
-        text += "\n## Failed combinations\n\n" + markdown(failed_table)
-        failed_table.to_csv(out_dir / "failed.csv", index=False)
-    (out_dir / "summary.md").write_text(text)
+    return with_robustness(with_affinity(table, finished, measures), robustness.mce(finished))
 
+
+def lens_sections(table: pd.DataFrame, per_class: pd.DataFrame, levels: pd.DataFrame) -> list[markdown.Section]:
+    """The lenses that are lists and a figure, for summary.md and report.html alike: a strength design's levels
+    right after the decision (the question it asked), whom each policy hurts after the details."""
+    sections = []
+    if len(levels):
+        sections.append(markdown.Section("Dose and response", strength_levels.NOTE, strength_levels.lines(levels),
+                                         "", "strength.png", "strength.csv and strength.png hold every level.",
+                                         leading=True))
+    if len(per_class):
+        sections.append(markdown.Section("Per-class effects", CLASS_NOTE, advice.harm_lines(per_class, table),
+                                         "No policy significantly hurts any class.", "classes.png",
+                                         "class_effects.csv and classes.png hold every cell."))
+    return sections
+
+
+def write_figures(cfg: DictConfig, out_dir: Path, table: pd.DataFrame, curves: pd.DataFrame,
+                  finished: pd.DataFrame, per_class: pd.DataFrame, levels: pd.DataFrame) -> list[str]:
+    """Every figure the report shows, written as PNG; returns their file names."""
     figures = {"forest.png": plots.forest(table),
                "curves.png": plots.curves(curves, baseline=BASELINE),
                "gaps.png": plots.gaps(table, baseline=BASELINE)}
@@ -280,31 +219,17 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
         figures["previews.png"] = plots.previews(previews(cfg, finished, Path(scratch)))
     if len(per_class):
         figures["classes.png"] = plots.class_effects(per_class)
-    if len(doses):
-        figures["strength.png"] = plots.strength_response(doses)
+    if len(levels):
+        figures["strength.png"] = plots.strength_response(levels)
     if np.isfinite(table["mce"].astype(float)).any():
         figures["robustness.png"] = plots.robustness(table, baseline=BASELINE)
     if np.isfinite(table["affinity"].astype(float)).any():
         figures["affinity.png"] = plots.affinity_diversity(table, baseline=BASELINE)
-    if table[["dataset", "model", "setting"]].drop_duplicates().shape[0] > 1:
+    if table[BLOCK].drop_duplicates().shape[0] > 1:
         figures["heatmap.png"] = plots.heatmap(table, baseline=BASELINE)
     for file, figure in figures.items():
         figure.savefig(out_dir / file, dpi=110)
-    sections = []
-    if len(per_class):  # whom each policy hurts
-        sections.append(("Per-class effects", CLASS_NOTE, harms, "No policy significantly hurts any class.",
-                         "classes.png"))
-    # A strength design asked how much of a policy to use: its answer right after the decision.
-    leading = [("Dose and response", strength_levels.NOTE, strength_lines, "", "strength.png")] if len(doses) else []
-    (out_dir / "report.html").write_text(page.html_page(name, rule(opts), decision_view(table), table, todo,
-                                                   failed_table, list(figures), sections=sections,
-                                                   leading=leading))
-    # The verdicts where MLflow users look: every decided run's tags, the sweep's description and table.
-    view = decision_view(table)
-    tracking.publish(cfg.tracking, parent_run_id, publish.run_tags(finished, table),
-                     note=publish.note(name, view, rule(opts), todo, out_dir, markdown),
-                     table=view, table_file=f"{out_dir.name}/decision.json")
-    return out_dir
+    return list(figures)
 
 
 def show(table: pd.DataFrame, name: str, opts: dict | None = None) -> None:

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ablation.report import decide
 from ablation.report.figures import VERDICT_COLORS
+from ablation.report.markdown import Section
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.2em 2em;color:#24292f}
@@ -69,16 +70,17 @@ def _advice(todo: list[str]) -> str:
 
 
 def html_page(name: str, rule: str, view: pd.DataFrame, table: pd.DataFrame, todo: list[str],
-              failed: pd.DataFrame, images: list[str], sections=(), leading=()) -> str:
-    """The report page. sections: (title, note, lines, what to say when there are no lines, image) each, shown
-    after the details: the lenses that are lists and a figure (per-class effects). leading: the same, shown
-    right after the decision, where the sweep asked its question there (dose and response)."""
+              failed: pd.DataFrame, images: list[str], sections: list[Section] = ()) -> str:
+    """The report page, from the same sections as summary.md: the leading ones right after the decision, where
+    the sweep asked its question there (dose and response), the others after the details (per-class effects)."""
     details = table.to_html(index=False, float_format="{:.4f}".format, na_rep="", border=0)
     shown = {"forest.png"}
 
     def render(found) -> list[str]:
         out = []
-        for title, note, lines, empty, image in found:  # the lines, then the figure
+        for section in found:  # the lines, then the figure
+            title, note, lines, empty, image = (section.title, section.note, section.lines, section.empty,
+                                                section.image)
             items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
             out += [f"<h2>{html.escape(title)}</h2>", f"<p class='rule'>{html.escape(note)}</p>",
                     f"<ul>{items}</ul>" if lines else f"<p>{html.escape(empty)}</p>" if empty else "",
@@ -91,7 +93,7 @@ def html_page(name: str, rule: str, view: pd.DataFrame, table: pd.DataFrame, tod
              f"<p class='rule'><b>Rule.</b> {html.escape(rule)}</p>",
              "<div class='decision'>", _summary(view),
              "<img class='forest' src='forest.png' alt='forest.png'>" if "forest.png" in images else "", "</div>",
-             *render(leading),
+             *render([s for s in sections if s.leading]),
              "<h2>What to do next</h2>", _advice(todo),
              "<h2>Details</h2><p class='rule'>Every column of summary.csv. gap = validation loss &minus; clean "
              "training loss (gap_estimator says which estimate; delta_gap_* give the others). p_* raw and "
@@ -106,7 +108,7 @@ def html_page(name: str, rule: str, view: pd.DataFrame, table: pd.DataFrame, tod
              "the runs of a dataset and model differ in; each policy is compared with the <code>none</code> of "
              "its own setting.</p>",
              f"<div class='details'>{details}</div>",
-             *render(sections)]
+             *render([s for s in sections if not s.leading])]
     if not failed.empty:
         parts += ["<h2>Failed combinations</h2>", failed.to_html(index=False)]
     parts += [f"<h2>{file[:-4]}</h2><img src='{file}' alt='{file}'>" for file in images if file not in shown]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ablation.core.names import KEYS
-from ablation.report import summary
+from ablation.report import markdown, summary
 
 
 def run_tags(finished: pd.DataFrame, table: pd.DataFrame) -> dict[str, dict[str, str]]:
@@ -27,14 +27,14 @@ def _number(value) -> str:
     return f"{value:+.4f}" if math.isfinite(value) else ""
 
 
-def note(name: str, view: pd.DataFrame, rule: str, todo: list[str], report_dir: Path, markdown) -> str:
+def note(name: str, view: pd.DataFrame, rule: str, todo: list[str], report_dir: Path) -> str:
     """The parent run's description: what was decided, the verdict table, what to do next, where the report is.
-    view: report.decision_view(); markdown: the table -> Markdown function the report uses."""
+    view: ablation.report.view.decision_view()."""
     # The answer first: the UI shows a description's first lines until "Show more" is clicked.
     grouped = view[view["verdict"] != "baseline"].groupby("verdict", sort=False)["augmentation"]
     answer = " · ".join(f"**{verdict}**: {', '.join(map(str, names))}" for verdict, names in grouped)
     lines = [f"**{name}: which augmentations to use** (against `none`, paired by seed)", "",
-             answer or "no policy besides `none` finished", "", markdown(view), f"**Rule.** {rule}", ""]
+             answer or "no policy besides `none` finished", "", markdown.table(view), f"**Rule.** {rule}", ""]
     if todo:
         lines += ["**What to do next**", "", *[f"- {line}" for line in todo], ""]
     lines += [f"**The full report**: `{report_dir.name}/report.html` in this run's artifacts (figures, per-class "

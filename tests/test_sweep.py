@@ -181,3 +181,19 @@ def test_a_report_that_cannot_be_built_fails_the_sweep_not_its_runs(tmp_path):
     assert [p.info.status for p in parents] == ["FAILED"]
     assert "the report could not be built" in parents[0].data.tags["error"]
     assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED"]
+
+
+def test_the_parent_runs_status_is_decided_in_one_place():
+    from ablation.sweep import jobs, parent
+
+    jobs.failures.clear()
+    assert parent.outcome(None, None) == ("FINISHED", None)
+    assert parent.outcome(KeyboardInterrupt(), None) == ("KILLED", "KeyboardInterrupt: ")
+    assert parent.outcome(None, "the report could not be built: OSError: x") == (
+        "FAILED", "the report could not be built: OSError: x")
+    jobs.failures.append((["augmentation=hflip", "seed=1"], "ValueError: bad"))
+    try:
+        assert parent.outcome(None, None) == ("FAILED", "[augmentation=hflip seed=1] ValueError: bad")
+        assert parent.outcome(KeyboardInterrupt(), None)[0] == "KILLED"
+    finally:
+        jobs.failures.clear()

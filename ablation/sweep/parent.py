@@ -54,45 +54,21 @@ def record_definition(config: DictConfig, jobs: list[list[str]], keys: list[str]
 
 
 def finish(config: DictConfig, interrupted: BaseException | None = None) -> None:
-    """Close the sweep's parent run (FAILED when a job failed, KILLED when interrupted), after building the
-    report from what MLflow holds and logging it to the parent. Exits non-zero when any combination failed."""
+    """Close the sweep's parent run, after building the report from what MLflow holds and logging it to the
+    parent (outcome() decides the status). Exits non-zero when any combination failed or the report could not be
+    built."""
     from ablation import tracking
-    from ablation.report import build as report
 
     parent = os.environ.pop(tracking.PARENT_RUN_ENV, None)
     if parent is None:
         return
-    status = "KILLED" if isinstance(interrupted, KeyboardInterrupt) else "FAILED" if interrupted or failures else "FINISHED"
     report_error = None
     try:
-        if interrupted is not None:
-            for name in tracking.close_dead_children(config, parent):
-                log.warning("%s: its process ended before closing the run; marked KILLED", name)
-        size = int(os.environ.get(SIZE_ENV, 0))
-        trained = tracking.count_children(config, parent)
-        counts = {"sweep/jobs": size, "sweep/trained": trained, "sweep/failed": len(failures)}
-        if interrupted is None:
-            counts["sweep/skipped"] = max(size - trained - len(failures), 0)
-        tracking.log_to_run(config, parent, metrics=counts, params={"sweep_size": size})
-        if interrupted is not None:
-            # The jobs that had not started yet are neither trained nor skipped.
-            log.warning("sweep interrupted: %s of %s combinations started training", trained, size)
-        else:
-            if trained + counts["sweep/skipped"] > 0:
-                try:
-                    out_dir = report.make(config, parent)
-                    tracking.log_to_run(config, parent, folder=out_dir)
-                    if config.tracking.get("register_model"):  # the run the report recommends, to the registry
-                        report.register_best(config, parent, out_dir)
-                except Exception as exc:  # the runs stand; the sweep did not end in its answer
-                    report_error = f"the report could not be built: {type(exc).__name__}: {exc}"
-                    status = "FAILED"
-            log.info(f"sweep: {size} combinations: {trained} trained, {counts['sweep/skipped']} skipped (finished "
-                  f"before), {len(failures)} failed")
+        counts = _count(config, parent, interrupted)
+        if interrupted is None and counts["sweep/trained"] + counts["sweep/skipped"] > 0:
+            report_error = _report(config, parent)
     finally:
-        reason = "; ".join(f"[{' '.join(job)}] {error}" for job, error in failures) or report_error or (
-            f"{type(interrupted).__name__}: {interrupted}" if interrupted else None)
-        tracking.close_parent(config, parent, status, reason)
+        tracking.close_parent(config, parent, *outcome(interrupted, report_error))
     if report_error:
         print(f"error: {report_error}; every run is recorded: rebuild it with ablation-report "
               f"+parent_run_id={parent}", file=sys.stderr)
@@ -102,3 +78,54 @@ def finish(config: DictConfig, interrupted: BaseException | None = None) -> None
         for job, error in failures:
             print(f"  {' '.join(job)}: {error}", file=sys.stderr)
         raise SystemExit(1)
+
+
+def outcome(interrupted: BaseException | None, report_error: str | None) -> tuple[str, str | None]:
+    """The parent run's status and reason, decided in one place: KILLED when interrupted by Ctrl-C or SIGTERM,
+    FAILED when the sweep broke, a combination failed or the report could not be built, else FINISHED."""
+    if isinstance(interrupted, KeyboardInterrupt):
+        status = "KILLED"
+    elif interrupted is not None or failures or report_error:
+        status = "FAILED"
+    else:
+        status = "FINISHED"
+    reason = "; ".join(f"[{' '.join(job)}] {error}" for job, error in failures) or report_error or (
+        f"{type(interrupted).__name__}: {interrupted}" if interrupted else None)
+    return status, reason
+
+
+def _count(config: DictConfig, parent: str, interrupted: BaseException | None) -> dict[str, int]:
+    """The sweep's counts on its parent run (jobs, trained, failed and, when it ran to its end, skipped); an
+    interrupted sweep first closes the runs of jobs whose processes died."""
+    from ablation import tracking
+
+    if interrupted is not None:
+        for name in tracking.close_dead_children(config, parent):
+            log.warning("%s: its process ended before closing the run; marked KILLED", name)
+    size = int(os.environ.get(SIZE_ENV, 0))
+    trained = tracking.count_children(config, parent)
+    counts = {"sweep/jobs": size, "sweep/trained": trained, "sweep/failed": len(failures)}
+    if interrupted is None:
+        counts["sweep/skipped"] = max(size - trained - len(failures), 0)
+        log.info(f"sweep: {size} combinations: {trained} trained, {counts['sweep/skipped']} skipped (finished "
+                 f"before), {len(failures)} failed")
+    else:  # the jobs that had not started yet are neither trained nor skipped
+        log.warning("sweep interrupted: %s of %s combinations started training", trained, size)
+    tracking.log_to_run(config, parent, metrics=counts, params={"sweep_size": size})
+    return counts
+
+
+def _report(config: DictConfig, parent: str) -> str | None:
+    """Build the sweep's report, log it to the parent and register the run it recommends when asked; the error
+    when it cannot be built (the runs stand; the sweep did not end in its answer)."""
+    from ablation import tracking
+    from ablation.report import build as report
+
+    try:
+        out_dir = report.make(config, parent)
+        tracking.log_to_run(config, parent, folder=out_dir)
+        if config.tracking.get("register_model"):
+            report.register_best(config, parent, out_dir)
+    except Exception as exc:
+        return f"the report could not be built: {type(exc).__name__}: {exc}"
+    return None

@@ -127,7 +127,7 @@ def _training_pids(tmp_path) -> dict[int, int]:
     """Job number -> the process that trained it, from what ablation.training.run logged into the job's Hydra log."""
     pids = {}
     for log in (tmp_path / "sweep").glob("*/*.log"):
-        found = {int(m.group(1)) for m in re.finditer(r"^pid=(\d+) ablation\.run ", log.read_text(), re.M)}
+        found = {int(m.group(1)) for m in re.finditer(r"^pid=(\d+) ablation\.training\.run ", log.read_text(), re.M)}
         assert len(found) == 1, (log, found)
         pids[int(log.parent.name)] = found.pop()
     return pids

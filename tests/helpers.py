@@ -44,9 +44,23 @@ def random_images(n: int, size: int, channels: int = 3, *, classes: int | None =
     return x if classes is None else (x, np.arange(n) % classes)
 
 
+# What a test's sweep leaves out unless its overrides name it: the lenses and the logged models, which cost
+# seconds per run and which only the tests about them read.
+LEAN = {"lenses": "lenses=off", "tracking.log_model": "tracking.log_model=false"}
+
+
+def lean(overrides) -> list[str]:
+    """The LEAN overrides that the given ones leave open (a sweep that registers a model keeps logging models)."""
+    names = {o.lstrip("+~").partition("=")[0] for o in overrides}
+    if "tracking.register_model" in names:
+        names.add("tracking.log_model")
+    return [value for key, value in LEAN.items() if key not in names]
+
+
 def sweep_command(tmp_path: Path, *overrides: str, name: str = "sweep") -> list[str]:
-    """`python -m ablation -m <overrides>` with its store, artifacts, reports and sweep folder under tmp_path."""
-    return [sys.executable, "-m", "ablation", "-m", *overrides, f"tracking.uri={store_uri(tmp_path)}",
+    """`python -m ablation -m <overrides>` with its store, artifacts, reports and sweep folder under tmp_path, and
+    without lenses or logged models unless the overrides ask for them (lean)."""
+    return [sys.executable, "-m", "ablation", "-m", *lean(overrides), *overrides, f"tracking.uri={store_uri(tmp_path)}",
             f"tracking.artifact_root={tmp_path / 'artifacts'}", f"paths.reports={tmp_path / 'reports'}",
             f"hydra.sweep.dir={tmp_path / name}"]
 

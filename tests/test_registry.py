@@ -15,6 +15,7 @@ COVERED = {
     "model": "here",
     "trainer": "here",
     "tracking": "here",
+    "lenses": "here",
     "dataset": "tests/test_datasets.py",
     "experiment": "tests/test_sweep.py",
     "paths": "tests/test_paths.py",
@@ -64,6 +65,13 @@ def test_every_model_option_builds_at_its_smallest_size(option, make_cfg):
 def test_every_trainer_option_composes_and_passes_the_config_check(option, make_cfg):
     cfg = make_cfg(f"trainer={option}", smoke=False)
     config.validate(cfg)
+
+
+@pytest.mark.parametrize("option", options("lenses"))
+def test_every_lenses_option_composes_and_passes_the_config_check(option, make_cfg):
+    cfg = make_cfg(f"lenses={option}")
+    config.validate(cfg)
+    assert set(cfg.lenses) == {"per_class", "affinity", "corruptions", "severities", "corruption_images"}
 
 
 @pytest.mark.parametrize("option", options("tracking"))

@@ -168,10 +168,12 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
     levels = strength_levels.levels(table, finished)
     failed_table = pd.DataFrame({"run": failed.get("tags.mlflow.runName", pd.Series(dtype=str)),
                                  "error": failed.get("tags.error", pd.Series(dtype=str))})
-    for frame, file in ((table, "summary.csv"), (per_class, "class_effects.csv"), (levels, "strength.csv"),
-                        (failed_table, "failed.csv")):
-        if file in ("summary.csv", "class_effects.csv") or len(frame):
-            frame.to_csv(out_dir / file, index=False)
+    table.to_csv(out_dir / "summary.csv", index=False)
+    per_class.to_csv(out_dir / "class_effects.csv", index=False)
+    if len(levels):
+        levels.to_csv(out_dir / "strength.csv", index=False)
+    if len(failed_table):
+        failed_table.to_csv(out_dir / "failed.csv", index=False)
     todo, view, said = advice.lines(table, name), decision_view(table), rule(opts)
     sections = lens_sections(table, per_class, levels)
     (out_dir / "summary.md").write_text(markdown.page(name, said, view, table, todo, sections, failed_table))

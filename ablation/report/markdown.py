@@ -34,16 +34,14 @@ def table(frame: pd.DataFrame) -> str:
 def page(name: str, rule: str, view: pd.DataFrame, frame: pd.DataFrame, todo: list[str],
          sections: list[Section], failed: pd.DataFrame) -> str:
     """summary.md: the decision, what to do next, every column, the lenses' sections, the failed combinations."""
-    text = (f"# {name}: which augmentations to use\n\n{rule}\n\n" + table(view)
-            + "".join(f"\n- {line}" for line in todo))
-    ordered = [s for s in sections if s.leading] + [None] + [s for s in sections if not s.leading]
-    for section in ordered:
-        if section is None:
-            text += "\n\n## All columns\n\n" + table(frame)
-            continue
-        text += (f"\n## {section.title}\n\n{section.note}\n"
-                 + ("".join(f"\n- {line}" for line in section.lines) or f"\n{section.empty}")
-                 + f"\n\n{section.files}\n")
-    if not failed.empty:
-        text += "\n## Failed combinations\n\n" + table(failed)
-    return text
+    def render(section: Section) -> str:
+        return (f"\n## {section.title}\n\n{section.note}\n"
+                + ("".join(f"\n- {line}" for line in section.lines) or f"\n{section.empty}")
+                + f"\n\n{section.files}\n")
+
+    return (f"# {name}: which augmentations to use\n\n{rule}\n\n" + table(view)
+            + "".join(f"\n- {line}" for line in todo)
+            + "".join(render(s) for s in sections if s.leading)
+            + "\n\n## All columns\n\n" + table(frame)
+            + "".join(render(s) for s in sections if not s.leading)
+            + ("\n## Failed combinations\n\n" + table(failed) if not failed.empty else ""))

@@ -14,6 +14,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 import pytest
 from hydra import compose, initialize_config_dir
 
+import helpers
+
 ROOT = Path(__file__).resolve().parents[1]
 # The config folder ships inside the package (ablation/conf/) or, in older layouts, at the repository root.
 # find_spec locates the package without importing it (no TensorFlow at collection time).
@@ -99,11 +101,14 @@ def tracking_overrides(tmp_path):
 
 @pytest.fixture
 def make_cfg(tracking_overrides):
-    """make_cfg("augmentation=rotate", ...) -> the composed config with trainer=smoke and a temporary store.
-    smoke=False keeps the trainer the overrides choose; store=False keeps the tracking option's own store."""
+    """make_cfg("augmentation=rotate", ...) -> the composed config with trainer=smoke, a temporary store, and
+    neither lenses nor a logged model unless the overrides name them (helpers.lean: seconds per run that only the
+    tests about them read). smoke=False keeps the trainer the overrides choose; store=False keeps the tracking
+    option's own store; lean=False keeps the shipped lenses and model logging."""
 
-    def _make(*overrides: str, smoke: bool = True, store: bool = True):
-        return compose_config(*(tracking_overrides if store else []), *overrides, smoke=smoke)
+    def _make(*overrides: str, smoke: bool = True, store: bool = True, lean: bool = True):
+        return compose_config(*(tracking_overrides if store else []), *(helpers.lean(overrides) if lean else []),
+                              *overrides, smoke=smoke)
 
     return _make
 

@@ -39,7 +39,7 @@ def _assert_float16_with_a_float32_head(model):
 
 def test_mixed_precision_trains_in_float16_with_a_float32_head(make_cfg, tmp_path):
     # float16 is emulated on CPUs (slow): a small set at 16 px, without the corruption lens.
-    cfg = make_cfg("trainer.mixed_precision=true", "trainer.epochs=1", "dataset.image_size=16", "dataset.train_size=96",
+    cfg = make_cfg("trainer.mixed_precision=true", "trainer.epochs=1", "tracking.log_model=true", "dataset.image_size=16", "dataset.train_size=96",
                    "lenses.corruptions=[]")
     reuse.release()  # the model kept after the run is then the one it trained
     out = run(cfg)

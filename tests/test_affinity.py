@@ -21,7 +21,7 @@ MIRROR = {"name": "mirror", "transforms": [{"_target_": "albumentations.Horizont
 
 
 def _train(make_cfg, policy) -> str:
-    cfg = make_cfg("experiment_name=affinity", "tracking.log_model=true")
+    cfg = make_cfg("experiment_name=affinity", "tracking.log_model=true", lean=False)
     if policy is not None:
         with open_dict(cfg):
             cfg.augmentation.name = policy["name"]
@@ -33,7 +33,7 @@ def test_identity_is_at_one_one_blanking_scores_a_constant_guess_and_the_report_
     ids = {name: _train(make_cfg, policy) for name, policy in (("none", None), ("identity", IDENTITY),
                                                                ("blank", BLANK), ("mirror", MIRROR))}
     assert len(set(ids.values())) == 4  # four trained runs, none skipped as a combination seen before
-    cfg = make_cfg("experiment_name=affinity")
+    cfg = make_cfg("experiment_name=affinity", lean=False)
     finished, _, _ = report.runs_of(cfg)
     measures = affinity.of_runs(cfg, finished).set_index("run_id")
     assert measures.loc[ids["none"]].tolist() == [1.0, 1.0]
@@ -69,7 +69,7 @@ def test_identity_is_at_one_one_blanking_scores_a_constant_guess_and_the_report_
     again = affinity.of_runs(cfg, report.runs_of(cfg)[0]).set_index("run_id")
     pd.testing.assert_frame_equal(measures.sort_index(), again.sort_index())
 
-    off = make_cfg("experiment_name=affinity", "lenses.affinity=false")
+    off = make_cfg("experiment_name=affinity", "lenses.affinity=false", lean=False)
     table = pd.read_csv(report.build(off, out_root=tmp_path / "off") / "summary.csv")
     assert table["affinity"].isna().all()  # switched off: not read back either
     out = report.build(cfg, out_root=tmp_path / "reports")

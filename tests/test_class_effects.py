@@ -119,7 +119,7 @@ def test_classes_are_ordered_naturally_and_missing_ones_are_no_error():
 
 
 def test_the_report_shows_whom_a_policy_hurts(make_cfg, tmp_path):
-    cfg = make_cfg("experiment_name=classes", f"paths.reports={tmp_path}/reports")
+    cfg = make_cfg("experiment_name=classes", f"paths.reports={tmp_path}/reports", lean=False)
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     exp_id = tracking.experiment_id(client, cfg.tracking, "classes")
     rng = np.random.default_rng(3)
@@ -140,7 +140,7 @@ def test_the_report_shows_whom_a_policy_hurts(make_cfg, tmp_path):
 
 
 def test_a_run_logs_per_class_accuracy_and_its_confusion_matrix(make_cfg, tmp_path):
-    cfg = make_cfg("experiment_name=per_class", "trainer.epochs=1", "tracking.log_model=false")
+    cfg = make_cfg("experiment_name=per_class", "trainer.epochs=1", "tracking.log_model=false", lean=False)
     result = run(cfg)
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     metrics = client.get_run(result["run_id"]).data.metrics

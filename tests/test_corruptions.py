@@ -54,12 +54,12 @@ def test_the_suite_is_deterministic_for_a_seed(name):
 ])
 def test_bad_lens_settings_name_their_key(make_cfg, override, message):
     with pytest.raises(ConfigError, match=message):
-        config.validate(make_cfg(override))
+        config.validate(make_cfg(override, lean=False))
 
 
 def test_a_run_logs_every_corruption_and_severity_and_none_when_off(make_cfg):
     cfg = make_cfg("experiment_name=robust", "trainer.epochs=1", "tracking.log_model=false",
-                   "lenses.corruptions=[gaussian_noise,pixelate]", "lenses.severities=[1,5]", "lenses.corruption_images=50")
+                   "lenses.corruptions=[gaussian_noise,pixelate]", "lenses.severities=[1,5]", "lenses.corruption_images=50", lean=False)
     result = run(cfg)
     metrics = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(result["run_id"]).data.metrics
     robust = {k: v for k, v in metrics.items() if k.startswith("robust/")}
@@ -70,7 +70,7 @@ def test_a_run_logs_every_corruption_and_severity_and_none_when_off(make_cfg):
     assert metrics["time/robust_s"] > 0
     assert [k for k in metrics if k.startswith("test_class/")]
     off = make_cfg("experiment_name=robust", "trainer.epochs=1", "tracking.log_model=false", "lenses.corruptions=[]",
-                   "lenses.per_class=false", "seed=1")
+                   "lenses.per_class=false", "seed=1", lean=False)
     metrics = MlflowClient(tracking_uri=off.tracking.uri).get_run(run(off)["run_id"]).data.metrics
     assert not [k for k in metrics if k.startswith(("robust/", "test_class/", "time/robust_s"))]
 
@@ -79,7 +79,7 @@ ERRORS = {"none": 0.4, "noise": 0.2, "crop": 0.44}  # error under every corrupti
 
 
 def test_mce_against_none_is_the_ratio_of_summed_errors_and_overlap_is_flagged(make_cfg, tmp_path):
-    cfg = make_cfg("experiment_name=mce", f"paths.reports={tmp_path}/reports")
+    cfg = make_cfg("experiment_name=mce", f"paths.reports={tmp_path}/reports", lean=False)
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     exp_id = tracking.experiment_id(client, cfg.tracking, "mce")
     rng = np.random.default_rng(0)
@@ -125,7 +125,7 @@ def test_the_mce_interval_is_a_t_interval_on_log_ratios_so_it_stays_positive():
 
 
 def test_lenses_off_turns_every_lens_off_and_default_turns_them_on(make_cfg):
-    off, on = make_cfg("lenses=off").lenses, make_cfg().lenses
+    off, on = make_cfg("lenses=off").lenses, make_cfg(lean=False).lenses
     assert (off.per_class, off.affinity, list(off.corruptions)) == (False, False, [])
     assert on.per_class and on.affinity and len(on.corruptions) == 9
     # One lens back on over lenses=off, as on the command line.

@@ -141,7 +141,7 @@ def test_leave_one_out_separates_the_mix_from_the_transforms():
 
 
 def _train_losses(make_cfg, *overrides):
-    cfg = make_cfg(*overrides)
+    cfg = make_cfg("tracking.log_model=true", *overrides)
     out = run(cfg)
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     data = client.get_run(out["run_id"])

@@ -31,7 +31,7 @@ from helpers import free_port, run_sweep, store_uri, wait_for
 def logged(tmp_path_factory):
     """One tiny digits run (64 training images, trainer=smoke) that logs its model: (cfg, run_id, model URI)."""
     root = tmp_path_factory.mktemp("model")
-    cfg = compose_config("dataset.train_size=64", "experiment_name=mlflow_model", *store_overrides(root))
+    cfg = compose_config("dataset.train_size=64", "experiment_name=mlflow_model", "lenses=off", *store_overrides(root))
     with pytest.MonkeyPatch.context() as env:
         env.setenv("ABLATION_CACHE_DIR", str(root / "cache"))
         run_id = run(cfg)["run_id"]

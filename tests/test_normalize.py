@@ -188,7 +188,7 @@ def _recorded(cfg, run_id, tmp_path):
 
 @pytest.mark.parametrize("mode", normalize.MODES)
 def test_a_run_with_each_mode_finishes_logs_the_statistics_and_its_model_reloads(mode, make_cfg, tmp_path):
-    cfg = make_cfg(f"dataset.normalize={mode}", "dataset.train_size=48", "trainer.epochs=1")
+    cfg = make_cfg(f"dataset.normalize={mode}", "dataset.train_size=48", "trainer.epochs=1", "tracking.log_model=true")
     result = run(cfg)
     mlrun, document = _recorded(cfg, result["run_id"], tmp_path)
     assert mlrun.info.status == "FINISHED"

@@ -21,7 +21,7 @@ FILES = ["a.png", "b-c/x.png", "b/0.png", "b/c/deep.png", "b/c/z.bmp", "z.jpg"]
 
 def _compose(store, *overrides):
     """make_cfg's composition for the module's shared store (a module-scoped fixture cannot take make_cfg)."""
-    return compose_config("trainer.epochs=1", *overrides, *store_overrides(store))
+    return compose_config("trainer.epochs=1", "lenses=off", *overrides, *store_overrides(store))
 
 
 @pytest.fixture(scope="module")

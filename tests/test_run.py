@@ -23,7 +23,7 @@ ARTIFACTS = {"config.yaml", "policy.json", "history.csv", "learning_curves.png",
 def finished(tmp_path_factory):
     """One rotate run on 48 digits for 3 epochs, shared by the assertions below."""
     store = tmp_path_factory.mktemp("store")
-    cfg = compose_config("trainer.epochs=3", "augmentation=rotate", "seed=1", "dataset.train_size=48",
+    cfg = compose_config("trainer.epochs=3", "augmentation=rotate", "seed=1", "dataset.train_size=48", "lenses=off",
                          *store_overrides(store))
     metrics = run(cfg)
     client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
@@ -143,7 +143,7 @@ def test_sigterm_during_a_run_marks_it_killed(tmp_path):
 
 
 def test_device_side_augmentation_trains_with_the_layers_in_the_model(make_cfg):
-    cfg = make_cfg("augmentation=idg_classic", "augmentation.where=device", "dataset.train_size=48")
+    cfg = make_cfg("augmentation=idg_classic", "augmentation.where=device", "dataset.train_size=48", "tracking.log_model=true")
     metrics = run(cfg)
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     mlrun = client.get_run(metrics["run_id"])

@@ -2,13 +2,15 @@
 expansion (ablation.training.expansion) written on its own, and where it went."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import hydra
 from omegaconf import DictConfig
 
-from ablation import augment, datasets
 from ablation.core import guard, paths
-from ablation.training.expansion import Expansion, expand
-from ablation.training.plan import plan
+
+if TYPE_CHECKING:
+    from ablation.training.expansion import Expansion
 
 # Top-level shortcuts for these augmentation keys: `copies=4` is augmentation.copies=4.
 SHORTCUTS = ("copies", "save_format", "save_prefix")
@@ -16,6 +18,11 @@ SHORTCUTS = ("copies", "save_format", "save_prefix")
 
 def from_config(cfg: DictConfig) -> Expansion:
     """Check, load the dataset, build the policy, expand: what `ablation-expand` does."""
+    # Imported here, not at the top: --help and --cfg job answer without loading Keras.
+    from ablation import augment, datasets
+    from ablation.training.expansion import expand
+    from ablation.training.plan import plan
+
     plan(cfg)
     splits = datasets.load(cfg.dataset)
     policy = augment.build(cfg.augmentation, image_shape=splits.input_shape)

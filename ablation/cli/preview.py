@@ -8,14 +8,16 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from ablation import augment, datasets
 from ablation.core import guard, paths
-from ablation.training import figures
 
 N_AUGMENTED = 8
 
 
 def write_preview(cfg: DictConfig, out_dir: Path | None = None, n: int = N_AUGMENTED) -> Path:
+    # Imported here, not at the top: --help and --cfg job answer without loading Keras.
+    from ablation import augment, datasets
+    from ablation.training import figures
+
     policy = augment.build(cfg.augmentation)  # before loading data: a bad policy fails fast
     train = datasets.load(cfg.dataset).train.x
     fig = figures.preview_grid(train[0], policy, n=n, seed=cfg.seed, partners=train[1:n + 1])

@@ -14,7 +14,6 @@ from PIL import Image
 
 from ablation import augment, datasets, tracking
 from ablation.training import config, expansion
-from ablation.training.plan import plan
 from ablation.training.run import make_batches, run
 from conftest import ROOT
 

@@ -63,8 +63,9 @@ def current_names(runs):
         new = "params.task.name" if name == "task" else f"params.{renamed.new_key(name)}"
         values = runs[column]
         if new == "params.augmentation.placement":  # where (host|device), or offline where mode says so
-            where = runs.get("params.augmentation.where", values.where(values.isna(), "host"))
-            mode = runs.get("params.augmentation.mode", values.where(False, "online"))
+            recorded = runs[column].notna()
+            where = runs.get("params.augmentation.where", recorded.map({True: "host", False: None}))
+            mode = runs.get("params.augmentation.mode", recorded.map({True: "online", False: None}))
             values = where.where(mode != "offline", "offline")
         current[new] = runs[new].fillna(values) if new in runs else values
     return runs.drop(columns=old).assign(**current)

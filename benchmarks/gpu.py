@@ -3,7 +3,7 @@
 The sweep: a synthetic stand-in for CIFAR-10 (50,000 training images of 32x32x3 uint8 plus 10,000 held out: 5,000
 validation, 5,000 test; noise, written once by benchmarks/common.write_cifar_like and cached), the 20 policies of
 POLICIES (`none` and 19 that run on the device) x 3 seeds x 10 epochs = 60 runs, model=resnet,
-augmentation.where=device, batches of 128, every other setting the package's defaults (the report's lenses, the
+augmentation.placement=device, batches of 128, every other setting the package's defaults (the report's lenses, the
 logged model, the report at the end).
 
 The slice: SLICE (6 of those policies, one per kind of device cost, seed 0) run as a real sweep: one
@@ -148,7 +148,7 @@ def sweep_command(npz: Path, home: Path, policies: list[str], seeds: list[int], 
                   overrides: list[str]) -> list[str]:
     launcher = ["hydra/launcher=packed", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
     return [sys.executable, "-m", "ablation", "-m", "dataset=npz", f"dataset.path={npz}", "model=resnet",
-            f"augmentation={','.join(policies)}", "augmentation.where=device", f"seed={','.join(map(str, seeds))}",
+            f"augmentation={','.join(policies)}", "augmentation.placement=device", f"seed={','.join(map(str, seeds))}",
             f"trainer.epochs={epochs}", f"trainer.batch_size={batch}", "trainer.verbose=0",
             f"experiment_name={EXPERIMENT}", f"paths.home={home}", *launcher, *overrides]
 
@@ -323,7 +323,7 @@ def report(args, phases: list[dict], npz: Path, generated: float | None, n_train
               f"- data: synthetic, {n_train:,} training + {2 * n_eval:,} held-out images ({n_eval:,} validation, "
               f"{n_eval:,} test) of 32x32x3 uint8, 10 classes ({npz.name}, {data})",
               f"- slice: {', '.join(policies)} x seed {','.join(map(str, seeds))}, {epochs} epoch(s), model=resnet, "
-              f"augmentation.where=device, batch {args.batch_size}"
+              f"augmentation.placement=device, batch {args.batch_size}"
               + (f", overrides {' '.join(args.overrides)}" if args.overrides else ""),
               f"- full sweep: {len(POLICIES)} policies ({', '.join(POLICIES)}) x {SEEDS} seeds x {epochs} epoch(s) = "
               f"{args.full_runs} runs",

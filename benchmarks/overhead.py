@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "bench" / "overhead.md"
 EPOCHS = 12
 RUN = ["trainer.verbose=0", "lenses.corruptions=[]", "lenses.per_class=false", "lenses.affinity=false",
-       "tracking.log_model=false", "force=true"]
+       "tracking.log_model=false", "sweep.rerun=true"]
 # The settings before the overhead work.
 OLD = ["trainer.eval_batch_size=null", "trainer.epoch_evaluation=keras", "trainer.keep_compiled=false"]
 SWEEPS = {"earlier settings": OLD, "current, compiled afresh per run": ["trainer.keep_compiled=false"],

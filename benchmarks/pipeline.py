@@ -350,7 +350,7 @@ def run_once(overrides: list[str]) -> tuple[dict, float, list[float], list[float
     from ablation import tracking
     from ablation.training import run as runner
 
-    cfg = compose_cfg("trainer.verbose=0", "tracking.log_model=false", "force=true", *overrides)
+    cfg = compose_cfg("trainer.verbose=0", "tracking.log_model=false", "sweep.rerun=true", *overrides)
     started = time.perf_counter()
     with quiet():
         metrics = runner.run(cfg)
@@ -501,7 +501,7 @@ def cifar_epoch(tmp: Path, n_train: int, n_eval: int, epochs: int = 2, overrides
     write_cifar_like(npz, n_train, n_eval)
     cfg = compose_cfg("dataset=npz", f"dataset.path={npz}", "dataset.cache=false", "model=small_cnn",
                       f"augmentation={POLICY}", f"trainer.epochs={epochs}", f"trainer.batch_size={BATCH}",
-                      "trainer.verbose=0", "tracking.log_model=false", "force=true",
+                      "trainer.verbose=0", "tracking.log_model=false", "sweep.rerun=true",
                       f"tracking.uri=sqlite:///{tmp / 'cifar.db'}", f"experiment_name={EXPERIMENT}", *overrides)
     started = time.perf_counter()
     with quiet():

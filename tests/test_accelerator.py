@@ -139,7 +139,7 @@ def _check_per_epoch(tmp_path, run_data, epochs=2):
 def test_tensorflow_data_parallel_over_two_logical_devices(tmp_path):
     # with MixUp mixed in the train step, which each replica runs on its share of the batch (ablation/augment/mixing.py)
     out, run_data = _train_in_subprocess(tmp_path, "tensorflow", "trainer.devices=2", "augmentation=mixup",
-                                         "augmentation.where=device")
+                                         "augmentation.placement=device")
     assert run_data.data.tags["devices"] == "2"
     assert run_data.data.tags["augmentation"] == "mixup"
     assert 0.0 <= out["test/accuracy"] <= 1.0
@@ -181,7 +181,7 @@ def test_the_same_run_on_the_jax_backend(tmp_path):
 def test_jax_data_parallel_over_two_host_devices(tmp_path):
     # with CutMix mixed in the model's train step (ablation/augment/mixing.py), which JAX runs as a pure function
     out, run_data = _train_in_subprocess(tmp_path, "jax", "trainer.devices=all", "augmentation=cutmix",
-                                         "augmentation.where=device",
+                                         "augmentation.placement=device",
                                          env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     assert run_data.data.tags["keras_backend"] == "jax"
     assert run_data.data.tags["devices"] == "2"

@@ -89,3 +89,18 @@ def _logged_model(cfg, run_id, folder):
 
 def _accuracy(model, images, labels) -> float:
     return float(np.mean(model.predict(images, verbose=0).argmax(-1) == labels))
+
+
+def test_a_run_recorded_before_placement_gives_its_policy_back():
+    """A config.yaml logged before augmentation.placement holds where and mode beside the policy: read back, the
+    policy is the same as one logged after (the same fingerprint)."""
+    from omegaconf import OmegaConf
+
+    from ablation import augment
+    from ablation.lenses.affinity import recorded_policy
+
+    policy = {"name": "hflip", "transforms": [{"_target_": "albumentations.HorizontalFlip", "p": 0.5}],
+              "strength": None, "copies": 4, "save_format": "png", "save_prefix": "aug"}
+    old = OmegaConf.create({"augmentation": {**policy, "where": "host", "mode": "online"}})
+    new = OmegaConf.create({"augmentation": {**policy, "placement": "host"}})
+    assert augment.build(recorded_policy(old)).fingerprint == augment.build(recorded_policy(new)).fingerprint

@@ -499,7 +499,7 @@ def test_policy_targets_cannot_name_other_code(target, nesting):
 
 @pytest.mark.parametrize("target", ["keras.layers.Lambda", "os.system", "albumentations.Lambda"])
 def test_device_policies_are_vetted_the_same_before_anything_runs(make_cfg, target):
-    cfg = make_cfg("augmentation=hflip", "augmentation.where=device")
+    cfg = make_cfg("augmentation=hflip", "augmentation.placement=device")
     OmegaConf.update(cfg, "augmentation.transforms", [
         {"_target_": "albumentations.OneOf", "transforms": [{"_target_": "albumentations.HorizontalFlip"},
                                                             {"_target_": target}]}], force_add=True)

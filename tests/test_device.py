@@ -23,7 +23,7 @@ REFUSED = {"clahe": "albumentations.CLAHE", "albu_mixed": "albumentations.CLAHE"
 MIX_ONLY = [p.stem for p in POLICY_DIR.glob("*.yaml")
             if OmegaConf.load(p).get("mix") and not OmegaConf.load(p).get("transforms")]
 # Generated images alone (augmentation.synthetic, no transform): no layers either; plan() refuses a generator with
-# where=device (tests/test_generative.py).
+# augmentation.placement=device (tests/test_generative.py).
 GENERATED_ONLY = [p.stem for p in POLICY_DIR.glob("*.yaml") if OmegaConf.load(p).get("synthetic")
                   and not OmegaConf.load(p).get("transforms") and not OmegaConf.load(p).get("idg")]
 BUILT = [name for name in POLICIES
@@ -68,7 +68,7 @@ def test_policy_builds_or_is_refused_naming_the_transform(name):
             device.layers_for(load(name), (SIZE, SIZE, 1), seed=0)
         message = str(err.value)
         assert message.startswith("augmentation.") and REFUSED[name] in message, message
-        assert "augmentation.where=host" in message and "\n" not in message
+        assert "augmentation.placement=host" in message and "\n" not in message
     elif name == "none" or name in MIX_ONLY or name in GENERATED_ONLY:
         assert device.layers_for(load(name), (SIZE, SIZE, 1), seed=0) is None
     else:
@@ -278,7 +278,7 @@ def test_what_has_no_layer_is_refused_naming_key_and_transform(transform, key):
     with pytest.raises(PolicyError) as err:
         stack([transform])
     message = str(err.value)
-    assert message.startswith(f"{key}: albumentations.") and "augmentation.where=host" in message, message
+    assert message.startswith(f"{key}: albumentations.") and "augmentation.placement=host" in message, message
 
 
 def test_host_validation_runs_first():

@@ -1,4 +1,4 @@
-"""Offline expansion (augmentation.mode=offline): the written folder, its reuse, an offline run end to end and a
+"""Offline expansion (augmentation.placement=offline): the written folder, its reuse, an offline run end to end and a
 sweep comparing online with offline, all on tiny data in temporary folders."""
 import os
 import re
@@ -14,7 +14,6 @@ from PIL import Image
 
 from ablation import augment, datasets, tracking
 from ablation.training import config, expansion
-from ablation.training.plan import plan
 from ablation.training.run import make_batches, run
 from conftest import ROOT
 
@@ -116,7 +115,7 @@ def test_expanded_folder_reads_back_as_a_folder_dataset_in_the_datasets_class_or
 
 
 def test_offline_run_trains_on_the_expansion_without_augmenting(make_cfg, tmp_path):
-    cfg = make_cfg(f"dataset.train_size={N_TRAIN}", "augmentation=rotate", "augmentation.mode=offline",
+    cfg = make_cfg(f"dataset.train_size={N_TRAIN}", "augmentation=rotate", "augmentation.placement=offline",
                    "augmentation.copies=2", "trainer.epochs=1", "tracking.log_model=false")
     metrics = run(cfg)
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
@@ -154,14 +153,15 @@ def test_online_keys_are_unchanged_and_offline_settings_are_part_of_the_combinat
         return tracking.config_hash(cfg, augment.build(cfg.augmentation).fingerprint)
 
     assert key() == key("augmentation.copies=7") == key("augmentation.save_format=jpg")
-    offline = key("augmentation.mode=offline")
-    assert offline != key() and offline != key("augmentation.mode=offline", "augmentation.copies=7")
-    assert offline != key("augmentation.mode=offline", "augmentation.save_format=jpg")
-    assert offline == key("augmentation.mode=offline", "augmentation.save_prefix=other")
+    offline = key("augmentation.placement=offline")
+    assert offline != key() and offline != key("augmentation.placement=offline", "augmentation.copies=7")
+    assert offline != key("augmentation.placement=offline", "augmentation.save_format=jpg")
+    assert offline == key("augmentation.placement=offline", "augmentation.save_prefix=other")
 
 
 @pytest.mark.parametrize("override, message", [
-    ("augmentation.mode=sometimes", r"^augmentation\.mode: expected one of online\|offline, got 'sometimes'$"),
+    ("augmentation.placement=sometimes",
+     r"^augmentation\.placement: expected one of host\|device\|offline, got 'sometimes'$"),
     ("augmentation.copies=0", r"^augmentation\.copies: expected an integer >= 1, got 0$"),
     ("augmentation.copies=1.5", r"^augmentation\.copies: expected an integer, got 1\.5$"),
     ("augmentation.save_format=gif", r"^augmentation\.save_format: expected one of png\|jpg, got 'gif'$"),
@@ -170,11 +170,6 @@ def test_online_keys_are_unchanged_and_offline_settings_are_part_of_the_combinat
 def test_bad_settings_name_their_key(make_cfg, override, message):
     with pytest.raises(config.ConfigError, match=message):
         config.validate(make_cfg(override))
-
-
-def test_offline_on_the_device_is_refused(make_cfg):
-    with pytest.raises(config.ConfigError, match=r"^augmentation\.mode: offline .* augmentation\.where=device"):
-        plan(make_cfg("augmentation=hflip", "augmentation.mode=offline", "augmentation.where=device"))
 
 
 @pytest.mark.slow
@@ -198,7 +193,7 @@ def test_command_line_expands_with_the_copies_shortcut(tmp_path):
 @pytest.mark.slow
 def test_sweep_over_modes_reports_online_and_offline_side_by_side(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "ablation", "-m", "augmentation=hflip", "augmentation.mode=online,offline",
+        [sys.executable, "-m", "ablation", "-m", "augmentation=hflip", "augmentation.placement=host,offline",
          "augmentation.copies=1", "trainer=smoke", "trainer.epochs=1", "dataset.train_size=32",
          "tracking.log_model=false", "experiment_name=modes", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
          f"paths.reports={tmp_path}/reports", f"hydra.sweep.dir={tmp_path}/sweep"],

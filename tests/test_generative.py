@@ -172,8 +172,8 @@ def test_refusals_name_the_key_and_the_reason(tiny, make_cfg):
     assert client.get_experiment_by_name("few") is None  # refused before any run was opened
     with pytest.raises(ConfigError, match=r"^augmentation\.synthetic\.ratio: .*task reconstruct has no classes"):
         plan(make_cfg("augmentation=synthetic", "task=reconstruct", "model=conv_autoencoder"))
-    with pytest.raises(ConfigError, match=r"^augmentation\.synthetic\.ratio: .*augmentation\.where=device"):
-        plan(make_cfg("augmentation=shift_synthetic", "augmentation.where=device"))
+    with pytest.raises(ConfigError, match=r"^augmentation\.synthetic\.ratio: .*augmentation\.placement=device"):
+        plan(make_cfg("augmentation=shift_synthetic", "augmentation.placement=device"))
     with pytest.raises(ConfigError, match=r"^augmentation\.synthetic\.epochs: expected an integer >= 1, got 0"):
         plan(make_cfg("augmentation=synthetic", "augmentation.synthetic.epochs=0"))
     with pytest.raises(ConfigError, match=r"^augmentation\.synthetic\.per_class: ratio 1 takes up to 1\d generated"):

@@ -39,8 +39,8 @@ def test_mix_needs_class_labels_and_online_batches(make_cfg):
     with pytest.raises(ConfigError, match=r"^augmentation.mix: MixUp mixes the class labels .* task reconstruct"):
         plan(make_cfg("augmentation=mixup", "task=reconstruct", "model=conv_autoencoder",
                                  "trainer.monitor=val_loss"))
-    with pytest.raises(ConfigError, match=r"^augmentation.mix: CutMix mixes each training batch .* mode=online"):
-        plan(make_cfg("augmentation=cutmix", "augmentation.mode=offline"))
+    with pytest.raises(ConfigError, match=r"^augmentation.mix: CutMix mixes each training batch .* placement=host or device"):
+        plan(make_cfg("augmentation=cutmix", "augmentation.placement=offline"))
 
 
 def test_drawn_numbers_follow_keras_definitions():
@@ -155,7 +155,7 @@ def test_mixup_runs_on_the_host_and_on_the_device_alike(make_cfg, tmp_path):
     _, _, plain_losses, _ = _train_losses(make_cfg, *base, "augmentation=none")
     out, data, host_losses, client = _train_losses(make_cfg, *base, "augmentation=mixup")
     _, device_data, device_losses, _ = _train_losses(make_cfg, *base, "augmentation=mixup",
-                                                     "augmentation.where=device")
+                                                     "augmentation.placement=device")
     assert len(host_losses) == 2 and not np.allclose(host_losses, plain_losses)  # the batches were mixed
     # the same numbers, the same pixels: the same training, wherever the pixels are mixed
     np.testing.assert_allclose(device_losses, host_losses, rtol=2e-2)

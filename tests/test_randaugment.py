@@ -232,7 +232,7 @@ def test_device_refuses_an_interpolation_keras_lacks():
     with pytest.raises(PolicyError) as err:
         device.layers_for(cfg, (SIZE, SIZE, 3), seed=0)
     message = str(err.value)
-    assert message.startswith("augmentation.transforms[0].interpolation:") and "augmentation.where=host" in message
+    assert message.startswith("augmentation.transforms[0].interpolation:") and "augmentation.placement=host" in message
     assert "\n" not in message
 
 
@@ -240,13 +240,13 @@ def test_device_refuses_an_interpolation_keras_lacks():
 
 @pytest.mark.parametrize("where", ["host", "device"])
 def test_a_run_with_randaugment_finishes_and_is_recorded(make_cfg, where):
-    cfg = make_cfg("augmentation=randaugment", f"augmentation.where={where}", "dataset.train_size=48",
+    cfg = make_cfg("augmentation=randaugment", f"augmentation.placement={where}", "dataset.train_size=48",
                    "trainer.epochs=1")
     metrics = run(cfg)
     mlrun = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(metrics["run_id"])
     assert mlrun.info.status == "FINISHED"
     assert mlrun.data.tags["augmentation"] == "randaugment"
-    assert mlrun.data.params["augmentation.where"] == where
+    assert mlrun.data.params["augmentation.placement"] == where
     assert np.isfinite(mlrun.data.metrics["test/loss"]) and "gap/loss" in mlrun.data.metrics
 
 

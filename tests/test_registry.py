@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from ablation import tracking
-from ablation.training import config, models
+from ablation.training import config, models, tasks
+from ablation.training.plan import plan
 from conftest import CONF, options
 
 # Group -> where its options are tested. dataset options need data to point at: tests/test_datasets.py
@@ -16,6 +17,9 @@ COVERED = {
     "trainer": "here",
     "tracking": "here",
     "lenses": "here",
+    "task": "here",
+    "report": "here",
+    "sweep": "here",
     "dataset": "tests/test_datasets.py",
     "experiment": "tests/test_sweep.py",
     "paths": "tests/test_paths.py",
@@ -87,3 +91,30 @@ def test_every_tracking_option_composes_and_passes_the_config_check(option, make
 def test_every_augmentation_option_composes_and_passes_the_config_check(option, make_cfg):
     cfg = make_cfg(f"augmentation={option}")
     assert config.validate(cfg) is not None  # the policy, built and tried once on a blank image of the data's shape
+
+
+@pytest.mark.parametrize("option", options("task"))
+def test_every_task_option_composes_and_plans(option, make_cfg):
+    model = [] if option == "classify" else ["model=conv_autoencoder"]
+    cfg = make_cfg(f"task={option}", *model)
+    assert cfg.task.name == option, f"conf/task/{option}.yaml: name must be the file's name"
+    assert option in tasks.TASKS
+    assert plan(cfg).task == option
+
+
+@pytest.mark.parametrize("option", options("report"))
+def test_every_report_option_composes_and_passes_the_report_check(option, make_cfg):
+    from ablation.report.settings import check
+
+    check(make_cfg(f"report={option}"))
+
+
+@pytest.mark.parametrize("option", options("sweep"))
+def test_every_sweep_option_composes_into_a_design_and_its_levels(option, make_cfg):
+    from ablation.sweep import designs
+
+    cfg = make_cfg(f"sweep={option}")
+    assert set(cfg.sweep) == {"design", "levels", "rerun"} and isinstance(cfg.sweep.rerun, bool)
+    assert cfg.sweep.design in designs.DESIGNS
+    assert designs.levels([], cfg)  # the levels a strength design runs, checked
+    assert designs.jobs_of([["augmentation=rotate"]], cfg)

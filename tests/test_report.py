@@ -467,6 +467,55 @@ def test_a_setting_the_sweep_varied_splits_the_rows_and_pairs_within_it(make_cfg
     assert "setting" in printed and "dataset.normalize=featurewise" in printed
 
 
+def test_runs_recorded_under_the_old_key_names_are_read_under_the_new_ones(make_cfg, tmp_path):
+    """Runs recorded before the task, sweep and placement keys were renamed (params task, inpaint.*, design,
+    strength, force, augmentation.where, augmentation.mode) and runs recorded after them (task.name,
+    augmentation.placement, sweep.*) are one table: the old params read under the new names, a host/device sweep
+    split the same way whichever names its runs were recorded under."""
+    from mlflow.entities import Param
+
+    cfg = make_cfg("experiment_name=renamed", f"paths.reports={tmp_path}/reports")
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    exp_id = tracking.experiment_id(client, cfg.tracking, "renamed")
+    effect = {"host": -0.3, "device": 0.3}
+    for seed in SEEDS:
+        old = seed < 3  # seeds 0-2 recorded under the old names, 3-4 under the new
+        for where, offset in effect.items():
+            for augmentation in ("none", "hflip"):
+                rid = _log(client, exp_id, "digits", "small_cnn", augmentation, seed,
+                           0.8 + (offset if augmentation != "none" else 0.0) + 0.01 * seed, 0.9)
+                client.set_tag(rid, "config_hash", f"{where}-{augmentation}-{seed}")
+                if old:
+                    params = [Param("augmentation.where", where), Param("augmentation.mode", "online"),
+                              Param("task", "classify"), Param("inpaint.mask", "rectangle"), Param("design", "grid"),
+                              Param("strength", "[0, 0.25, 0.5, 1, 2]"), Param("force", "False")]
+                else:
+                    params = [Param("augmentation.placement", where), Param("task.name", "classify"),
+                              Param("sweep.design", "grid"), Param("sweep.levels", "[0, 0.25, 0.5, 1, 2]"),
+                              Param("sweep.rerun", "False")]
+                client.log_batch(rid, params=[*params, Param("seed", str(seed))])
+    # An offline run recorded before placement: where=host, mode=offline.
+    rid = _log(client, exp_id, "digits", "small_cnn", "hflip@offline", 0, 0.5, 0.9)
+    client.log_batch(rid, params=[Param("augmentation.where", "host"), Param("augmentation.mode", "offline"),
+                                  Param("task", "classify")])
+
+    runs = tracking.load_runs(cfg.tracking, "renamed")
+    for gone in ("task", "inpaint.mask", "design", "strength", "force", "augmentation.where", "augmentation.mode"):
+        assert f"params.{gone}" not in runs
+    assert set(runs["params.augmentation.placement"]) == {"host", "device", "offline"}
+    assert runs.loc[runs["tags.augmentation"] == "hflip@offline", "params.augmentation.placement"].tolist() == ["offline"]
+    assert set(runs["params.task.name"]) == {"classify"}
+    assert set(runs["params.sweep.design"].dropna()) == {"grid"}
+    assert runs["params.task.mask"].notna().sum() == 12  # inpaint.mask of the old runs
+
+    table = pd.read_csv(report.make(cfg) / "summary.csv")
+    rows = table.set_index(["setting", "augmentation"])
+    for where, offset in effect.items():
+        row = rows.loc[(f"augmentation.placement={where}", "hflip")]
+        assert row["n_seeds"] == 5 and row["delta_gap"] == pytest.approx(offset)  # old and new runs paired alike
+    assert ("augmentation.placement=host", "hflip@offline") in rows.index  # offline compares within the host's block
+
+
 def test_one_policy_name_with_two_contents_is_two_rows(synthetic, tmp_path):
     """A policy file edited between two sweeps of one experiment: the runs of each version are rows of their
     own, named by the start of the policy's fingerprint."""

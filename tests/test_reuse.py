@@ -17,7 +17,7 @@ TIMING = ("time/", "throughput/", "perf/", "run_id", "skipped")
 
 def _run(tmp_path, seed, *overrides):
     cfg = compose_config("trainer.epochs=3", "dataset.train_size=96", "lenses.corruptions=[]", "lenses.per_class=false",
-                         "tracking.log_model=false", "force=true", f"seed={seed}", *overrides,
+                         "tracking.log_model=false", "sweep.rerun=true", f"seed={seed}", *overrides,
                          *store_overrides(tmp_path))
     return run(cfg)
 

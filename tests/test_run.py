@@ -143,12 +143,13 @@ def test_sigterm_during_a_run_marks_it_killed(tmp_path):
 
 
 def test_device_side_augmentation_trains_with_the_layers_in_the_model(make_cfg):
-    cfg = make_cfg("augmentation=idg_classic", "augmentation.where=device", "dataset.train_size=48", "tracking.log_model=true")
+    cfg = make_cfg("augmentation=idg_classic", "augmentation.placement=device", "dataset.train_size=48",
+                   "tracking.log_model=true")
     metrics = run(cfg)
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     mlrun = client.get_run(metrics["run_id"])
     assert mlrun.info.status == "FINISHED"
-    assert mlrun.data.params["augmentation.where"] == "device"
+    assert mlrun.data.params["augmentation.placement"] == "device"
     # The saved model is the model as it predicts: no augmentation layers (they pass images through outside
     # training), so nothing in it needs ablation's classes to load; it predicts as the trained model did.
     import keras
@@ -179,5 +180,5 @@ def test_a_transform_without_a_layer_is_named_before_any_run(make_cfg, tmp_path)
     from ablation.augment import PolicyError
 
     with pytest.raises(PolicyError, match=r"^augmentation\.transforms\[\d\]: albumentations\.CLAHE"):
-        run(make_cfg("augmentation=clahe", "augmentation.where=device"))
+        run(make_cfg("augmentation=clahe", "augmentation.placement=device"))
     assert store_untouched(tmp_path)

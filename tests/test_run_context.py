@@ -101,7 +101,7 @@ def test_the_evaluation_batch_size_changes_no_result_and_no_combination(tmp_path
     found = []
     for size in ("null", "256"):
         cfg = compose_config("trainer.epochs=2", "dataset.train_size=64", "lenses.corruptions=[]",
-                             "tracking.log_model=false", f"trainer.eval_batch_size={size}", "force=true",
+                             "tracking.log_model=false", f"trainer.eval_batch_size={size}", "sweep.rerun=true",
                              *store_overrides(tmp_path))
         found.append((run(cfg), tracking.config_hash(cfg, augment.build(cfg.augmentation).fingerprint)))
     (small, key_small), (large, key_large) = found

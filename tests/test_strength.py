@@ -1,4 +1,4 @@
-"""Dose and response: a policy's magnitudes scaled by augmentation.strength, design=strength's jobs, and the
+"""Dose and response: a policy's magnitudes scaled by augmentation.strength, sweep.design=strength's jobs, and the
 report's strength levels (table, lines, plot), down to a real sweep that writes strength.png."""
 import numpy as np
 import pandas as pd
@@ -101,29 +101,29 @@ def test_what_cannot_be_dosed_is_refused_by_name():
 def test_device_layers_use_the_scaled_magnitudes():
     from ablation.augment import device
 
-    layers = device.layers_for(rotate(strength=0.5, where="device"), (16, 16, 1), seed=0)
+    layers = device.layers_for(rotate(strength=0.5, placement="device"), (16, 16, 1), seed=0)
     rotation = next(layer for layer in layers.layers if "rotation" in type(layer).__name__.lower())
     assert np.allclose(rotation.factor, (-15 / 360, 15 / 360))
-    assert device.layers_for(rotate(strength=0, where="device"), (16, 16, 1), seed=0) is None
+    assert device.layers_for(rotate(strength=0, placement="device"), (16, 16, 1), seed=0) is None
 
 
 def test_the_strength_design_expands_to_none_and_each_level():
-    defaults = OmegaConf.create({"design": "grid", "strength": [0, 0.5, 1, 2], "augmentation": {"name": "none"}})
-    jobs = designs.jobs_of([["augmentation=rotate", "design=strength", "seed=0"]], defaults)
+    defaults = OmegaConf.create({"sweep": {"design": "grid", "levels": [0, 0.5, 1, 2]}, "augmentation": {"name": "none"}})
+    jobs = designs.jobs_of([["augmentation=rotate", "sweep.design=strength", "seed=0"]], defaults)
     assert jobs == [["seed=0", "augmentation=none"],
                     *[["seed=0", "augmentation=rotate", f"++augmentation.strength={s}"] for s in ("0.5", "1", "2")]]
-    # A swept strength=0.5,3 gives one level per job; the baseline runs once, and a none job joins it.
-    swept = designs.jobs_of([["augmentation=none", "design=strength", "strength=0.5"],
-                          ["augmentation=rotate", "design=strength", "strength=0.5"],
-                          ["augmentation=rotate", "design=strength", "strength=3"]], defaults)
+    # A swept sweep.levels=0.5,3 gives one level per job; the baseline runs once, and a none job joins it.
+    swept = designs.jobs_of([["augmentation=none", "sweep.design=strength", "sweep.levels=0.5"],
+                          ["augmentation=rotate", "sweep.design=strength", "sweep.levels=0.5"],
+                          ["augmentation=rotate", "sweep.design=strength", "sweep.levels=3"]], defaults)
     assert swept == [["augmentation=none"], ["augmentation=rotate", "++augmentation.strength=0.5"],
                      ["augmentation=rotate", "++augmentation.strength=3"]]
-    listed = designs.jobs_of([["augmentation=hflip", "design=strength", "strength=[0.25,4]"]], defaults)
+    listed = designs.jobs_of([["augmentation=hflip", "sweep.design=strength", "sweep.levels=[0.25,4]"]], defaults)
     assert [j[-1] for j in listed[1:]] == ["++augmentation.strength=0.25", "++augmentation.strength=4"]
-    with pytest.raises(ConfigError, match=r"^strength: expected levels >= 0"):
-        designs.jobs_of([["augmentation=rotate", "design=strength", "strength=-1"]], defaults)
-    with pytest.raises(ConfigError, match=r"^strength: the levels of design=strength"):
-        designs.jobs_of([["augmentation=rotate", "strength=2"]], defaults)
+    with pytest.raises(ConfigError, match=r"^sweep\.levels: expected levels >= 0"):
+        designs.jobs_of([["augmentation=rotate", "sweep.design=strength", "sweep.levels=-1"]], defaults)
+    with pytest.raises(ConfigError, match=r"^sweep\.levels: the levels of sweep\.design=strength"):
+        designs.jobs_of([["augmentation=rotate", "sweep.levels=2"]], defaults)
 
 
 def summary_rows(width=1.0):
@@ -194,7 +194,7 @@ def test_the_paired_test_over_seeds_decides_which_levels_go_with_the_best(ahead,
 
 @pytest.mark.slow
 def test_a_quick_strength_sweep_writes_the_strength_plot(tmp_path):
-    result = run_sweep(tmp_path, "experiment=quick", "design=strength", "strength=0.5,2", "lenses.corruptions=[]",
+    result = run_sweep(tmp_path, "experiment=quick", "sweep.design=strength", "sweep.levels=0.5,2", "lenses.corruptions=[]",
                        "tracking.log_model=false", "experiment_name=dose")
     assert result.returncode == 0, result.stderr[-3000:]
     parents, children = parents_and_children(runs(store_uri(tmp_path), "dose"))

@@ -92,7 +92,7 @@ def _key_of(tmp_path, augmentation, seed):
 
 @pytest.mark.slow
 def test_leave_one_out_sweep_runs_the_variants_derived_from_the_policy(tmp_path):
-    result = run_sweep(tmp_path, "augmentation=flowers", "design=leave_one_out", "trainer=smoke", "trainer.epochs=1",
+    result = run_sweep(tmp_path, "augmentation=flowers", "sweep.design=leave_one_out", "trainer=smoke", "trainer.epochs=1",
                     "dataset.train_size=32", "tracking.log_model=false", "experiment_name=loo")
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(tracking_uri=store_uri(tmp_path))
@@ -108,31 +108,31 @@ def test_leave_one_out_sweep_runs_the_variants_derived_from_the_policy(tmp_path)
 
 
 def test_designs_expand_from_the_policy_file():
-    defaults = OmegaConf.create({"design": "grid", "augmentation": {"name": "none"}})
+    defaults = OmegaConf.create({"sweep": {"design": "grid"}, "augmentation": {"name": "none"}})
     grid = [["augmentation=albu_mixed", "seed=0"], ["augmentation=albu_mixed", "seed=1"]]
     assert designs.jobs_of(grid, defaults) == grid
-    loo = designs.jobs_of([[*job, "design=leave_one_out"] for job in grid], defaults)
+    loo = designs.jobs_of([[*job, "sweep.design=leave_one_out"] for job in grid], defaults)
     seed0 = [job for job in loo if "seed=0" in job]
     assert seed0[0] == ["seed=0", "augmentation=none"]
     assert seed0[1] == ["seed=0", "augmentation=albu_mixed"]
     assert [job[-1] for job in seed0[2:]] == [f"++augmentation.variant='-{u}'" for u in
                                              ["HorizontalFlip", "VerticalFlip", "Rotate", "RandomBrightnessContrast", "CLAHE"]]
     assert len(loo) == 2 * 7
-    add = designs.jobs_of([["augmentation=idg_classic", "design=add_one_in"]], defaults)
+    add = designs.jobs_of([["augmentation=idg_classic", "sweep.design=add_one_in"]], defaults)
     assert add[0] == ["augmentation=none"]
     assert [job[-1] for job in add[1:]] == [f"++augmentation.variant='+{u}'" for u in [
         "rotation_range", "zoom_range", "width_shift_range", "height_shift_range", "horizontal_flip"]]
     # The baseline is shared: two policies' leave-one-out designs run `none` once.
-    both = designs.jobs_of([["augmentation=flowers", "design=leave_one_out"],
-                         ["augmentation=albu_mixed", "design=leave_one_out"]], defaults)
+    both = designs.jobs_of([["augmentation=flowers", "sweep.design=leave_one_out"],
+                         ["augmentation=albu_mixed", "sweep.design=leave_one_out"]], defaults)
     assert sum(job == ["augmentation=none"] for job in both) == 1
 
 
 def test_bad_design_names_the_key():
     from ablation.training.config import ConfigError
 
-    with pytest.raises(ConfigError, match=r"^design: expected one of grid\|leave_one_out\|add_one_in"):
-        designs.jobs_of([["design=loo"]], OmegaConf.create({"augmentation": {"name": "none"}}))
+    with pytest.raises(ConfigError, match=r"^sweep\.design: expected one of grid\|leave_one_out\|add_one_in"):
+        designs.jobs_of([["sweep.design=loo"]], OmegaConf.create({"augmentation": {"name": "none"}}))
 
 
 @pytest.mark.slow

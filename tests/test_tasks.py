@@ -26,7 +26,7 @@ TINY_DIGITS = ["dataset.train_size=48", "trainer.clean_train_size=16"]
 TINY_SHAPES = ["dataset=shapes", "dataset.n_train=48", "dataset.n_val=32", "dataset.n_test=32",
                "trainer.clean_train_size=16"]
 # A fixed region off the vertical axis: a horizontal flip moves it to the other side.
-LEFT_REGION = ["inpaint.center_y=0.5", "inpaint.center_x=0.25", "inpaint.height=0.5", "inpaint.width=0.25"]
+LEFT_REGION = ["task.center_y=0.5", "task.center_x=0.25", "task.height=0.5", "task.width=0.25"]
 FLIP_AND_BRIGHTEN = [{"_target_": "albumentations.HorizontalFlip", "p": 1.0},
                      {"_target_": "albumentations.RandomBrightnessContrast", "brightness_limit": [0.2, 0.2],
                       "contrast_limit": [0.0, 0.0], "p": 1.0}]
@@ -83,7 +83,7 @@ def test_reconstruct_target_is_the_augmented_input(make_cfg):
 
 
 def test_inpaint_input_is_the_target_outside_the_mask_and_filled_inside(make_cfg):
-    task = tasks.build(make_cfg("task=inpaint", *AUTOENCODER, "inpaint.fill=255"))
+    task = tasks.build(make_cfg("task=inpaint", *AUTOENCODER, "task.fill=255"))
     x = random_images(10, 16, high=200)
     val = Batches(x, np.zeros(len(x)), 4, task=task)
     inputs, targets = val[1]
@@ -169,7 +169,7 @@ def test_a_mask_image_file_masks_its_white_pixels_resized_to_the_images(make_cfg
     drawing = np.zeros((64, 64), np.uint8)
     drawing[32:48, 8:24] = 255  # rows 8..11, columns 2..5 at 16 px
     Image.fromarray(drawing).save(file)
-    cfg = make_cfg("task=inpaint", *AUTOENCODER, f"inpaint.mask={file}")
+    cfg = make_cfg("task=inpaint", *AUTOENCODER, f"task.mask={file}")
     config.validate(cfg)
     task = tasks.build(cfg)
     x = np.full((5, 16, 16, 3), 100, np.uint8)
@@ -191,25 +191,26 @@ def _not_an_image(tmp_path):
 
 
 BAD = [
-    (["task=segment"], r"task: expected one of classify\|reconstruct\|inpaint, got 'segment'"),
+    (["task.name=segment"], r"task\.name: expected one of classify\|reconstruct\|inpaint \(task=NAME picks .*got 'segment'"),
+    (["+task.mask=ellipse"], r"task\.mask: a setting of task=inpaint; task classify has none"),
     (["task=reconstruct"], r"model\.name: small_cnn outputs class probabilities; task reconstruct needs an "
                            r"image-to-image model"),
     (["task=reconstruct", *AUTOENCODER, "trainer.monitor=val_accuracy"],
      r"trainer\.monitor: task reconstruct has no accuracy; expected val_loss"),
-    (["task=reconstruct", *AUTOENCODER, "augmentation=hflip", "augmentation.where=device"],
-     r"augmentation\.where: device augments inside the model"),
+    (["task=reconstruct", *AUTOENCODER, "augmentation=hflip", "augmentation.placement=device"],
+     r"augmentation\.placement: device augments inside the model"),
     (["task=reconstruct", *AUTOENCODER, "dataset.image_size=20"],
      r"dataset\.image_size: model conv_autoencoder halves the image 3 times .* multiple of 8, got 20x20"),
-    (["task=inpaint", *AUTOENCODER, "augmentation=hflip", "augmentation.mode=offline"],
-     r"augmentation\.mode: offline writes photometric changes"),
-    (["task=inpaint", *AUTOENCODER, "inpaint.mask=hexagon"],
-     r"inpaint\.mask: expected rectangle\|ellipse or the path of a mask image; no file 'hexagon'"),
-    (["task=inpaint", *AUTOENCODER, "inpaint.mask={bad_file}"], r"inpaint\.mask: .*mask\.png: cannot decode"),
-    (["task=inpaint", *AUTOENCODER, "inpaint.height=1.5"], r"inpaint\.height: expected a fraction of the image in"),
-    (["task=inpaint", *AUTOENCODER, "inpaint.center_x=[0.8,0.2]"], r"inpaint\.center_x: .*with low <= high"),
-    (["task=inpaint", *AUTOENCODER, "inpaint.fill=300"], r"inpaint\.fill: expected .* in \[0, 255\], got 300"),
-    (["task=inpaint", *AUTOENCODER, "+inpaint.colour=red"], r"inpaint\.colour: unknown key"),
-    (["task=inpaint", *AUTOENCODER, "~inpaint.width"], r"inpaint\.width: required for a rectangle mask"),
+    (["task=inpaint", *AUTOENCODER, "augmentation=hflip", "augmentation.placement=offline"],
+     r"augmentation\.placement: offline writes photometric changes"),
+    (["task=inpaint", *AUTOENCODER, "task.mask=hexagon"],
+     r"task\.mask: expected rectangle\|ellipse or the path of a mask image; no file 'hexagon'"),
+    (["task=inpaint", *AUTOENCODER, "task.mask={bad_file}"], r"task\.mask: .*mask\.png: cannot decode"),
+    (["task=inpaint", *AUTOENCODER, "task.height=1.5"], r"task\.height: expected a fraction of the image in"),
+    (["task=inpaint", *AUTOENCODER, "task.center_x=[0.8,0.2]"], r"task\.center_x: .*with low <= high"),
+    (["task=inpaint", *AUTOENCODER, "task.fill=300"], r"task\.fill: expected .* in \[0, 255\], got 300"),
+    (["task=inpaint", *AUTOENCODER, "+task.colour=red"], r"task\.colour: unknown key"),
+    (["task=inpaint", *AUTOENCODER, "~task.width"], r"task\.width: required for a rectangle mask"),
 ]
 
 
@@ -229,7 +230,7 @@ def test_a_container_mixing_spatial_and_photometric_transforms_is_an_error_for_i
     with pytest.raises(augment.PolicyError, match=r"^augmentation\.transforms\[0\]: albumentations\.OneOf mixes "
                                                   r"spatial and photometric transforms"):
         plan(cfg)
-    cfg.task = "reconstruct"  # the whole policy goes to input and target alike: nothing to split
+    cfg.task = {"name": "reconstruct"}  # the whole policy goes to input and target alike: nothing to split
     plan(cfg)
 
 
@@ -270,12 +271,12 @@ def test_reconstruct_runs_record_loss_gap_and_image_metrics_and_report_without_a
 
 
 def test_inpaint_run_end_to_end_on_rgb_shapes(make_cfg):
-    cfg = make_cfg("task=inpaint", *AUTOENCODER, *TINY_SHAPES, "augmentation=idg_classic", "inpaint.mask=ellipse")
+    cfg = make_cfg("task=inpaint", *AUTOENCODER, *TINY_SHAPES, "augmentation=idg_classic", "task.mask=ellipse")
     metrics = run(cfg)
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     mlrun = client.get_run(metrics["run_id"])
     assert mlrun.info.status == "FINISHED" and mlrun.data.tags["task"] == "inpaint"
-    assert mlrun.data.params["inpaint.mask"] == "ellipse"
+    assert mlrun.data.params["task.mask"] == "ellipse"
     assert sorted(_history(client, mlrun.info.run_id, "val/psnr")) == [1, 2]
     assert "best/gap_accuracy" not in mlrun.data.metrics and "test/psnr" in mlrun.data.metrics
     assert np.isfinite(metrics["best/gap_loss"])

@@ -26,7 +26,7 @@ transforms:
 """
 TINY = ["trainer=smoke", "trainer.epochs=1", "dataset.train_size=32", "dataset.image_size=16",
         "tracking.log_model=false"]
-DEFAULTS = OmegaConf.create({"design": "grid", "augmentation": {"name": "none"}})
+DEFAULTS = OmegaConf.create({"sweep": {"design": "grid"}, "augmentation": {"name": "none"}})
 
 
 def _user_conf(folder: Path) -> Path:
@@ -44,7 +44,7 @@ def _ablation(cwd: Path, *args: str, timeout: float = 300) -> subprocess.Complet
 
 def test_designs_expand_a_policy_found_through_the_search_path(tmp_path):
     search = f"hydra.searchpath=[file://{_user_conf(tmp_path)}]"
-    jobs = designs.jobs_of([[search, "augmentation=my_policy", "design=leave_one_out"]], DEFAULTS)
+    jobs = designs.jobs_of([[search, "augmentation=my_policy", "sweep.design=leave_one_out"]], DEFAULTS)
     assert jobs == [[search, "augmentation=none"], [search, "augmentation=my_policy"],
                     [search, "augmentation=my_policy", "++augmentation.variant='-HorizontalFlip'"],
                     [search, "augmentation=my_policy", "++augmentation.variant='-Rotate'"]]
@@ -52,14 +52,14 @@ def test_designs_expand_a_policy_found_through_the_search_path(tmp_path):
 
 def test_a_policy_that_cannot_be_found_is_an_error_not_a_grid():
     with pytest.raises(ConfigError, match=r"Could not find 'augmentation/my_policy'.*hydra\.searchpath"):
-        designs.jobs_of([["augmentation=my_policy", "design=leave_one_out"]], DEFAULTS)
+        designs.jobs_of([["augmentation=my_policy", "sweep.design=leave_one_out"]], DEFAULTS)
 
 
 @pytest.mark.slow
 def test_a_leave_one_out_sweep_over_a_policy_of_ones_own(tmp_path):
     _user_conf(tmp_path)
     done = _ablation(tmp_path, "-m", "hydra.searchpath=[file://./my_conf]", "augmentation=my_policy",
-                     "design=leave_one_out", f"paths.home={tmp_path / 'home'}", *TINY, timeout=600)
+                     "sweep.design=leave_one_out", f"paths.home={tmp_path / 'home'}", *TINY, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
     found = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
@@ -72,7 +72,7 @@ def test_a_leave_one_out_sweep_over_a_policy_of_ones_own(tmp_path):
 def test_a_sweep_over_a_policy_that_cannot_be_found_stops_before_training(tmp_path):
     # A swept value (a single one is Hydra's own missing-config error, before any sweep starts).
     for design in ("leave_one_out", "grid"):
-        done = _ablation(tmp_path, "-m", "augmentation=none,my_policy", f"design={design}",
+        done = _ablation(tmp_path, "-m", "augmentation=none,my_policy", f"sweep.design={design}",
                          f"paths.home={tmp_path / 'home'}", *TINY)
         errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         assert done.returncode == 2, done.stderr[-3000:]

@@ -11,7 +11,7 @@ numpy Generator. Everything that can be wrong with a policy is found by build(cf
     units        what a leave-one-out or add-one-in design removes or keeps
     fastpath     the ImageDataGenerator vocabulary applied batch-wise (one warp per image, no Compose)
     policy       Policy and build(cfg)
-    layers, pixel_layers, device   the same policy as Keras layers inside the model (`augmentation.where=device`)
+    layers, pixel_layers, device   the same policy as Keras layers inside the model (`augmentation.placement=device`)
 
 Modules import each other downwards in this list only. Callers import from here.
 """

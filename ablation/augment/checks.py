@@ -17,12 +17,15 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from ablation.core import errors
 
 ROOT_KEY = "augmentation"
-# mode, copies, save_format, save_prefix: how the policy is applied (online per batch, or offline as a written
-# training set, ablation/training/expansion.py); checked by ablation.training.config, not part of the policy itself. synthetic: a
-# generator's images added to the training set (ablation/training/synthetic.py), checked there; part of the fingerprint.
-TOP_LEVEL_KEYS = ("name", "transforms", "idg", "mix", "variant", "strength", "where", "mode", "copies",
+# placement, copies, save_format, save_prefix: where the policy is applied (per batch on the host or the device,
+# or offline as a written training set, ablation/training/expansion.py); checked by ablation.training.config, not
+# part of the policy itself. synthetic: a generator's images added to the training set
+# (ablation/training/synthetic.py), checked there; part of the fingerprint.
+TOP_LEVEL_KEYS = ("name", "transforms", "idg", "mix", "variant", "strength", "placement", "copies",
                   "save_format", "save_prefix", "synthetic")
-PLACES = ("host", "device")
+# augmentation.placement: host (the training batches), device (Keras layers in the model), offline (a written
+# expansion of the training set).
+PLACES = ("host", "device", "offline")
 # ImageDataGenerator arguments that shape the fill of others rather than being an augmentation of their own.
 IDG_SETTINGS = ("fill_mode", "cval")
 # Transforms that blank pixels of the input in place (input corruption, not a move): see _kind.

@@ -1,4 +1,4 @@
-"""Device-side augmentation (`augmentation.where=device`): the same policy as `augment.build` makes for the host,
+"""Device-side augmentation (`augmentation.placement=device`): the same policy as `augment.build` makes for the host,
 built from Keras 3 preprocessing layers and placed in the model in front of the backbone, so that on a GPU the
 augmentation runs there. Keras API only (`keras.ops`, `keras.random`), so any Keras backend can run it.
 
@@ -34,7 +34,7 @@ from ablation.augment.pixel_layers import CoarseDropout, ColorJitter, RandAugmen
 from ablation.augment.policy import build
 from ablation.augment.units import apply_variant
 
-HOST = f"use {ROOT_KEY}.where=host"
+HOST = f"use {ROOT_KEY}.placement=host"
 # cv2 border modes (albumentations' border_mode) -> Keras fill modes. cv2.BORDER_REFLECT_101 (dcb|abcd|cba) has
 # no Keras mode; Keras' "reflect" (dcba|abcd|dcba) repeats the edge pixel once more, a one-pixel difference.
 BORDER_MODES = {0: "constant", 1: "nearest", 2: "reflect", 3: "wrap", 4: "reflect"}

@@ -1,4 +1,4 @@
-"""Keras layers that augment like the host policy does (`augmentation.where=device`): the base class, the
+"""Keras layers that augment like the host policy does (`augmentation.placement=device`): the base class, the
 containers (flip, apply with a probability, choose one, choose some) and the spatial layers. The photometric ones
 are in pixel_layers; which layer a transform becomes is decided in device.
 

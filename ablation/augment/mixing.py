@@ -9,7 +9,7 @@ The numbers are drawn on the host per batch, from the batch's own generator (so 
 weight per image from Beta(alpha, alpha); CutMix draws alpha ~ U(0, factor) once per batch, a weight per image
 from Beta(alpha, alpha) and a box of sqrt(1 - weight) of each side at a uniform place; both pair image i with
 image permutation[i]. The label weight of a CutMix image is the share of its pixels left its own, counted on
-the pixel grid. Where the pixels are mixed follows `augmentation.where`:
+the pixel grid. Where the pixels are mixed follows `augmentation.placement`:
 
 - host: Batches mixes the uint8 images (MixUp rounded to the nearest integer);
 - device: the batch carries the drawn numbers to the model, whose train step mixes the images on the device

@@ -81,7 +81,7 @@ def resolve_target(target, path: str) -> type:
         raise fail(key, f"expected a class name such as 'albumentations.HorizontalFlip', got {target!r}")
     if target.startswith("keras."):
         raise fail(key, f"{target!r}: policies name albumentations transforms, not Keras layers; "
-                         f"{ROOT_KEY}.where=device runs the albumentations policy as Keras layers")
+                         f"{ROOT_KEY}.placement=device runs the albumentations policy as Keras layers")
     if not target.startswith(TARGET_PREFIXES):
         raise fail(key, f"expected a transform from {' or '.join(TARGET_PREFIXES)}, got {target!r} "
                          f"(a policy cannot name other code)")

@@ -1,4 +1,4 @@
-"""Keras layers that change pixel values as the host policy does (`augmentation.where=device`): channel shift,
+"""Keras layers that change pixel values as the host policy does (`augmentation.placement=device`): channel shift,
 Gaussian noise, colour jitter, coarse dropout, and RandAugment with its operations drawn per image. Same conventions
 as ablation.augment.layers (images in [0, 1], identity outside training)."""
 from __future__ import annotations

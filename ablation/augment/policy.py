@@ -32,6 +32,7 @@ from ablation.augment.checks import (
 from ablation.augment.parse import Node, idg_nodes, make_compose, parse_mix, parse_transforms
 from ablation.augment.randaugment import RandAugment
 from ablation.augment.units import apply_variant
+from ablation.core import renamed
 
 
 class Policy:
@@ -220,13 +221,15 @@ def build(cfg, image_shape: tuple[int, ...] | None = None) -> Policy:
     if not isinstance(cfg, dict):
         raise fail(ROOT_KEY, f"expected a mapping with name and transforms, got {cfg!r}")
     for key in cfg:
+        if renamed.new_key(f"{ROOT_KEY}.{key}") is not None:
+            raise PolicyError(renamed.message(f"{ROOT_KEY}.{key}", str(cfg[key])))
         if key not in TOP_LEVEL_KEYS:
             raise fail(f"{ROOT_KEY}.{key}", f"unknown key; expected {', '.join(TOP_LEVEL_KEYS)}")
     name = cfg.get("name")
     if not isinstance(name, str) or not name:
         raise fail(f"{ROOT_KEY}.name", f"expected the policy's name (its file name), got {name!r}")
-    if cfg.get("where", "host") not in PLACES:
-        raise fail(f"{ROOT_KEY}.where", f"expected one of {'|'.join(PLACES)}, got {cfg.get('where')!r}")
+    if cfg.get("placement", "host") not in PLACES:
+        raise fail(f"{ROOT_KEY}.placement", f"expected one of {'|'.join(PLACES)}, got {cfg.get('placement')!r}")
     if cfg.get("variant"):
         cfg, name = apply_variant(cfg, name, cfg["variant"])
     if cfg.get("strength") is None:

@@ -39,7 +39,7 @@ class RandAugment(A.ImageOnlyTransform):
     replacement from the 11 below and applied one after the other, each with a magnitude drawn from the range
     Keras derives from `factor`. Keras draws which operations apply once per batch (every image of a batch gets
     the same ones); this draws them per image, as RandAugment is defined (Cubuk et al., 2019), and so does the
-    device side (ablation.augment.device.RandAugment, `augmentation.where=device`).
+    device side (ablation.augment.device.RandAugment, `augmentation.placement=device`).
 
     factor: a number f in [0, 1] means [lo, hi] = [0, f] (Keras' _set_factor); a pair [lo, hi] is taken as is.
     num_ops: operations per image (0: none).  interpolation: cv2 flag of the three warps, 0 nearest, 1 linear

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from ablation.core import paths
+from ablation.core import paths, renamed
 
 CONF = paths.CONF
 
@@ -16,6 +16,7 @@ def compose_app(config_name: str, overrides: list[str]) -> DictConfig:
 
     from ablation.core.errors import ConfigError
 
+    renamed.check_overrides(overrides)
     try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose(config_name, overrides=list(overrides))

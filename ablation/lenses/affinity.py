@@ -27,6 +27,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from ablation import augment, datasets, tracking
+from ablation.core import renamed
 from ablation.core.names import BASELINE, BLOCK
 from ablation.lenses import per_class
 
@@ -123,6 +124,14 @@ class _Scorer:
         config_file = tracking.download(self.tracking_cfg, run["run_id"], "config.yaml", self.scratch / run["run_id"])
         if config_file is None:
             return math.nan
-        policy = augment.build(OmegaConf.load(config_file).augmentation, image_shape=self.val.x.shape[1:])
+        policy = augment.build(recorded_policy(OmegaConf.load(config_file)), image_shape=self.val.x.shape[1:])
         augmented = policy.augment_batch(np.ascontiguousarray(self.val.x), np.random.default_rng([seed, DRAW]))
         return self._accuracy(augmented) / self.clean
+
+
+def recorded_policy(config) -> dict:
+    """The augmentation node of a run's logged config.yaml, without how the policy was placed under keys since
+    renamed (augmentation.where, augmentation.mode: runs recorded before augmentation.placement)."""
+    node = OmegaConf.to_container(config.augmentation, resolve=True)
+    return {k: v for k, v in node.items() if renamed.new_key(f"{augment.ROOT_KEY}.{k}") is None}
+

@@ -29,10 +29,13 @@ VERDICTS = decide.VERDICTS
 CURVE_METRICS = ("train_clean/loss", "val/loss", "val/accuracy")
 # Params that never set runs apart in the report: the seed (runs are paired over it), where and how a run is
 # tracked or executed, and the policy itself (its name is the augmentation column; see settings() for its content).
-NOT_SETTINGS = ("seed", "experiment_name", "force", "design", "strength", "tracking.", "report.", "paths.", "lenses.", "eval.",
+NOT_SETTINGS = ("seed", "experiment_name", "sweep.", "tracking.", "report.", "paths.", "lenses.", "eval.",
                 "augmentation.", "data/", "dataset.cache",
                 *(f"trainer.{key}" for key in tracking.EXECUTION_KEYS))
-SETTING_KEYS_KEPT = ("augmentation.where",)  # a policy on the host and on the device are different runs
+# A policy on the host and on the device are different runs. An offline expansion is told apart by its name
+# (<policy>@offline) and compared with none@offline in the same block, so it counts as the host here.
+SETTING_KEYS_KEPT = ("augmentation.placement",)
+AS_SETTING = {"augmentation.placement": {"offline": "host"}}
 CLASS_NOTE = ("Test accuracy per class, policy minus none paired by seed, in points with raw 95% intervals (the "
               "spread floored at one image of the class); the p values of all policies x classes are adjusted "
               "together (Benjamini-Hochberg). An average can hide a class a "
@@ -56,7 +59,7 @@ def runs_of(cfg: DictConfig, parent_run_id: str | None = None) -> tuple[pd.DataF
         keys = tracking.sweep_keys(cfg.tracking, parent_run_id)
         runs = runs.assign(own=own)[own | (runs["tags.config_hash"].isin(keys) if keys is not None else False)]
     runs = runs.rename(columns={f"tags.{k}": k for k in [*KEYS, "seed"]})
-    # The sweep's own run of a combination first (a later sweep may have rerun it with force=true), then the latest.
+    # The sweep's own run of a combination first (a later sweep may have rerun it with sweep.rerun=true), then the latest.
     runs = runs.sort_values(["own", "start_time"], ascending=False).drop(columns="own")
     finished = runs[runs["status"] == "FINISHED"].drop_duplicates("tags.config_hash")
     finished = finished.assign(**settings(finished))
@@ -80,11 +83,14 @@ def settings(finished: pd.DataFrame) -> dict[str, pd.Series]:
               and (c[7:] in SETTING_KEYS_KEPT or not c[7:].startswith(NOT_SETTINGS))]
     for _, block in finished.groupby(["dataset", "model"]) if len(finished) else ():
         # Varying among runs of the same seed: what follows the seed (dataset.split_seed: ${seed}) is no setting.
-        by_seed = block[params].astype(str).where(block[params].notna()).groupby(block["seed"])
+        values = block[params].astype(str).where(block[params].notna())
+        values = values.assign(**{f"params.{k}": values[f"params.{k}"].replace(v) for k, v in AS_SETTING.items()
+                                  if f"params.{k}" in values})
+        by_seed = values.groupby(block["seed"])
         varying = sorted(c for c, n in by_seed.nunique().max().items() if n > 1) if params else []
         if varying:
-            setting[block.index] = [" ".join(f"{c[7:]}={v}" for c, v in zip(varying, values) if v == v)
-                                    for values in block[varying].itertuples(index=False)]
+            setting[block.index] = [" ".join(f"{c[7:]}={v}" for c, v in zip(varying, row) if v == v)
+                                    for row in values[varying].itertuples(index=False)]
     if "tags.policy_fingerprint" in finished:
         # One policy name, several contents (a policy file edited between sweeps, a mix given on the command
         # line): each content its own row, told apart by the start of its fingerprint.

@@ -1,12 +1,13 @@
-"""The ablation designs the `ablation` sweeper expands: grid, leave_one_out, add_one_in, strength (the levels of
-one policy's strength); and each job's config composed outside a running sweep."""
+"""The ablation designs the `ablation` sweeper expands (sweep.design): grid, leave_one_out, add_one_in, strength
+(one policy at each of sweep.levels); and each job's config composed outside a running sweep."""
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ablation.core.paths import CONF
 
 DESIGNS = ("grid", "leave_one_out", "add_one_in", "strength")
+DESIGN, LEVELS = "sweep.design", "sweep.levels"
 
 
 def _value(job: list[str], key: str) -> str | None:
@@ -22,30 +23,32 @@ def _value(job: list[str], key: str) -> str | None:
 def jobs_of(jobs: list[list[str]], defaults: DictConfig, load=None) -> list[list[str]]:
     """Each job's overrides -> the jobs its design asks for. grid keeps the job; leave_one_out gives `none`, the
     full policy and the policy without each of its units; add_one_in gives `none` and each unit alone; strength
-    gives `none` and the policy at each level of `strength` (augmentation.strength; level 0 is `none` itself).
+    gives `none` and the policy at each of sweep.levels (augmentation.strength; level 0 is `none` itself).
     Units come from the policy as Hydra composes it for the job (augment.units): load(job) -> the job's config,
     from the sweeper's own config loader, so a policy found through hydra.searchpath counts like a packaged one.
     Without a loader the job is composed from the packaged configs. Jobs reached twice (the baseline of every
     policy) run once."""
     from ablation import augment
+    from ablation.core import renamed
     from ablation.core.errors import ConfigError
 
     load = load or compose_job
     out: list[list[str]] = []
     seen: set[tuple[str, ...]] = set()
     for job in jobs:
-        design = _value(job, "design") or defaults.get("design") or "grid"
+        renamed.check_overrides(job)  # design=, strength=, force= ... from before the sweep node
+        design = _value(job, DESIGN) or OmegaConf.select(defaults, DESIGN, default=None) or "grid"
         if design not in DESIGNS:
-            raise ConfigError(f"design: expected one of {'|'.join(DESIGNS)}, got {design!r}")
-        if design != "strength" and _value(job, "strength") is not None:
-            raise ConfigError("strength: the levels of design=strength, which this sweep does not use; add "
-                              "design=strength, or give one level to a policy with augmentation.strength=S")
+            raise ConfigError(f"{DESIGN}: expected one of {'|'.join(DESIGNS)}, got {design!r}")
+        if design != "strength" and _value(job, LEVELS) is not None:
+            raise ConfigError(f"{LEVELS}: the levels of {DESIGN}=strength, which this sweep does not use; add "
+                              f"{DESIGN}=strength, or give one level to a policy with augmentation.strength=S")
         expanded = [job]
         if design != "grid":
             cfg = load(job)
             policy = cfg.hydra.runtime.choices.get("augmentation") or _value(job, "augmentation")
             units = augment.units(cfg.augmentation)
-            base = [o for o in job if _name(o) not in ("augmentation", "design", "strength")]
+            base = [o for o in job if _name(o) not in ("augmentation", DESIGN, LEVELS)]
             full = [*base, f"augmentation={policy}"]
             if design == "strength":
                 variants = [[*full, f"++augmentation.strength={level:g}"] for level in levels(job, defaults)
@@ -64,17 +67,17 @@ def jobs_of(jobs: list[list[str]], defaults: DictConfig, load=None) -> list[list
 
 
 def levels(job: list[str], defaults: DictConfig) -> list[float]:
-    """The strength levels of a job: its own `strength=` (one level of a swept list, or a [list]), else the
-    config's `strength` list."""
+    """The strength levels of a job: its own `sweep.levels=` (one level of a swept list, or a [list]), else the
+    config's sweep.levels."""
     import yaml
 
     from ablation.core.errors import ConfigError
 
-    given = _value(job, "strength")
-    value = yaml.safe_load(given) if given is not None else defaults.get("strength")
+    given = _value(job, LEVELS)
+    value = yaml.safe_load(given) if given is not None else OmegaConf.select(defaults, LEVELS, default=None)
     value = [value] if value is None or isinstance(value, (int, float, str)) else list(value)
     if not value or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value):
-        raise ConfigError(f"strength: expected levels >= 0 such as strength=0,0.5,1,2 (1 = the policy as written), "
+        raise ConfigError(f"{LEVELS}: expected levels >= 0 such as {LEVELS}=0,0.5,1,2 (1 = the policy as written), "
                           f"got {given if given is not None else value!r}")
     return sorted({float(v) for v in value})
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ablation.core import guard
 from ablation.sweep.jobs import SIZE_ENV, START_ENV, failures
@@ -29,7 +29,7 @@ class SweepCallback(Callback):
         os.environ[START_ENV] = str(time.time())
         overrides = list(config.hydra.overrides.task)
         params = {"overrides": " ".join(overrides) or "(none)", "sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
-                  "design": config.get("design", "grid")}
+                  "sweep.design": OmegaConf.select(config, "sweep.design", default="grid")}
         with guard.guard():  # e.g. the tracking server does not answer: one line, and nothing trains
             os.environ[tracking.PARENT_RUN_ENV] = tracking.open_parent(config, params)
         # SIGTERM (`kill`, a scheduler) stops the sweep like Ctrl-C, so the parent run is closed KILLED; this is

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from ablation.core import renamed
 from ablation.tracking.connect import client
 from ablation.tracking.context import context_tags
 from ablation.tracking.process import mark_dead, may_be_alive, on_this_host, process_gone, process_tags
@@ -44,7 +45,30 @@ def load_runs(tracking, experiment_name: str):
     client(tracking)  # a server checked (unreachable, refused credentials: one line), a SQLite store prepared
     uri, _ = store(tracking)
     mlflow.set_tracking_uri(uri)
-    return mlflow.search_runs(experiment_names=[experiment_name], max_results=50000)
+    return current_names(mlflow.search_runs(experiment_names=[experiment_name], max_results=50000))
+
+
+def current_names(runs):
+    """The runs table with the params of runs recorded before keys were renamed (ablation.core.renamed) read under
+    the current names: task -> task.name, inpaint.* -> task.*, design/strength/force -> sweep.*, and
+    augmentation.where with augmentation.mode -> augmentation.placement (offline, else where). A run recorded
+    under the current names keeps its own values; the old columns are dropped."""
+    old = [c for c in runs.columns if c.startswith("params.")
+           and (c == "params.task" or renamed.new_key(c[7:]) is not None)]
+    if not old:
+        return runs
+    current = {}
+    for column in old:
+        name = column[7:]
+        new = "params.task.name" if name == "task" else f"params.{renamed.new_key(name)}"
+        values = runs[column]
+        if new == "params.augmentation.placement":  # where (host|device), or offline where mode says so
+            recorded = runs[column].notna()
+            where = runs.get("params.augmentation.where", recorded.map({True: "host", False: None}))
+            mode = runs.get("params.augmentation.mode", recorded.map({True: "online", False: None}))
+            values = where.where(mode != "offline", "offline")
+        current[new] = runs[new].fillna(values) if new in runs else values
+    return runs.drop(columns=old).assign(**current)
 
 
 def open_parent(cfg: DictConfig, params: dict) -> str:

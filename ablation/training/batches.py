@@ -50,8 +50,8 @@ class Batches(keras.utils.PyDataset):
     task: what y is (ablation/training/tasks.py): the labels (classify, the default) or target images in [0, 1] made
           from the batch's images (reconstruct, inpaint; an inpaint input is masked).
     mix: batch mixing (MixUp, CutMix: ablation/augment/mixing.py), drawn per training batch after the policy; y is then
-         {labels, permutation, weight[, box]}. mix_images: mix the pixels here (augmentation.where=host), or
-         leave them to the model's train step (where=device).
+         {labels, permutation, weight[, box]}. mix_images: mix the pixels here (augmentation.placement=host),
+         or leave them to the model's train step (placement=device).
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, *, policy=None, shuffle: bool = False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
+from ablation.core import renamed
 from ablation.core.errors import ConfigError, user_error  # noqa: F401  (re-exported: config.ConfigError, config.user_error)
 from ablation.core.values import choice as _choice
 from ablation.core.values import number as _number
@@ -23,6 +24,7 @@ def validate(cfg: DictConfig):
     if missing:
         raise ConfigError(f"{missing[0]}: required value is missing (set it on the command line: {missing[0]}=...)")
 
+    renamed.check_config(cfg)  # a key renamed since (design, inpaint.mask, augmentation.where ...): its new name
     _number(cfg, "seed", minimum=0, integer=True)
 
     _number(cfg, "trainer.epochs", minimum=1, integer=True)
@@ -52,7 +54,7 @@ def validate(cfg: DictConfig):
     if cfg.trainer.reduce_lr.factor >= 1:
         raise ConfigError(f"trainer.reduce_lr.factor: expected a number in (0, 1), got {cfg.trainer.reduce_lr.factor!r}")
 
-    _augmentation_mode(cfg)
+    _placement(cfg)
     _synthetic(cfg)
     check_lenses(cfg)
     check_tracking(cfg)
@@ -62,7 +64,7 @@ def validate(cfg: DictConfig):
     size, channels = cfg.dataset.get("image_size"), cfg.dataset.get("channels")
     if size and channels:  # known before loading for every source but npz with stored sizes
         models.check_input(cfg.model, (size, size, channels))
-        if cfg.augmentation.get("where") == "device":  # a transform without a Keras layer is named now
+        if cfg.augmentation.get("placement") == "device":  # a transform without a Keras layer is named now
             from ablation.augment import device
 
             device.layers_for(cfg.augmentation, (size, size, channels), cfg.seed)
@@ -110,13 +112,15 @@ def check_lenses(cfg: DictConfig) -> None:
             raise ConfigError(f"lenses.{key}: expected true or false, got {cfg.lenses.get(key)!r}")
 
 
-def _augmentation_mode(cfg: DictConfig) -> None:
-    """augmentation.mode (online|offline) and the settings of the offline expansion (ablation/training/expansion.py)."""
+def _placement(cfg: DictConfig) -> None:
+    """augmentation.placement (host|device|offline) and the settings of the offline expansion
+    (ablation/training/expansion.py)."""
     import re
 
+    from ablation import augment
     from ablation.training import expansion
 
-    _choice(cfg, "augmentation.mode", expansion.MODES)
+    _choice(cfg, "augmentation.placement", augment.PLACES)
     _number(cfg, "augmentation.copies", minimum=1, integer=True)
     _choice(cfg, "augmentation.save_format", expansion.FORMATS)
     aug = cfg.augmentation

@@ -1,4 +1,4 @@
-"""Offline expansion (`augmentation.mode=offline`): the training split written once as image files, the
+"""Offline expansion (`augmentation.placement=offline`): the training split written once as image files, the
 originals plus `copies` augmented versions of each, in Keras' folder layout. Training then reads these fixed
 images and augments nothing itself (the same images every epoch), as when a dataset is grown ahead of time
 with ImageDataGenerator's save_to_dir.
@@ -33,7 +33,6 @@ from ablation.core import paths
 from ablation.core.errors import ConfigError
 from ablation.datasets.images import Progress
 
-MODES = ("online", "offline")
 FORMATS = ("png", "jpg")
 # save_prefix: a plain file-name start (no folders, not hidden, which the folder loader would skip).
 PREFIX_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
@@ -48,7 +47,7 @@ JPEG_QUALITY = 95
 
 
 def offline(cfg: DictConfig) -> bool:
-    return cfg.augmentation.get("mode", "online") == "offline"
+    return cfg.augmentation.get("placement", "host") == "offline"
 
 
 def label(cfg: DictConfig, policy_name: str) -> str:
@@ -111,7 +110,7 @@ def prepare(cfg: DictConfig, splits: datasets.Splits, policy: augment.Policy) ->
 def load_train(expansion: Expansion, class_names: list[str], cache: bool = True) -> datasets.Split:
     loaded = datasets.load(expansion.dataset_config(cache))
     if len(loaded.train) != expansion.images:
-        raise datasets.DataError(f"augmentation.mode: {expansion.folder} holds {len(loaded.train)} training images, "
+        raise datasets.DataError(f"augmentation.placement: {expansion.folder} holds {len(loaded.train)} training images, "
                                  f"its manifest.json says {expansion.images}; delete the folder to write it again")
     # The folder's labels follow its sorted class folders; mapped back to the dataset's order, the model's outputs
     # mean the same classes as in an online run.
@@ -144,7 +143,7 @@ def expand(cfg: DictConfig, splits: datasets.Splits, policy: augment.Policy) -> 
                     "write_s": round(time.perf_counter() - started, 3)}
         (scratch / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
 
-    manifest = datasets.publish(target, write, read_manifest, "augmentation.mode")
+    manifest = datasets.publish(target, write, read_manifest, "augmentation.placement")
     return Expansion(target, manifest, created=True, seconds=time.perf_counter() - started)
 
 
@@ -152,16 +151,16 @@ def _check(splits: datasets.Splits) -> None:
     height, width, _ = splits.input_shape
     if height != width:
         # The folder loader reads images back as image_size x image_size.
-        raise ConfigError(f"augmentation.mode: offline expansion writes square images, the dataset's are "
+        raise ConfigError(f"augmentation.placement: offline expansion writes square images, the dataset's are "
                           f"{height}x{width}; set dataset.image_size")
     for split in ("val", "test"):
         if len(getattr(splits, split)) == 0:
             # Read back as a folder, a missing split would be carved out of the expanded training images.
-            raise ConfigError(f"augmentation.mode: offline expansion needs the dataset's {split} split, which is "
+            raise ConfigError(f"augmentation.placement: offline expansion needs the dataset's {split} split, which is "
                               f"empty")
     for name in splits.class_names:
         if not name or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\\0"):
-            raise ConfigError(f"augmentation.mode: class name {name!r} cannot be a folder name, which offline "
+            raise ConfigError(f"augmentation.placement: class name {name!r} cannot be a folder name, which offline "
                               f"expansion writes one of per class")
 
 

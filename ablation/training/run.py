@@ -39,15 +39,15 @@ class Data:
 
 def run(cfg: DictConfig, announce: Callable[[str], None] | None = None) -> dict[str, float]:
     """Train one combination and record it; returns the final metrics. A combination that already finished
-    in this experiment is skipped (its recorded metrics are returned) unless `force=true`."""
+    in this experiment is skipped (its recorded metrics are returned) unless `sweep.rerun=true`."""
     started = time.perf_counter()
     # 1. The plan: every config mistake surfaces here, before data is read or a run is opened.
     planned = plan(cfg)
     if announce is not None:
         announce(planned.name)
-    previous = None if cfg.force else tracking.finished_run(cfg, planned.key)
+    previous = None if OmegaConf.select(cfg, "sweep.rerun", default=False) else tracking.finished_run(cfg, planned.key)
     if previous is not None:
-        log.info("skip %s: finished before as run %s (force=true reruns it)", planned.name, previous.info.run_id)
+        log.info("skip %s: finished before as run %s (sweep.rerun=true reruns it)", planned.name, previous.info.run_id)
         return {"run_id": previous.info.run_id, "skipped": True, **previous.data.metrics}
     keras.utils.set_random_seed(cfg.seed)
     # 2. Data, the policy checked on its shape, the task.

@@ -1,13 +1,14 @@
-"""Tasks: what the model learns to output from the dataset's images (`task: classify|reconstruct|inpaint`).
+"""Tasks: what the model learns to output from the dataset's images (the `task` group: task=classify|reconstruct|
+inpaint, ablation/conf/task/; its name is task.name).
 
 classify     the class; the labels come with the dataset. Cross-entropy loss, accuracy.
 reconstruct  the input image itself (an autoencoder; Keras' class_mode='input'): the target is the very image the
              model sees, augmentation included.
-inpaint      the original image, from a copy with a region masked out (`inpaint.mask`: a rectangle or an ellipse
-             placed by inpaint.center_y/center_x/height/width, or a mask image file). In training the policy's
+inpaint      the original image, from a copy with a region masked out (`task.mask`: a rectangle or an ellipse
+             placed by task.center_y/center_x/height/width, or a mask image file). In training the policy's
              spatial transforms move the image, its target and its mask alike and its photometric ones change the
              model's input only (augment.Policy.split); then the masked pixels of the input are set to
-             `inpaint.fill`. Validation, test and the clean training subset are never augmented and get one fixed
+             `task.fill`. Validation, test and the clean training subset are never augmented and get one fixed
              mask per image (seeded), so they are the same every epoch.
 
 Image targets are float32 on the [0, 1] scale of the model's sigmoid output (uint8 / 255). Their loss is the mean
@@ -123,7 +124,7 @@ class Inpaint(Reconstruct):
         self.region = region
         self.fill = np.uint8(fill)
         self.seed = seed
-        self._file = None if mask in SHAPES else _read_mask(Path(mask).expanduser(), "inpaint.mask")
+        self._file = None if mask in SHAPES else _read_mask(Path(mask).expanduser(), "task.mask")
         self._resized: dict[tuple[int, int], np.ndarray] = {}
 
     def masks(self, count: int, shape: tuple[int, int], index, rng: np.random.Generator | None) -> np.ndarray:
@@ -166,7 +167,7 @@ class Inpaint(Reconstruct):
         if shape not in self._resized:
             resized = cv2.resize(self._file, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
             if not resized.any():
-                raise ConfigError(f"inpaint.mask: {self.mask} masks no pixel once resized to {shape[0]}x{shape[1]}")
+                raise ConfigError(f"task.mask: {self.mask} masks no pixel once resized to {shape[0]}x{shape[1]}")
             self._resized[shape] = resized
         return self._resized[shape]
 
@@ -215,48 +216,59 @@ def _fraction_or_range(key: str, value, positive: bool):
 
 
 def inpaint_settings(node) -> tuple[str, dict, int]:
-    """The `inpaint` node -> (mask, region, fill); ConfigError naming the key otherwise."""
+    """The `task` node of task=inpaint (its name aside) -> (mask, region, fill); ConfigError naming the key
+    otherwise."""
     node = _plain(node)
     if not isinstance(node, dict):
-        raise ConfigError(f"inpaint: expected a mapping with {', '.join(INPAINT_KEYS)}, got {node!r}")
+        raise ConfigError(f"task: expected a mapping with name and {', '.join(INPAINT_KEYS)}, got {node!r}")
+    node = {k: v for k, v in node.items() if k != "name"}
     for key in node:
         if key not in INPAINT_KEYS:
-            raise ConfigError(f"inpaint.{key}: unknown key; expected {', '.join(INPAINT_KEYS)}")
+            raise ConfigError(f"task.{key}: unknown key; expected {', '.join(INPAINT_KEYS)}")
     mask = node.get("mask", "rectangle")
     if not isinstance(mask, str) or not mask:
-        raise ConfigError(f"inpaint.mask: expected {'|'.join(SHAPES)} or the path of a mask image, got {mask!r}")
+        raise ConfigError(f"task.mask: expected {'|'.join(SHAPES)} or the path of a mask image, got {mask!r}")
     region = {}
     if mask in SHAPES:
         for key in REGION:
             if key not in node:
-                raise ConfigError(f"inpaint.{key}: required for a {mask} mask (a fraction of the image or [low, high])")
-            region[key] = _fraction_or_range(f"inpaint.{key}", node[key], positive=key in ("height", "width"))
+                raise ConfigError(f"task.{key}: required for a {mask} mask (a fraction of the image or [low, high])")
+            region[key] = _fraction_or_range(f"task.{key}", node[key], positive=key in ("height", "width"))
     else:
-        _read_mask(Path(mask).expanduser(), "inpaint.mask")
+        _read_mask(Path(mask).expanduser(), "task.mask")
     fill = node.get("fill", 0)
     if isinstance(fill, bool) or not isinstance(fill, int) or not 0 <= fill <= 255:
-        raise ConfigError(f"inpaint.fill: expected the masked pixels' value, an integer in [0, 255], got {fill!r}")
+        raise ConfigError(f"task.fill: expected the masked pixels' value, an integer in [0, 255], got {fill!r}")
     return mask, region, fill
 
 
 def check(cfg: DictConfig) -> None:
     """`task` and its own settings; what a task asks of the model, the trainer and the augmentation is checked
     with the other rules between settings (ablation.training.plan)."""
-    task = cfg.get("task", "classify")
+    task = name_of(cfg)
     if task not in TASKS:
-        raise ConfigError(f"task: expected one of {'|'.join(TASKS)}, got {task!r}")
+        raise ConfigError(f"task.name: expected one of {'|'.join(TASKS)} (task=NAME picks ablation/conf/task/NAME.yaml), "
+                          f"got {task!r}")
     if task == "inpaint":
-        inpaint_settings(cfg.get("inpaint"))
+        inpaint_settings(cfg.get("task"))
+    elif any(key != "name" for key in cfg.get("task") or {}):
+        extra = next(key for key in cfg.task if key != "name")
+        raise ConfigError(f"task.{extra}: a setting of task=inpaint; task {task} has none")
+
+
+def name_of(cfg: DictConfig) -> str:
+    """The run's task: task.name (classify when the config has no task group)."""
+    return OmegaConf.select(cfg, "task.name", default="classify")
 
 
 def build(cfg: DictConfig) -> Classify:
     """The run's task object (for Batches, the loss and the metrics); cfg already checked."""
-    task = cfg.get("task", "classify")
+    task = name_of(cfg)
     if task == "classify":
         return CLASSIFY
     if task == "reconstruct":
         return Reconstruct()
-    mask, region, fill = inpaint_settings(cfg.get("inpaint"))
+    mask, region, fill = inpaint_settings(cfg.get("task"))
     return Inpaint(mask, region, fill, seed=cfg.seed)
 
 

@@ -1,5 +1,8 @@
 """The report on constructed sweeps: synthetic runs logged to a real MLflow store where the answer is known, so
 every verdict, flag and interval can be checked against an independent computation (scipy.stats)."""
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +16,8 @@ from ablation.report import build as report
 from ablation.report import decide
 from ablation.report import figures as plots
 from ablation.report import view as report_view
-from helpers import runs
+from conftest import compose_config, store_overrides
+from helpers import lean, runs
 
 SEEDS = range(5)
 # Per-seed offsets from `none` of (gap, test accuracy as logged: a fraction, so 0.01 is 1 point in the table), and
@@ -76,9 +80,12 @@ def _base(seed, rng):
     return 0.8 + rng.normal(0, 0.2), 0.9 + rng.normal(0, 0.03)  # seed noise far larger than the effects' spread
 
 
-@pytest.fixture
-def synthetic(make_cfg, tmp_path):
-    cfg = make_cfg("experiment_name=synthetic", f"paths.reports={tmp_path}/reports")
+@pytest.fixture(scope="module")
+def synthetic_store(tmp_path_factory):
+    """The constructed sweep (2 models x 5 seeds x none, 8 policies and `late`, and a failed run), logged once per
+    module: the folder of its store and artifacts. Each test reads or changes a copy of the store (synthetic)."""
+    folder = tmp_path_factory.mktemp("synthetic")
+    cfg = compose_config("experiment_name=synthetic", *store_overrides(folder))
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     exp_id = tracking.experiment_id(client, cfg.tracking, "synthetic")
     rng = np.random.default_rng(0)
@@ -94,7 +101,29 @@ def synthetic(make_cfg, tmp_path):
             _log(client, exp_id, "digits", model, "late", seed, gap - 0.2, acc + 0.01,
                  best_epoch=EPOCHS if seed < 3 else 3)
     _log(client, exp_id, "digits", "small_cnn", "crashy", 0, 0.0, 0.0, status="FAILED")
-    return cfg
+    return folder
+
+
+def _copy_of(store: Path, folder: Path, *overrides: str):
+    """The constructed sweep's config over a copy of its store in folder, its reports in folder/reports."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(store / "mlflow.db", folder / "mlflow.db")
+    return compose_config("experiment_name=synthetic", f"paths.reports={folder}/reports", *store_overrides(folder),
+                          *lean(overrides), *overrides)
+
+
+@pytest.fixture
+def synthetic(synthetic_store, tmp_path):
+    """The constructed sweep's config, over this test's own copy of its store."""
+    return _copy_of(synthetic_store, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def built(synthetic_store, tmp_path_factory):
+    """The constructed sweep's report with the default settings, built once for the tests that only read it:
+    (the config, the summary table)."""
+    cfg = _copy_of(synthetic_store, tmp_path_factory.mktemp("built"))
+    return cfg, pd.read_csv(report.build(cfg) / "summary.csv")
 
 
 def _metrics_by_seed(cfg, augmentation, model="small_cnn"):
@@ -103,9 +132,8 @@ def _metrics_by_seed(cfg, augmentation, model="small_cnn"):
     return [by_seed[s] for s in SEEDS]
 
 
-def test_every_verdict_reached_in_its_rule_order(synthetic):
-    out = report.build(synthetic)
-    table = pd.read_csv(out / "summary.csv")
+def test_every_verdict_reached_in_its_rule_order(built):
+    synthetic, table = built
     assert list(table.columns[:len(report.COLUMNS)]) == report.COLUMNS
     assert len(table) == 18  # 2 models x (none + 8 policies); the failed one is listed apart
     for model in ("small_cnn", "resnet"):
@@ -127,9 +155,9 @@ def test_every_verdict_reached_in_its_rule_order(synthetic):
     assert set(table["verdict"]) == {*decide.VERDICTS, decide.BASELINE_ROW}
 
 
-def test_each_policy_shows_its_cost_next_to_its_verdict(synthetic):
+def test_each_policy_shows_its_cost_next_to_its_verdict(built):
     """Seconds per run (median: the first run of a process also compiles), that against none, images/s."""
-    table = report_view.decision_view(pd.read_csv(report.build(synthetic) / "summary.csv")).set_index("augmentation")
+    table = report_view.decision_view(built[1]).set_index("augmentation")
     assert table.columns.tolist()[-3:] == ["s per run", "x none", "train img/s"]
     small = table[table["model"] == "small_cnn"]
     assert small.loc["bad", ["s per run", "x none", "train img/s"]].tolist() == ["20.0", "2.00", "250"]
@@ -138,16 +166,16 @@ def test_each_policy_shows_its_cost_next_to_its_verdict(synthetic):
     assert small.loc["good", "x none"] == "1.00"
 
 
-def test_the_seeds_to_decide_column_shows_only_while_a_row_is_undecided(synthetic):
-    summary_table = pd.read_csv(report.build(synthetic) / "summary.csv")
+def test_the_seeds_to_decide_column_shows_only_while_a_row_is_undecided(built):
+    summary_table = built[1]
     undecided = summary_table["seeds_needed"].notna()
     assert undecided.any() and not undecided.all()
     assert "seeds to decide" in report_view.decision_view(summary_table).columns
     assert "seeds to decide" not in report_view.decision_view(summary_table[~undecided]).columns
 
 
-def test_a_lower_gap_bought_with_17_points_of_accuracy_is_never_helps(synthetic):
-    table = pd.read_csv(report.build(synthetic) / "summary.csv").set_index(["model", "augmentation"])
+def test_a_lower_gap_bought_with_17_points_of_accuracy_is_never_helps(built):
+    table = built[1].set_index(["model", "augmentation"])
     row = table.loc[("small_cnn", "underfit")]
     assert row["delta_gap"] < 0 and row["delta_gap_ci_high"] < 0  # the gap is clearly lower ...
     assert row["verdict"] == decide.COSTS != decide.HELPS  # ... and it is not recommended
@@ -169,10 +197,10 @@ def test_unfinished_training_is_flagged_with_what_to_do(synthetic, capsys):
     assert f"trainer.early_stopping.enabled=true trainer.epochs={2 * EPOCHS}" in printed
 
 
-def test_intervals_and_p_values_are_scipys_paired_t(synthetic):
+def test_intervals_and_p_values_are_scipys_paired_t(built):
     """Every interval and p value equals scipy.stats.ttest_rel on the same per-seed numbers (accuracy in points;
     these runs log no data/n_test, so no floor applies)."""
-    table = pd.read_csv(report.build(synthetic) / "summary.csv").set_index(["model", "augmentation"])
+    synthetic, table = built[0], built[1].set_index(["model", "augmentation"])
     base = _metrics_by_seed(synthetic, "none")
     for name in EFFECTS:
         policy, row = _metrics_by_seed(synthetic, name), table.loc[("small_cnn", name)]

@@ -90,23 +90,6 @@ def _key_of(tmp_path, augmentation, seed):
     return tracking.config_hash(cfg, augment.build(cfg.augmentation).fingerprint)
 
 
-@pytest.mark.slow
-def test_leave_one_out_sweep_runs_the_variants_derived_from_the_policy(tmp_path):
-    result = run_sweep(tmp_path, "augmentation=flowers", "sweep.design=leave_one_out", "trainer=smoke", "trainer.epochs=1",
-                    "dataset.train_size=32", "tracking.log_model=false", "experiment_name=loo")
-    assert result.returncode == 0, result.stderr[-3000:]
-    client = MlflowClient(tracking_uri=store_uri(tmp_path))
-    _, children = parents_and_children(runs(store_uri(tmp_path), "loo"))
-    names = sorted(r.data.tags["augmentation"] for r in children)
-    assert names == sorted(["none", "flowers", "flowers-Rotate", "flowers-RandomBrightnessContrast",
-                            "flowers-HorizontalFlip"])
-    prints = {r.data.tags["augmentation"]: r.data.tags["policy_fingerprint"] for r in children}
-    assert len(set(prints.values())) == 5
-    one = next(r for r in children if r.data.tags["augmentation"] == "flowers-Rotate")
-    policy = client.download_artifacts(one.info.run_id, "policy.json", str(tmp_path))
-    assert "Rotate" not in open(policy).read() and "HorizontalFlip" in open(policy).read()
-
-
 def test_designs_expand_from_the_policy_file():
     defaults = OmegaConf.create({"sweep": {"design": "grid"}, "augmentation": {"name": "none"}})
     grid = [["augmentation=albu_mixed", "seed=0"], ["augmentation=albu_mixed", "seed=1"]]

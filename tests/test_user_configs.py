@@ -63,8 +63,14 @@ def test_a_leave_one_out_sweep_over_a_policy_of_ones_own(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
     found = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
-    trained = sorted(r.data.tags["augmentation"] for r in found if r.data.tags.get("sweep") != "parent")
+    children = [r for r in found if r.data.tags.get("sweep") != "parent"]
+    trained = sorted(r.data.tags["augmentation"] for r in children)
     assert trained == ["my_policy", "my_policy-HorizontalFlip", "my_policy-Rotate", "none"]
+    # Each variant is a policy of its own (its own fingerprint) that lacks the unit it leaves out.
+    assert len({r.data.tags["policy_fingerprint"] for r in children}) == 4
+    one = next(r for r in children if r.data.tags["augmentation"] == "my_policy-Rotate")
+    policy = Path(client.download_artifacts(one.info.run_id, "policy.json", str(tmp_path))).read_text()
+    assert "Rotate" not in policy and "HorizontalFlip" in policy
     assert (tmp_path / "home" / "reports" / "digits" / "report.html").is_file()
 
 

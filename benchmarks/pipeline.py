@@ -68,7 +68,7 @@ from omegaconf import OmegaConf
 
 from ablation import augment, datasets
 from ablation.training import backend, models
-from ablation.training.batches import Batches
+from ablation.training.batches import Batches, Draw, Feed
 
 # CIFAR10_CLASSES stays importable from here: tests/test_perf.py reads it off this module.
 from benchmarks.common import CIFAR10_CLASSES, fmt, installed, md_table, write_cifar_like  # noqa: F401
@@ -304,7 +304,7 @@ def throughput(sizes: dict[int, int], repeats: int, fit_epochs: int) -> tuple[li
         print(f"  {size} px, {n} images ...", flush=True)
 
         def make(workers, x=x, y=y):
-            return Batches(x, y, BATCH, policy=policy, shuffle=True, workers=workers)
+            return Batches(x, y, BATCH, draw=Draw(policy), feed=Feed(workers))
 
         layers_one_pass, origin = layers_pass(x)
         passes = {"idg": (idg_pass(x, y), 1), "raw": (raw_pass(x, policy), 1),
@@ -449,8 +449,7 @@ def workers_through_fit(sizes: dict[int, int], epochs: int, multiprocessing: boo
         x, y = images(n, size)
         runs = []
         for workers, processes in settings:
-            batches = Batches(x, y, BATCH, policy=policy, shuffle=True, workers=workers,
-                              use_multiprocessing=processes)
+            batches = Batches(x, y, BATCH, draw=Draw(policy), feed=Feed(workers, processes))
             keras.utils.set_random_seed(0)
             model = models.build_small_cnn(x.shape[1:], 10)
             model.compile("adam", "sparse_categorical_crossentropy")

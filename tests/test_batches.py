@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from ablation import augment, datasets
-from ablation.training.batches import Batches
+from ablation.training.batches import Batches, Draw
 from ablation.training.run import make_batches
 from conftest import CONF
 from helpers import random_images
@@ -28,20 +28,20 @@ def test_evaluation_batches_are_untouched_and_in_order():
 
 def test_training_batches_reshuffle_every_epoch_from_the_seed():
     x, y = random_images(20, 16, 1, classes=3)
-    first = Batches(x, y, batch_size=6, shuffle=True, seed=3)
+    first = Batches(x, y, batch_size=6, draw=Draw(seed=3))
     e1, e2 = _epoch(first), _epoch(first)
     assert sorted(e1[1].tolist()) == sorted(y.tolist())  # one pass: each image once
     assert not np.array_equal(e1[1], e2[1]) or not np.array_equal(e1[0], e2[0])
     assert not np.array_equal(e1[0], x)
-    again = Batches(x, y, batch_size=6, shuffle=True, seed=3)
+    again = Batches(x, y, batch_size=6, draw=Draw(seed=3))
     np.testing.assert_array_equal(_epoch(again)[0], e1[0])
-    other = Batches(x, y, batch_size=6, shuffle=True, seed=4)
+    other = Batches(x, y, batch_size=6, draw=Draw(seed=4))
     assert not np.array_equal(_epoch(other)[0], e1[0])
 
 
 def test_extra_steps_draw_more_samples_covering_every_image():
     x, _ = random_images(10, 16, 1, classes=3)
-    batches = Batches(x, np.arange(10), batch_size=4, shuffle=True, steps=7)
+    batches = Batches(x, np.arange(10), batch_size=4, draw=Draw(steps=7))
     bx, by = _epoch(batches)
     assert len(batches) == 7 and len(bx) == 28 and batches.images_per_epoch == 28
     # Whole permutations back to back: every image before any repeats.
@@ -52,7 +52,7 @@ def test_training_images_are_augmented_afresh_each_epoch():
     x, y = random_images(8, 16, 1, classes=3)
     policy = augment.build({"name": "rot", "transforms": [
         {"_target_": "albumentations.Rotate", "limit": 90, "p": 1.0}]})
-    batches = Batches(x, y, batch_size=8, policy=policy, shuffle=True, seed=0)
+    batches = Batches(x, y, batch_size=8, draw=Draw(policy, seed=0))
     e1, e2 = _epoch(batches), _epoch(batches)
     order1, order2 = np.argsort(e1[1], kind="stable"), np.argsort(e2[1], kind="stable")
     # Same underlying images, different augmentations.
@@ -99,13 +99,13 @@ def test_any_epoch_and_batch_can_be_asked_for_in_any_order():
 
     policy = augment.build(OmegaConf.load(CONF / "augmentation" / "idg_classic.yaml"))
     x = np.random.default_rng(0).integers(0, 256, (40, 12, 12, 3), dtype=np.uint8)
-    walked = Batches(x, np.arange(40), 16, policy=policy, shuffle=True, seed=3)
+    walked = Batches(x, np.arange(40), 16, draw=Draw(policy, seed=3))
     expected = {}
     for epoch in range(3):
         for i in range(len(walked)):
             expected[epoch, i] = walked[i]
         walked.on_epoch_end()
-    fresh = Batches(x, np.arange(40), 16, policy=policy, shuffle=True, seed=3)
+    fresh = Batches(x, np.arange(40), 16, draw=Draw(policy, seed=3))
     for epoch, i in [(2, 1), (0, 2), (1, 0), (2, 0), (0, 0), (1, 2)]:
         got = fresh.batch_at(epoch, i)
         assert all(np.array_equal(a, b) for a, b in zip(got, expected[epoch, i])), (epoch, i)
@@ -119,7 +119,7 @@ def test_batches_come_in_aligned_buffers(policy_name, make_cfg):
 
     x, y = random_images(13, 24, 1, classes=3)
     policy = augment.build(OmegaConf.load(CONF / "augmentation" / f"{policy_name}.yaml"))
-    batches = Batches(x, y, batch_size=5, policy=policy, shuffle=True, seed=1)
+    batches = Batches(x, y, batch_size=5, draw=Draw(policy, seed=1))
     for index in range(len(batches)):
         bx, by = batches.batch_at(0, index)
         assert bx.ctypes.data % augment.BATCH_ALIGNMENT == 0
@@ -131,7 +131,7 @@ def test_batches_come_in_aligned_buffers(policy_name, make_cfg):
 
 def test_unaugmented_batches_keep_their_images_and_order():
     x, y = random_images(11, 16, 1, classes=3)
-    batches = Batches(x, y, batch_size=4, shuffle=True, seed=2)
+    batches = Batches(x, y, batch_size=4, draw=Draw(seed=2))
     order = batches._epoch_order(0)
     bx, by = batches.batch_at(0, 1)
     np.testing.assert_array_equal(bx, x[order[4:8]])

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from ablation import augment
 from ablation.augment import PolicyError, mixing
-from ablation.training.batches import Batches
+from ablation.training.batches import Batches, Draw
 from ablation.training.config import ConfigError
 from ablation.training.plan import plan
 from ablation.training.run import run
@@ -78,8 +78,8 @@ def test_host_mixing_of_pixels():
 def test_the_device_mixes_pixels_as_the_host_does(name):
     x, y = random_images(16, 12, classes=4)
     policy = _policy(name)
-    host = Batches(x, y, 8, policy=policy, shuffle=True, seed=4, mix=policy.mix)
-    device = Batches(x, y, 8, policy=policy, shuffle=True, seed=4, mix=policy.mix, mix_images=False)
+    host = Batches(x, y, 8, draw=Draw(policy, seed=4, mix=policy.mix))
+    device = Batches(x, y, 8, draw=Draw(policy, seed=4, mix=policy.mix, mix_images=False))
     for index in range(2):
         host_x, host_y = host.batch_at(0, index)
         raw_x, numbers = device.batch_at(0, index)
@@ -98,13 +98,10 @@ def test_the_device_mixes_pixels_as_the_host_does(name):
 def test_batches_carry_the_numbers_and_pad_them_for_devices():
     x, y = random_images(10, 10, classes=4)
     policy = _policy("cutmix")
-    bx, by, weights = Batches(x, y, 4, policy=policy, shuffle=True, seed=0, mix=policy.mix, pad_to=3,
-                              mix_images=False).batch_at(0, 2)
+    bx, by, weights = Batches(x, y, 4, draw=Draw(policy, mix=policy.mix, mix_images=False), pad_to=3).batch_at(0, 2)
     assert len(bx) == 3 and weights.tolist() == [1, 1, 0]  # 2 images + 1 zero-weighted copy
     assert set(by) == {"labels", "other", "weight", "permutation", "box"}
     assert all(len(v) == 3 for v in by.values()) and by["permutation"].max() < 2
-    with pytest.raises(ValueError, match="training batches"):
-        Batches(x, y, 4, mix=policy.mix)
     plain_x, plain_y = Batches(x, y, 4).batch_at(0, 0)
     assert isinstance(plain_y, np.ndarray)
 

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from ablation import tracking
 from ablation.training import backend, measure, models
-from ablation.training.batches import Batches
+from ablation.training.batches import Batches, Draw
 
 
 class Clock:
@@ -49,7 +49,7 @@ def _epoch(clock, logger, train, epoch, waits, step_s=0.05, built_ahead=()):
 
 def test_input_wait_is_the_share_of_training_spent_waiting_for_batches(clock):
     x = np.zeros((64, 8, 8, 1), np.uint8)
-    train = Batches(x, np.arange(64) % 2, 16, shuffle=True, clock=clock)  # 4 batches per epoch
+    train = Batches(x, np.arange(64) % 2, 16, draw=Draw(), clock=clock)  # 4 batches per epoch
     logger = measure.CleanGap(train, Batches(x, np.arange(64) % 2, 16))
     # The clean evaluation's numbers are not what is measured here.
     logger.set_model(SimpleNamespace(evaluate=lambda *a, **k: {"loss": 0.4, "accuracy": 0.9},
@@ -74,7 +74,7 @@ def _fit(make_cfg, policy):
     cfg = make_cfg()
     x = np.random.default_rng(0).integers(0, 256, (64, 16, 16, 1), dtype=np.uint8)
     y = np.arange(64) % 2
-    train = Batches(x, y, 16, policy=policy, shuffle=True)
+    train = Batches(x, y, 16, draw=Draw(policy))
     model = models.build_small_cnn((16, 16, 1), 2, filters=(4,), dense=8)
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
     with tracking.run(cfg, "perf", {}) as tracker:

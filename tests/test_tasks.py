@@ -13,7 +13,7 @@ from PIL import Image
 from ablation import augment
 from ablation.report import build as report
 from ablation.training import config, models, tasks
-from ablation.training.batches import Batches
+from ablation.training.batches import Batches, Draw
 from ablation.training.config import ConfigError, user_error
 from ablation.training.plan import plan
 from ablation.training.run import run
@@ -71,7 +71,7 @@ def test_reconstruct_target_is_the_augmented_input(make_cfg):
     task = tasks.build(make_cfg("task=reconstruct", *AUTOENCODER))
     policy = augment.build({"name": "flip", "transforms": [FLIP_AND_BRIGHTEN[0]]})
     x = random_images(6, 16, high=200)
-    batches = Batches(x, np.zeros(len(x)), 4, policy=policy, shuffle=True, task=task)
+    batches = Batches(x, np.zeros(len(x)), 4, draw=Draw(policy), task=task)
     inputs, targets = batches[0]
     np.testing.assert_array_equal(inputs, x[batches._order[:4], :, ::-1])  # flipped
     assert targets.dtype == np.float32
@@ -101,7 +101,7 @@ def test_inpaint_input_is_the_target_outside_the_mask_and_filled_inside(make_cfg
 def test_inpaint_training_masks_are_drawn_afresh_each_epoch(make_cfg):
     task = tasks.build(make_cfg("task=inpaint", *AUTOENCODER))
     x = np.full((8, 16, 16, 1), 200, np.uint8)
-    train = Batches(x, np.zeros(8), 8, shuffle=True, seed=0, task=task)
+    train = Batches(x, np.zeros(8), 8, draw=Draw(seed=0), task=task)
     first = train[0][0] == 0
     train.on_epoch_end()
     assert not np.array_equal(first, train[0][0] == 0)

@@ -8,6 +8,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -37,47 +38,66 @@ class ReadyTimes:
         return key in self._times
 
 
+@dataclass(frozen=True)
+class Draw:
+    """What makes batches training batches: reshuffled every epoch from the seed, and what is drawn for them.
+
+    policy: an augment.Policy applied to each batch (None: the images as they are).
+    seed: the order and the augmentation of batch i in epoch e depend only on (seed, e, i), so a run is
+          reproducible whatever the worker threads do.
+    steps: batches per epoch (None: one pass); more than ceil(n / batch_size) draws extra augmented samples.
+    mix: batch mixing (MixUp, CutMix: ablation/augment/mixing.py), drawn per batch after the policy; y is then
+         {labels, permutation, weight[, box]}. mix_images: mix the pixels here (augmentation.placement=host),
+         or leave them to the model's train step (placement=device).
+    """
+    policy: object = None
+    seed: int = 0
+    steps: int | None = None
+    mix: mixing.Mix | None = None
+    mix_images: bool = True
+
+
+@dataclass(frozen=True)
+class Feed:
+    """How Keras' PyDataset prepares the batches (trainer.workers, use_multiprocessing, max_queue_size)."""
+    workers: int = 1
+    use_multiprocessing: bool = False
+    max_queue_size: int = 10
+
+
 class Batches(keras.utils.PyDataset):
     """(x, y) batches of uint8 images from uint8 arrays (read-only memory maps included).
 
-    policy: an augment.Policy applied to training batches (None for evaluation data).
-    shuffle: reshuffle every epoch; the order and the augmentation of batch i in epoch e depend only on
-             (seed, e, i), so a run is reproducible whatever the worker threads do.
-    steps: batches per epoch; more than ceil(n / batch_size) draws extra augmented samples (shuffle only).
+    draw: training batches (Draw: reshuffled every epoch, augmented, mixed); None for evaluation data, passed
+          through untouched in their order.
+    feed: the PyDataset's workers and queue (Feed).
     pad_to: a batch whose length is not a multiple of this (the last, short one) is padded by repeating its
             first images with sample weight 0, so it splits evenly across devices (data-parallel training on
             JAX); the padding counts in no loss or metric. With pad_to > 1 every batch carries sample weights.
     task: what y is (ablation/training/tasks.py): the labels (classify, the default) or target images in [0, 1] made
           from the batch's images (reconstruct, inpaint; an inpaint input is masked).
-    mix: batch mixing (MixUp, CutMix: ablation/augment/mixing.py), drawn per training batch after the policy; y is then
-         {labels, permutation, weight[, box]}. mix_images: mix the pixels here (augmentation.placement=host),
-         or leave them to the model's train step (placement=device).
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, *, policy=None, shuffle: bool = False,
-                 seed: int = 0, steps: int | None = None, workers: int = 1, use_multiprocessing: bool = False,
-                 max_queue_size: int = 10, pad_to: int = 1, task: tasks.Classify | None = None,
-                 mix: mixing.Mix | None = None, mix_images: bool = True,
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, *, draw: Draw | None = None,
+                 feed: Feed = Feed(), pad_to: int = 1, task: tasks.Classify | None = None,
                  clock: Callable[[], float] = time.perf_counter):
-        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
+        super().__init__(workers=feed.workers, use_multiprocessing=feed.use_multiprocessing,
+                         max_queue_size=feed.max_queue_size)
         if len(x) != len(y):
             raise ValueError(f"images and labels differ in length: {len(x)} vs {len(y)}")
         if len(x) == 0:
             raise ValueError("no images to batch")
         self.x, self.y = x, y
         self.batch_size = batch_size
-        self.policy = None if policy is None or policy.is_identity else policy
-        self.shuffle = shuffle
-        self.seed = seed
-        self.steps = steps or math.ceil(len(x) / batch_size)
-        self.extra_steps = steps is not None
-        if steps and not shuffle and steps * batch_size > len(x):
-            raise ValueError("steps beyond one pass over the data are only meaningful for shuffled training batches")
+        self.shuffle = draw is not None
+        draw = draw or Draw()
+        self.policy = None if draw.policy is None or draw.policy.is_identity else draw.policy
+        self.seed = draw.seed
+        self.steps = draw.steps or math.ceil(len(x) / batch_size)
+        self.extra_steps = draw.steps is not None
         self.pad_to = pad_to
         self.task = task or tasks.CLASSIFY
-        if mix is not None and not shuffle:
-            raise ValueError("batch mixing is for training batches (shuffle=True) only")
-        self.mix, self.mix_images = mix, mix_images
+        self.mix, self.mix_images = draw.mix, draw.mix_images
         self.epoch = 0
         self._order = self._epoch_order(0)
         self._orders: dict[int, np.ndarray] = {}
@@ -114,8 +134,7 @@ class Batches(keras.utils.PyDataset):
         idx = order[index * self.batch_size:(index + 1) * self.batch_size]
         # Training batches draw their augmentation (and an inpaint task its masks) from (seed, epoch, batch);
         # evaluation batches draw nothing.
-        training = self.policy is not None or self.shuffle
-        rng = np.random.default_rng([self.seed, epoch, index]) if training else None
+        rng = np.random.default_rng([self.seed, epoch, index]) if self.shuffle else None
         x, y = self.task.batch(_gather(self.x, idx), self.y[idx], idx, self.policy, rng)
         if self.mix is not None:
             numbers = mixing.draw(self.mix, len(x), x.shape[1], x.shape[2], rng)

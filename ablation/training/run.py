@@ -18,7 +18,7 @@ from ablation import augment, datasets, tracking
 from ablation.augment import device
 from ablation.training import backend, callbacks, expansion, measure, models, normalize, record, reuse, synthetic, tasks
 from ablation.training.backup import Backup
-from ablation.training.batches import Batches
+from ablation.training.batches import Batches, Draw, Feed
 from ablation.training.plan import RunPlan, plan
 
 log = logging.getLogger(__name__)
@@ -215,9 +215,9 @@ def make_batches(cfg: DictConfig, splits: datasets.Splits, policy: augment.Polic
     # Evaluation batches (validation, test, the clean subset) learn nothing: larger ones take fewer steps.
     evaluate = t.get("eval_batch_size") or t.batch_size
     return {
-        "train": Batches(train.x, train.y, t.batch_size, policy=policy, shuffle=True, seed=cfg.seed,
-                         steps=t.steps_per_epoch, workers=t.workers, use_multiprocessing=t.use_multiprocessing,
-                         max_queue_size=t.max_queue_size, mix=mix, mix_images=mix_images, **shared),
+        "train": Batches(train.x, train.y, t.batch_size, **shared,
+                         draw=Draw(policy, cfg.seed, t.steps_per_epoch, mix, mix_images),
+                         feed=Feed(t.workers, t.use_multiprocessing, t.max_queue_size)),
         "val": Batches(splits.val.x, splits.val.y, evaluate, **shared),
         "test": Batches(splits.test.x, splits.test.y, evaluate, **shared),
         "train_clean": Batches(splits.train.x[clean], splits.train.y[clean], evaluate, **shared),

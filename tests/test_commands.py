@@ -58,3 +58,13 @@ def test_a_missing_keras_backend_is_one_line_before_keras_loads(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "error: no Keras backend: no_such_backend (KERAS_BACKEND) is not installed; pip install "
         "'augment-ablation[tensorflow]' (or [jax], with KERAS_BACKEND=jax)"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(set(COMMANDS) - {"ablation"}))  # ablation: tests/test_config.py
+def test_a_renamed_key_is_one_line_naming_its_replacement(name, tmp_path):
+    result = _run(tmp_path, COMMANDS[name][0], "augmentation.where=device")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        "error: augmentation.where: renamed to augmentation.placement; use augmentation.placement=device"]
+    assert list(tmp_path.iterdir()) == []

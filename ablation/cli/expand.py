@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig
 
+from ablation.cli.compose import renamed_refused
 from ablation.core import guard, paths
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ def shortcuts(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+@renamed_refused
 @hydra.main(config_path="../conf", config_name="expand", version_base="1.3")
 @guard.command
 def main(cfg: DictConfig) -> None:

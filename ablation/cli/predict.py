@@ -28,6 +28,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from ablation import datasets, tracking
+from ablation.cli.compose import renamed_refused
 from ablation.core import guard, paths
 from ablation.core.errors import ConfigError
 
@@ -216,6 +217,7 @@ def predict(tracking_cfg, run_id: str | None, data, out=None, batch_size: int = 
     return csv
 
 
+@renamed_refused
 @hydra.main(config_path="../conf", config_name="predict", version_base="1.3")
 @guard.command
 def main(cfg: DictConfig) -> None:

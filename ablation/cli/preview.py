@@ -8,6 +8,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from ablation.cli.compose import renamed_refused
 from ablation.core import guard, paths
 
 N_AUGMENTED = 8
@@ -28,6 +29,7 @@ def write_preview(cfg: DictConfig, out_dir: Path | None = None, n: int = N_AUGME
     return path
 
 
+@renamed_refused
 @hydra.main(config_path="../conf", config_name="preview", version_base="1.3")
 @guard.command
 def main(cfg: DictConfig) -> None:

@@ -3,9 +3,11 @@ conf/report.yaml): rebuild an experiment's report, or one sweep's, from what MLf
 import hydra
 from omegaconf import DictConfig
 
+from ablation.cli.compose import renamed_refused
 from ablation.core import guard, paths
 
 
+@renamed_refused
 @hydra.main(config_path="../conf", config_name="report", version_base="1.3")
 @guard.command
 def main(cfg: DictConfig) -> None:

@@ -10,6 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ablation import tracking
+from ablation.cli.compose import renamed_refused
 from ablation.core import guard, paths
 
 
@@ -38,6 +39,7 @@ def serve(cfg: DictConfig) -> int:
         return 0
 
 
+@renamed_refused
 @hydra.main(config_path="../conf", config_name="ui", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """`ablation-ui [port=5000] [host=127.0.0.1]`"""

@@ -3,15 +3,16 @@ combination of a sweep. How the command ends (Ctrl-C, SIGTERM, a user error) is 
 import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from ablation.core import guard, renamed
+from ablation.cli.compose import renamed_refused
+from ablation.core import guard
 
 
+@renamed_refused
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def app(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
@@ -55,9 +56,6 @@ def main() -> None:
     leaves Hydra (ablation.sweep.parent.finish): it ends with the interrupt's exit status, without a traceback."""
     with guard.guard("interrupted"):
         require_keras_backend()
-        # A key renamed since (design=, force=, inpaint.mask=, augmentation.where= ...): one line naming the new
-        # key, where Hydra would only say the config lacks the old one.
-        renamed.check_overrides(sys.argv[1:])
         app()
 
 

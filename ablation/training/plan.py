@@ -56,7 +56,8 @@ def plan(cfg: DictConfig) -> RunPlan:
     key = tracking.config_hash(cfg, policy.fingerprint)
     tags = {"dataset": cfg.dataset.name, "model": cfg.model.name, "augmentation": label,
             "policy": cfg.augmentation.name, "seed": cfg.seed, "experiment": cfg.experiment_name, "config_hash": key,
-            "policy_fingerprint": policy.fingerprint, "task": task, "augmentation_mode": "offline" if where == "offline" else "online",
+            "policy_fingerprint": policy.fingerprint, "task": task,
+            "augmentation_mode": "offline" if expansion.offline(cfg) else "online",
             "train_batches_policy": policy.name if placement.batches_augment else "none"}
     return RunPlan(name=f"{label}/{cfg.model.name}/s{cfg.seed}", key=key, policy=policy, task=task, seed=cfg.seed,
                    placement=placement, tags=MappingProxyType({k: str(v) for k, v in tags.items()}))

@@ -53,30 +53,22 @@ def compose_config(*overrides: str, smoke: bool = True, hydra: bool = False):
                        return_hydra_config=hydra)
 
 
-# An empty MLflow SQLite store, made once per test process (store_template): MLflow creates and migrates its
-# tables the first time it opens a store, about 2 s each time; a copy of a store it made opens at once.
-_TEMPLATE: list[Path] = []
-
-
 @pytest.fixture(scope="session", autouse=True)
 def store_template(tmp_path_factory) -> Path:
-    """An empty store that MLflow itself created (its tables, the Default experiment), copied by store_overrides."""
+    """An empty store that MLflow itself created (its tables, the Default experiment), once per test process:
+    helpers.seed_store copies it into each test's folder."""
     from mlflow.tracking import MlflowClient
 
     path = tmp_path_factory.mktemp("store_template") / "mlflow.db"
     MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    _TEMPLATE[:] = [path]
+    helpers.STORE_TEMPLATE[:] = [path]
     return path
 
 
 def store_overrides(folder: Path) -> list[str]:
-    """A SQLite tracking store and its artifacts inside folder: a copy of the empty store_template when folder has
+    """A SQLite tracking store and its artifacts inside folder: a copy of the empty store template when folder has
     no store yet."""
-    import shutil
-
-    folder.mkdir(parents=True, exist_ok=True)
-    if _TEMPLATE and not (folder / "mlflow.db").exists():
-        shutil.copyfile(_TEMPLATE[0], folder / "mlflow.db")
+    helpers.seed_store(folder)
     return [f"tracking.uri=sqlite:///{folder / 'mlflow.db'}", f"tracking.artifact_root={folder / 'artifacts'}"]
 
 

@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from ablation import augment
-from ablation.augment import PolicyError, mixing
+from ablation.augment import PolicyError, mix_step, mixing
 from ablation.training.batches import Batches, Draw
 from ablation.training.config import ConfigError
 from ablation.training.plan import plan
@@ -85,7 +85,7 @@ def test_the_device_mixes_pixels_as_the_host_does(name):
         raw_x, numbers = device.batch_at(0, index)
         assert set(host_y) == {"labels", "other", "weight"} and set(host_y) < set(numbers)
         assert not np.array_equal(host_x, raw_x)
-        on_device, device_y = mixing.mix_on_device(
+        on_device, device_y = mix_step.mix_on_device(
             keras.ops.convert_to_tensor(raw_x), {k: keras.ops.convert_to_tensor(v) for k, v in numbers.items()}, MIXERS)
         on_device = keras.ops.convert_to_numpy(on_device)
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(device_y["other"]), host_y["other"])
@@ -109,7 +109,7 @@ def test_batches_carry_the_numbers_and_pad_them_for_devices():
 def test_the_loss_of_a_mixed_batch_is_the_weighted_loss_of_both_labels():
     inputs = keras.Input((4, 4, 1), dtype="uint8")
     outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs)))
-    model = mixing.MixingModel(inputs, outputs)
+    model = mix_step.MixingModel(inputs, outputs)
     model.compile("adam", "sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
     rng = np.random.default_rng(5)
     x = rng.integers(0, 256, (6, 4, 4, 1), dtype=np.uint8)
@@ -122,8 +122,8 @@ def test_the_loss_of_a_mixed_batch_is_the_weighted_loss_of_both_labels():
     rows = np.arange(6)
     expected = np.mean(-w * np.log(y_pred[rows, labels]) - (1 - w) * np.log(y_pred[rows, other]))
     assert loss == pytest.approx(expected, rel=1e-5)
-    plain = mixing.plain(model)
-    assert type(plain) is not mixing.MixingModel
+    plain = mix_step.plain(model)
+    assert type(plain) is not mix_step.MixingModel
     np.testing.assert_allclose(keras.ops.convert_to_numpy(plain(x)), y_pred, rtol=1e-6)
 
 
@@ -162,7 +162,7 @@ def test_mixup_runs_on_the_host_and_on_the_device_alike(make_cfg, tmp_path):
     assert data.data.tags["policy_fingerprint"] == device_data.data.tags["policy_fingerprint"]
     model_file = client.download_artifacts(out["run_id"], "model.keras", str(tmp_path))
     loaded = keras.saving.load_model(model_file)  # a plain Keras model: no custom class to import
-    assert type(loaded) is not mixing.MixingModel and loaded.output_shape[-1] == 10
+    assert type(loaded) is not mix_step.MixingModel and loaded.output_shape[-1] == 10
 
 
 def test_the_preview_shows_the_mixing():
@@ -180,7 +180,7 @@ def test_a_replica_with_part_of_the_batch_pairs_within_its_share():
     x, y = random_images(8, 6, classes=4)
     numbers = mixing.draw(mixing.Mix("cutmix", 1.0), 8, 6, 6, np.random.default_rng(7))
     share = {k: v[4:] for k, v in mixing.targets(y, numbers, on_device=True).items()}
-    mixed, share_y = mixing.mix_on_device(keras.ops.convert_to_tensor(x[4:]),
+    mixed, share_y = mix_step.mix_on_device(keras.ops.convert_to_tensor(x[4:]),
                                           {k: keras.ops.convert_to_tensor(v) for k, v in share.items()}, MIXERS)
     local = share["permutation"] % 4
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(share_y["other"]), y[4:][local])

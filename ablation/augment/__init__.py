@@ -6,12 +6,13 @@ numpy Generator. Everything that can be wrong with a policy is found by build(cf
     buffers      aligned batch buffers (batches hand them to the backend without a copy)
     idg          ImageDataGenerator semantics no albumentations transform has (KerasAffine, KerasChannelShift)
     randaugment  RandAugment on the host, with Keras' operations and magnitudes
-    mixing       MixUp and CutMix: the batch-level part of a policy (host or device)
+    mixing       MixUp and CutMix: the batch-level part of a policy, its numbers and the host's mixing
     parse        a policy config -> a tree of checked nodes; the ImageDataGenerator vocabulary -> the same nodes
     units        what a leave-one-out or add-one-in design removes or keeps
     fastpath     the ImageDataGenerator vocabulary applied batch-wise (one warp per image, no Compose)
     policy       Policy and build(cfg)
     layers, pixel_layers, device   the same policy as Keras layers inside the model (`augmentation.placement=device`)
+    mix_step     the device's half of mixing: the train step of a model that mixes its batches (Keras)
 
 Modules import each other downwards in this list only. Callers import from here.
 """

@@ -184,12 +184,12 @@ def check_input(cfg, input_shape) -> None:
 
 def for_inference(model: keras.Model) -> keras.Model:
     """What a run saves as model.keras: the trained model as it predicts, which plain Keras loads. Without the
-    mixing train step (mixing.plain) and without device augmentation in front of the backbone: its layers pass
+    mixing train step (mix_step.plain) and without device augmentation in front of the backbone: its layers pass
     images through outside training, and are ablation.augment.device classes a plain load would not know. Weights are
     shared with `model`."""
-    from ablation.augment import device, mixing
+    from ablation.augment import device, mix_step
 
-    model = mixing.plain(model)
+    model = mix_step.plain(model)
     backbone = model.layers[-1]
     bare = device.unwrap(backbone)
     if bare is backbone:
@@ -205,7 +205,7 @@ def build(cfg, input_shape, num_classes: int, augmentation: keras.Sequential | N
     only, between the rescale and the backbone; `normalization` (normalize.Normalization.layer) right in front
     of the backbone: images -> rescale -> [augmentation] -> [normalization] -> backbone. `task` (ablation/training/tasks.py)
     picks the head of a model that has more than one: classes, or an image for reconstruct and inpaint.
-    `mix` (augmentation.mix, ablation/augment/mixing.py): "host" or "device" gives a mixing.MixingModel, which trains on
+    `mix` (augmentation.mix, ablation/augment/mixing.py): "host" or "device" gives a mix_step.MixingModel, which trains on
     mixed batches, and with "device" mixes their images in its train step."""
     from ablation.augment import device
 
@@ -228,7 +228,7 @@ def build(cfg, input_shape, num_classes: int, augmentation: keras.Sequential | N
     inputs = keras.Input(shape=tuple(input_shape), dtype="uint8", name="images")
     outputs = backbone(layers.Rescaling(1 / 255, name="rescale")(inputs))
     if mix is not None:
-        from ablation.augment.mixing import MixingModel
+        from ablation.augment.mix_step import MixingModel
 
         return MixingModel(inputs, outputs, name=backbone.name, mix_on_device=mix == "device")
     return keras.Model(inputs, outputs, name=backbone.name)

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ablation.core import curves
-from ablation.report import decide
+from ablation.report import decide, sequential
 
 
 @dataclass(frozen=True)
@@ -142,8 +142,15 @@ def wrong(verdicts: np.ndarray, scenario: Scenario, n_policies: int) -> dict[str
 def rates(model: NoiseModel, n_sweeps: int, n_policies: int, n_seeds: int, scenario: Scenario = Scenario(),
           correction: str = "bh", alpha: float = 0.05, seed: int = 0) -> dict[str, float]:
     """Per kind of wrong verdict (wrong()): the share of sweeps with at least one, and the share of policies;
-    the false discovery rate of the effect verdicts; and the share of policies given each verdict."""
+    the false discovery rate of the effect verdicts; the share of policies given each verdict; and the runs of
+    the design (runs: policies and baseline at n_seeds; seeds_per_policy)."""
     v = decided(model, n_sweeps, n_policies, n_seeds, scenario, correction, alpha, seed)
+    return {**tally(v, scenario, n_policies), "runs": float((n_policies + 1) * n_seeds),
+            "seeds_per_policy": float(n_seeds)}
+
+
+def tally(v: np.ndarray, scenario: Scenario, n_policies: int) -> dict[str, float]:
+    """rates() of given (sweeps, policies) verdicts."""
     claims = np.isin(v, decide.EFFECTS)
     wrong_claims = wrong(v, scenario, n_policies)["effect"]
     # Benjamini-Hochberg's promise: the expected share of wrong ones among the effect verdicts given.
@@ -155,6 +162,31 @@ def rates(model: NoiseModel, n_sweeps: int, n_policies: int, n_seeds: int, scena
         out[name] = float((np.char.startswith(v.astype(str), "undecided: ") & ~(v == decide.UNFINISHED)).mean()
                           if name == "failed" else (v == name).mean())
     return out
+
+
+def sequence(model: NoiseModel, n_sweeps: int, n_policies: int, plan: sequential.Schedule,
+             scenario: Scenario = Scenario(), correction: str = "bh", seed: int = 0) -> dict[str, np.ndarray]:
+    """Simulated sweeps run by the sequential design (sequential.run over plan.maximum seeds, each look at its
+    own alpha): its per-row verdicts, looks and seeds and per-sweep runs. The same draws as decided() with
+    n_seeds = plan.maximum; a policy with a failed run (Scenario.failed) has it at its first seed."""
+    gap, score = sweeps(model, n_sweeps, n_policies, plan.maximum, scenario, seed)
+    failed = None
+    if scenario.failed:
+        failed = np.zeros(gap.shape, dtype=bool)
+        failed[..., 0] = np.random.default_rng(seed + 1).random((n_sweeps, n_policies)) < scenario.failed
+    return sequential.run(gap, score, plan, failed=failed, correction=correction, margin=scenario.margin,
+                          score_floor=scenario.step, gap_margin=scenario.gap_margin)
+
+
+def sequential_rates(model: NoiseModel, n_sweeps: int, n_policies: int, plan: sequential.Schedule,
+                     scenario: Scenario = Scenario(), correction: str = "bh", seed: int = 0) -> dict[str, float]:
+    """rates() of the sequential design: the final verdicts' error rates and shares, and its expected runs
+    (runs, baseline's seeds and every policy's), mean seeds per policy and the share of policies stopped at
+    each look (stopped_k)."""
+    out = sequence(model, n_sweeps, n_policies, plan, scenario, correction, seed)
+    rates_ = {**tally(out["verdict"], scenario, n_policies), "runs": float(out["runs"].mean()),
+              "seeds_per_policy": float(out["seeds"].mean()), "baseline_seeds": float(out["baseline_seeds"].mean())}
+    return {**rates_, **{f"stopped_{k}": float((out["look"] == k).mean()) for k in range(len(plan.seeds))}}
 
 
 def training_lengths(n_pairs: int, amplitude: float = 0.3, tau: float = 15.0, policy_epochs=(30, 60),

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ablation.core.names import BLOCK, KEYS
 from ablation.core.paths import CONF
-from ablation.report import decide
+from ablation.report import decide, sequential
 
 EXPERIMENTS = CONF / "experiment"
 PLAIN = re.compile(r"^[A-Za-z0-9_]+$")  # a policy that is an augmentation option of its own
@@ -82,11 +82,18 @@ def _failed(block: pd.DataFrame, experiment: str, where: str, selector: list[str
 
 def _seeds(block: pd.DataFrame, experiment: str, where: str, selector: list[str]) -> list[str]:
     open_rows = block[block["verdict"].isin([decide.UNDECIDED, decide.COST_UNCLEAR])]
+    stopped = (block["stopped"] if "stopped" in block else pd.Series("", index=block.index)).fillna("").astype(str)
+    going = open_rows[stopped[open_rows.index] == sequential.OPEN]
+    open_rows = open_rows.drop(index=going.index)
+    out = []
+    if len(going):  # seeds on demand, stopped between its rounds: the same sweep goes on from its last look
+        out.append(f"open{where}: {', '.join(going['augmentation'])} go on to the next look of the sequential design; "
+                   f"the same sweep run again continues it (finished runs are skipped): "
+                   f"{_command(experiment, [*selector, 'sweep.seeds=auto'], others=True)}")
     if open_rows.empty:
-        return []
+        return out
     needed = pd.to_numeric(open_rows["seeds_needed"], errors="coerce")
     decidable = open_rows[needed <= decide.MAX_SEEDS]
-    out = []
     beyond = open_rows[needed > decide.MAX_SEEDS]
     if len(beyond):
         out.append(f"open{where}: {', '.join(beyond['augmentation'])} would need more than {decide.MAX_SEEDS} seeds "
@@ -108,7 +115,9 @@ def _seeds(block: pd.DataFrame, experiment: str, where: str, selector: list[str]
     confirm = [f"experiment_name={experiment}_confirm"]
     return out + [f"open{where}: {names} would be settled by a confirmatory sweep on the number of fresh seeds in "
                   f"brackets (80% power if the policy changed nothing, planned from the measured spread and the "
-                  f"margins); its own report decides on those seeds alone, so looking again stays valid: "
+                  f"margins); its own report decides on those seeds alone, so looking again stays valid (adding "
+                  f"seeds to this sweep and deciding again would not be; seeds on demand, sweep.seeds=auto, plan "
+                  f"their looks in advance): "
                   f"{_command(experiment, [*selector, *policies, *confirm, f'seed={seeds}'], others=not plain)}"]
 
 

@@ -17,7 +17,7 @@ from ablation import tracking
 from ablation.core import errors, guard, paths
 from ablation.core.names import BASELINE, BLOCK, KEYS
 from ablation.lenses import affinity, class_effects, robustness
-from ablation.report import advice, champion, decide, markdown, publish, strength_levels, summary
+from ablation.report import advice, champion, decide, markdown, publish, sequential, strength_levels, summary
 from ablation.report import figures as plots
 from ablation.report import html as page
 from ablation.report.settings import check as check_settings
@@ -165,7 +165,7 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
     finished, failed, name = runs_of(cfg, parent_run_id)
     out_dir = Path(out_root or OmegaConf.select(cfg, "paths.reports", default=None) or paths.folder("reports")) / name
     out_dir.mkdir(parents=True, exist_ok=True)
-    opts = summary.options(cfg.get("report"))
+    opts = {**summary.options(cfg.get("report")), "sequential": schedule_of(cfg, parent_run_id)}
     curves = histories(cfg, finished)
     table = decided(cfg, finished, failed, curves, opts)
     # Whom a policy hurts: per-class deltas against none (classifiers that logged test_class/*); and a strength
@@ -191,6 +191,25 @@ def build(cfg: DictConfig, parent_run_id: str | None = None, out_root: Path | No
                      note=publish.note(name, view, said, todo, out_dir),
                      table=view, table_file=f"{out_dir.name}/decision.json")
     return out_dir
+
+
+def schedule_of(cfg: DictConfig, parent_run_id: str | None) -> sequential.Schedule | None:
+    """The looks of a sweep that added seeds on demand (sweep.seeds=auto), as its parent run recorded them; None
+    for a fixed design, and for a report over a whole experiment."""
+    if not parent_run_id:
+        return None
+    looks = (tracking.sweep_definition(cfg.tracking, parent_run_id) or {}).get("sequential")
+    return sequential.Schedule(tuple(looks["seeds"]), tuple(looks["alphas"]), looks["kind"]) if looks else None
+
+
+def look(cfg: DictConfig, parent_run_id: str, schedule: sequential.Schedule) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A sequential sweep between its rounds: (the table as the report decides it now, with each row's `stopped`;
+    the finished runs it read)."""
+    finished, failed, _ = runs_of(cfg, parent_run_id)
+    opts = {**summary.options(cfg.get("report")), "sequential": schedule}
+    if finished.empty:
+        return pd.DataFrame(columns=COLUMNS), finished
+    return summary.summary(summary.per_run(finished, histories(cfg, finished), opts["gap"]), opts, failed), finished
 
 
 def decided(cfg: DictConfig, finished: pd.DataFrame, failed: pd.DataFrame, curves: pd.DataFrame,
@@ -267,7 +286,7 @@ def make(cfg: DictConfig, parent: str | None = None) -> Path:
                    else f"experiment_name: no finished runs in MLflow experiment {name!r}")
     out_dir = build(cfg, parent)
     show(pd.read_csv(out_dir / "summary.csv", keep_default_na=False, na_values=[""]), name,
-         summary.options(cfg.get("report")))
+         {**summary.options(cfg.get("report")), "sequential": schedule_of(cfg, parent)})
     print(f"\nreport: {out_dir / 'report.html'}")
     return out_dir
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ablation.core import curves, stats
 from ablation.core.names import BASELINE, BLOCK, KEYS
-from ablation.report import decide
+from ablation.report import decide, sequential
 
 # The runs compared with one baseline, and their task (a block holds one).
 GROUP = [*BLOCK, "task"]
@@ -30,7 +30,10 @@ COLUMNS = [*KEYS, "verdict", "flags", "failed", "delta_test_score", "delta_test_
            "mode", "time_total_s_mean", "time_total_s_median", "time_vs_baseline", "images_per_s_mean",
            "time_expand_s_mean", "expanded_bytes_mean",
            # Generated training images (ablation/training/synthetic.py): the generator's training time, sample affinity.
-           "time_generator_s_mean", "sample_affinity_mean"]
+           "time_generator_s_mean", "sample_affinity_mean",
+           # A sequential design (sweep.seeds=auto): the look each row stopped at, of how many, its alpha, and why.
+           "look", "looks", "alpha_look", "stopped", "delta_test_score_rci_low", "delta_test_score_rci_high",
+           "delta_gap_rci_low", "delta_gap_rci_high"]
 # The headline test score of a task and the clean-train score the underfitting flag compares.
 SCORES = {"classify": "accuracy", "reconstruct": "psnr", "inpaint": "psnr"}
 # Accuracies are in points (percent) in the table, so every delta reads as points; PSNR in dB.
@@ -137,7 +140,9 @@ def summary(runs: pd.DataFrame, opts: dict, failed: pd.DataFrame | None = None) 
         return pd.DataFrame(columns=COLUMNS)
     rows = []
     for block_key, block in runs.groupby(GROUP):
-        rows += _block(dict(zip(GROUP, block_key)), block, opts, _failed_in(failed, dict(zip(GROUP, block_key))))
+        key = dict(zip(GROUP, block_key))
+        decide_block = _sequential_block if opts.get("sequential") is not None else _block
+        rows += decide_block(key, block, opts, _failed_in(failed, key))
     out = pd.DataFrame(rows, columns=COLUMNS)
     order = {v: i for i, v in enumerate((*decide.VERDICTS, decide.BASELINE_ROW))}
     rank = out["verdict"].map(order).fillna(out["verdict"].str.startswith("undecided:").map(
@@ -194,9 +199,14 @@ def _block(key: dict, block: pd.DataFrame, opts: dict, failed: pd.DataFrame) -> 
     flagged = np.array([described[a]["unfinished"] for a in policies], dtype=bool)
     steps = block["score_step"].astype(float)
     step = float(steps.max()) if steps.notna().any() else 0.0
-    decision = decide.decide(d["gap"], d["test_score"], opts["correction"], opts["alpha"], margin,
-                             score_floor=step, gap_margin=gap_margin, failed=n_failed, total=totals,
-                             unfinished=flagged)
+    settings = {"correction": opts["correction"], "margin": margin, "score_floor": step, "gap_margin": gap_margin,
+                "failed": n_failed, "total": totals, "unfinished": flagged}
+    at = opts.get("look")  # (k, schedule, open policies) in a sequential design: look k's level over the open rows
+    if at is None:
+        decision = decide.decide(d["gap"], d["test_score"], alpha=opts["alpha"], **settings)
+    else:
+        decision = sequential.look(d["gap"], d["test_score"], at[0], at[1], [a in at[2] for a in policies],
+                                   **settings)
     gap, score, train = decision["gap"], decision["score"], stats.paired(d["train_score"])
     rows = []
     for i, augmentation in enumerate(policies):
@@ -228,6 +238,12 @@ def _block(key: dict, block: pd.DataFrame, opts: dict, failed: pd.DataFrame) -> 
                   for e in curves.ESTIMATORS},
                "delta_test_accuracy": 100 * _mean_delta(groups[augmentation], base, "test_accuracy", seeds),
                "delta_test_psnr": _mean_delta(groups[augmentation], base, "test_psnr", seeds)}
+        if at is not None:  # the repeated confidence intervals of this look (level 1 - its alpha): what it shows
+            row.update({"delta_gap_rci_low": decision["gap_rci"][0][i], "delta_gap_rci_high": decision["gap_rci"][1][i],
+                        "delta_test_score_rci_low": decision["score_rci"][0][i],
+                        "delta_test_score_rci_high": decision["score_rci"][1][i],
+                        "look": at[0] + 1, "looks": len(at[1].seeds), "alpha_look": decision["alpha"],
+                        "stopped": str(decision["reason"][i])})
         if base.empty:
             row["verdict"] = row["verdict_uncorrected"] = row["verdict_rule"] = "no baseline"
         rows.append(row)
@@ -288,3 +304,46 @@ def _describe(key: dict, augmentation: str, group: pd.DataFrame) -> dict:
             # Unfinished when at least half its seeds were: one seed's best epoch at the end can be chance.
             "unfinished": 2 * unfinished >= len(group) and unfinished > 0,
             "unfinished_seeds": f"{unfinished}/{len(group)}", "max_seed": int(group["seed"].max())}
+
+
+def _sequential_block(key: dict, block: pd.DataFrame, opts: dict, failed: pd.DataFrame) -> list[dict]:
+    """The rows of one baseline's family in a sequential design (opts["sequential"]: a sequential.Schedule): look k
+    decides the rows still open on the block's first schedule.seeds[k] seeds (in increasing order, as the sweep
+    runs them) at that look's alpha; a row that stops keeps the row of the look it stopped at, never decided again.
+    Looks stop at the first one whose seeds have not all run for every open row (a sweep between its rounds):
+    those rows stay `open` (column stopped)."""
+    plan = opts["sequential"]
+    seeds = sorted(block["seed"].unique())
+    policies = sorted(a for a in block["augmentation"].unique() if a != BASELINE)
+    open_rows, kept, latest = set(policies), {}, {}
+    for k, n in enumerate(plan.seeds):
+        first = seeds[:n]
+        part = block[block["seed"].isin(first)]
+        lost = failed[failed["seed"].isin(first)] if len(failed) else failed
+        ran = {a: part.loc[part["augmentation"] == a, "seed"].nunique() +
+               (lost.loc[lost["augmentation"].astype(str) == a, "seed"].nunique() if len(lost) else 0)
+               for a in (*open_rows, BASELINE)}
+        if len(first) < n or any(count < n for count in ran.values()):
+            break  # this look's seeds have not all run yet
+        for row in _block(key, part, {**opts, "look": (k, plan, open_rows)}, lost):
+            name = row["augmentation"]
+            if name == BASELINE or name in open_rows:
+                latest[name] = row
+                if name != BASELINE and row["stopped"] != sequential.OPEN:
+                    kept[name] = row
+        open_rows -= set(kept)
+        if not open_rows:
+            break
+    if not latest:  # the first look's seeds have not all run: every row open, nothing decided yet
+        rows = _block(key, block, {**opts, "alpha": plan.alphas[0]}, failed)
+        for row in rows:
+            row.update(look=0, looks=len(plan.seeds), alpha_look=plan.alphas[0], seeds_needed=math.nan)
+            if row["augmentation"] == BASELINE:
+                continue
+            verdict = str(row["verdict"])
+            row["stopped"] = (sequential.UNFINISHED if verdict == decide.UNFINISHED else sequential.FAILED
+                              if verdict.startswith("undecided: ") else sequential.OPEN)
+            if row["stopped"] == sequential.OPEN:
+                row["verdict"] = decide.UNDECIDED
+        return rows
+    return [kept.get(name, row) for name, row in latest.items()]

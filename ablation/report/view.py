@@ -19,8 +19,14 @@ def decision_view(table: pd.DataFrame) -> pd.DataFrame:
     offline = (table.get("mode", pd.Series(dtype=str)) == "offline").any()
     generated = table.get("time_generator_s_mean", pd.Series(dtype=float)).notna().any()
 
+    # Seeds on demand (sweep.seeds=auto): each row shows the repeated confidence interval of the look it stopped at
+    # (level 1 - that look's alpha), the one valid whatever made it stop, and the look.
+    sequential = "look" in table and pd.to_numeric(table["look"], errors="coerce").notna().any()
+    kind = "rci" if sequential else "ci"
+    label = "[CI at its look]" if sequential else "[raw 95% CI]"
+
     def interval(prefix, r):
-        mean, low, high = r[prefix], r[f"{prefix}_ci_low"], r[f"{prefix}_ci_high"]
+        mean, low, high = r[prefix], r[f"{prefix}_{kind}_low"], r[f"{prefix}_{kind}_high"]
         if r["verdict"] == decide.BASELINE_ROW:
             return "0"
         if not math.isfinite(mean):
@@ -52,11 +58,14 @@ def decision_view(table: pd.DataFrame) -> pd.DataFrame:
         unit = f", {unit}" if isinstance(unit, str) and unit else ""
         row = {**{k: r[k] for k in where_keys}, "augmentation": r["augmentation"], "verdict": r["verdict"],
                "flags": r["flags"] if isinstance(r["flags"], str) else "",
-               f"delta test {metric}{unit} [raw 95% CI]": interval("delta_test_score", r),
+               f"delta test {metric}{unit} {label}": interval("delta_test_score", r),
                "margin": margin(r),
-               f"delta gap ({r['gap_estimator']}) [raw 95% CI]": interval("delta_gap", r),
+               f"delta gap ({r['gap_estimator']}) {label}": interval("delta_gap", r),
                f"test {metric}{unit}": f"{r['test_score_mean']:.3f}" if not unit else f"{r['test_score_mean']:.1f}",
                "seeds": int(r["n_seeds"]), "failed": r.get("failed", ""), "seeds to decide": needed(r), **cost(r)}
+        if sequential and r["verdict"] != decide.BASELINE_ROW:
+            row.update(look=f"{int(r['look'])}/{int(r['looks'])}" if r["look"] == r["look"] else "",
+                       stopped=r["stopped"] if isinstance(r["stopped"], str) else "")
         if offline:  # online vs offline: the images written too
             row.update(mode=r["mode"],
                        expanded_mb=f"{r['expanded_bytes_mean'] / 1e6:.1f}" if r["expanded_bytes_mean"] == r["expanded_bytes_mean"] else "")
@@ -82,5 +91,13 @@ def rule(opts: dict) -> str:
     given = opts["margin"]
     accuracy = (f"{given['accuracy']:g} points of accuracy" if given.get("accuracy") is not None
                 else f"{100 * given['relative']:g}% more errors than none")
-    return decide.RULE.format(correction=decide.CORRECTION_NAMES[opts["correction"]], half=opts["alpha"] / 2,
+    said = decide.RULE.format(correction=decide.CORRECTION_NAMES[opts["correction"]], half=opts["alpha"] / 2,
                               margin=f"the margin (report.margin: {accuracy}; {given['psnr']:g} dB of PSNR)")
+    plan = opts.get("sequential")
+    if plan is not None:
+        looks = ", ".join(f"{n} ({a:.4f})" for n, a in zip(plan.seeds, plan.alphas))
+        said += (f" Seeds on demand (sweep.seeds=auto): the rule looked at {looks} seeds (alpha of each look, "
+                 f"{plan.kind}-type spending, summing to {plan.alpha:g}), each time on the policies still open at that "
+                 f"look's alpha in place of alpha; a policy keeps what the look it stopped at said, with that look's "
+                 f"repeated confidence intervals (docs/decision.md, Sequential seeds).")
+    return said

@@ -40,16 +40,17 @@ class SweepCallback(Callback):
         finish(config)
 
 
-def record_definition(config: DictConfig, jobs: list[list[str]], keys: list[str]) -> None:
+def record_definition(config: DictConfig, jobs: list[list[str]], keys: list[str], design: dict | None = None) -> None:
     """Once the sweeper has expanded and checked every job: the sweep's definition on its parent run (tag
-    sweep_hash, artifact sweep.json), so that its report counts exactly its combinations."""
+    sweep_hash, artifact sweep.json), so that its report counts exactly its combinations and, for seeds on demand
+    (design: the looks), decides them as the sweep did."""
     from ablation import tracking
 
     parent = os.environ.get(tracking.PARENT_RUN_ENV)
     if parent is None:  # the parent is opened by SweepCallback; a config without it records nothing
         return
     with guard.guard():
-        digest = tracking.describe_sweep(config, parent, keys, [list(job) for job in jobs])
+        digest = tracking.describe_sweep(config, parent, keys, [list(job) for job in jobs], design)
     log.info("sweep %s: %s combinations (sweep_hash %s)", parent, len(set(keys)), digest)
 
 

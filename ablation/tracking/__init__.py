@@ -34,6 +34,7 @@ from ablation.tracking.runs import (
     log_to_run,
     open_parent,
     publish,
+    sweep_definition,
     sweep_hash,
     sweep_keys,
 )
@@ -44,5 +45,6 @@ __all__ = ["EXECUTION_KEYS", "EXPERIMENT_TAGS", "NOT_IDENTITY", "PARENT_RUN_ENV"
            "close_dead_children", "close_parent", "config_hash", "count_children", "dataset_records",
            "describe_sweep", "download", "experiment_id", "experiment_of", "find_run", "finished_run", "flatten",
            "load_model", "load_runs", "log_model", "log_to_run", "open_parent", "publish", "register_model",
-           "replay_unsent", "run", "run_model_uri", "scratch_dir", "sqlite_path", "store", "sweep_hash", "sweep_keys",
+           "replay_unsent", "run", "run_model_uri", "scratch_dir", "sqlite_path", "store", "sweep_definition", "sweep_hash",
+           "sweep_keys",
            "unsent_root"]

@@ -93,24 +93,33 @@ def sweep_hash(keys: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(set(keys))).encode()).hexdigest()[:16]
 
 
-def describe_sweep(cfg: DictConfig, parent_run_id: str, keys: list[str], jobs: list[list[str]]) -> str:
+def describe_sweep(cfg: DictConfig, parent_run_id: str, keys: list[str], jobs: list[list[str]],
+                   design: dict | None = None) -> str:
     """Record a sweep's definition on its parent run: tag sweep_hash, and the artifact sweep.json (the hash,
-    the combinations' keys, the expanded jobs' overrides). Returns the hash."""
+    the combinations' keys, the expanded jobs' overrides, and what `design` adds: a sequential sweep's looks).
+    Returns the hash."""
     digest = sweep_hash(keys)
     tracker = Tracker(client(cfg.tracking), parent_run_id)
     tracker.set_tag("sweep_hash", digest)
     with tempfile.TemporaryDirectory(prefix="ablation-") as tmp:
         path = Path(tmp) / SWEEP_DEFINITION
-        path.write_text(json.dumps({"sweep_hash": digest, "keys": sorted(set(keys)), "jobs": jobs}, indent=1))
+        path.write_text(json.dumps({"sweep_hash": digest, "keys": sorted(set(keys)), "jobs": jobs, **(design or {})},
+                                   indent=1))
         tracker.log_file(path)
     return digest
 
 
-def sweep_keys(tracking, parent_run_id: str) -> list[str] | None:
-    """The combinations' keys a sweep's parent run recorded (describe_sweep); None for a parent without them."""
+def sweep_definition(tracking, parent_run_id: str) -> dict | None:
+    """What describe_sweep recorded on a sweep's parent run; None for a parent without it."""
     with tempfile.TemporaryDirectory(prefix="ablation-") as tmp:
         path = download(tracking, parent_run_id, SWEEP_DEFINITION, Path(tmp))
-        return json.loads(path.read_text())["keys"] if path is not None else None
+        return json.loads(path.read_text()) if path is not None else None
+
+
+def sweep_keys(tracking, parent_run_id: str) -> list[str] | None:
+    """The combinations' keys a sweep's parent run recorded (describe_sweep); None for a parent without them."""
+    definition = sweep_definition(tracking, parent_run_id)
+    return definition["keys"] if definition is not None else None
 
 
 def _close_dead_parents(mlflow_client, exp_id: str) -> None:
@@ -155,10 +164,10 @@ def count_children(cfg: DictConfig, parent_run_id: str) -> int:
 
 
 def log_to_run(cfg: DictConfig, run_id: str, metrics: dict | None = None, params: dict | None = None,
-               folder: Path | None = None) -> None:
+               folder: Path | None = None, step: int = 0) -> None:
     tracker = Tracker(client(cfg.tracking), run_id)
     if metrics:
-        tracker.log_metrics(metrics)
+        tracker.log_metrics(metrics, step=step)
     if params:
         tracker.log_params(params)
     if folder is not None:

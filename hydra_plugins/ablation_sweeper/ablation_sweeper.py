@@ -46,6 +46,19 @@ OmegaConf.register_new_resolver("ablation_jobs", _jobs, replace=True)
 BasicSweeper = compat.basic_sweeper()
 
 
+def _or_exit(step):
+    """step()'s value; a user's error (a bad setting) is printed as one line and ends the sweep with status 2."""
+    from ablation.core.errors import user_error
+
+    try:
+        return step()
+    except Exception as exc:
+        if not user_error(exc):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 class AblationSweeper(BasicSweeper):
     def __init__(self, max_batch_size: int | None, params: dict[str, str] | None = None,
                  fresh_process: bool | None = None) -> None:
@@ -64,45 +77,66 @@ class AblationSweeper(BasicSweeper):
         super().setup(hydra_context=hydra_context, task_function=self.job, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
-        from ablation.core.errors import user_error
         from ablation.sweep import designs, parent
-        from ablation.sweep import jobs as sweep_jobs
+        from ablation.sweep import rounds as sweep_rounds
 
         params = self._parse_config()
         params.extend(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         grid = [job for batch in BasicSweeper.split_arguments(parser.parse_overrides(params), None) for job in batch]
         try:
-            try:
-                jobs = designs.jobs_of(grid, self.config, load=self._load)
-            except Exception as exc:
-                if not user_error(exc):
-                    raise
-                print(f"error: {exc}", file=sys.stderr)  # a design or policy that cannot be expanded
-                raise SystemExit(2) from None
-            os.environ[sweep_jobs.SIZE_ENV] = str(len(jobs))
-            parent.record_definition(self.config, jobs, self._validate(jobs))
-            size = self.max_batch_size or len(jobs)
-            self.overrides = [jobs[i:i + size] for i in range(0, len(jobs), size)]
+            # A design or policy that cannot be expanded, seeds on demand that cannot be planned: one line, exit 2.
+            jobs = _or_exit(lambda: designs.jobs_of(grid, self.config, load=self._load))
+            keys = self._validate(jobs)
+            rounds = _or_exit(lambda: sweep_rounds.Rounds.of(self.config, jobs, keys)
+                              if sweep_rounds.auto(self.config) else None)
+            parent.record_definition(self.config, jobs, keys, rounds.definition() if rounds else None)
             sweep_dir = Path(self.config.hydra.sweep.dir)
             sweep_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-            self.job.capture_env()
-            returns = []
+            returns: list = []
             first = 0
-            while not self.is_done():
-                batch = self.get_job_batch()
-                results = self.launcher.launch(batch, initial_job_idx=first)
-                for job, result in zip(batch, results):
-                    if result.status == JobStatus.FAILED:
-                        error = compat.job_error(result)
-                        sweep_jobs.failures.append((list(job), f"{type(error).__name__}: {error}".splitlines()[0]))
-                first += len(batch)
-                returns.append(results)
+            todo = rounds.batch() if rounds else jobs
+            while todo:
+                first = self._launch(todo, first, returns)
+                todo = self._look(rounds) if rounds else []
             return returns
         except BaseException as exc:
             parent.finish(self.config, interrupted=exc)
             raise
+
+    def _launch(self, jobs: list[list[str]], first: int, returns: list) -> int:
+        """Launch jobs in batches of max_batch_size, numbered from `first`; failures recorded, not raised.
+        Returns the next job number."""
+        from ablation.sweep import jobs as sweep_jobs
+
+        os.environ[sweep_jobs.SIZE_ENV] = str(first + len(jobs))  # [k/N] progress: every job launched so far
+        self.job.capture_env()
+        size = self.max_batch_size or len(jobs)
+        self.overrides = [jobs[i:i + size] for i in range(0, len(jobs), size)]
+        self.batch_index = 0
+        while not self.is_done():
+            batch = self.get_job_batch()
+            results = self.launcher.launch(batch, initial_job_idx=first)
+            for job, result in zip(batch, results):
+                if result.status == JobStatus.FAILED:
+                    error = compat.job_error(result)
+                    sweep_jobs.failures.append((list(job), f"{type(error).__name__}: {error}".splitlines()[0]))
+            first += len(batch)
+            returns.append(results)
+        return first
+
+    def _look(self, rounds) -> list[list[str]]:
+        """Seeds on demand, after a round: the report's rule looks at what the round added; the next round's jobs
+        ([] when every policy is decided or has every seed)."""
+        from ablation import tracking
+        from ablation.report import build
+
+        table, finished = build.look(self.config, os.environ[tracking.PARENT_RUN_ENV], rounds.schedule)
+        more = rounds.decide(table, finished)
+        print(rounds.line(), flush=True)
+        rounds.record(self.config, os.environ[tracking.PARENT_RUN_ENV])
+        return rounds.batch() if more else []
 
     def _load(self, job: list[str]) -> DictConfig:
         """A job's config as its launcher will compose it: the same loader, so the same search path

@@ -1,0 +1,130 @@
+"""Seeds on demand (sweep.seeds=auto) in the report's table and the sweeper's rounds: each row decided at the look it
+stopped at, rows still open while their seeds have not run, the next round's jobs, and a real sequential sweep."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from test_decide import _runs
+
+from ablation.report import advice, decide, sequential, summary
+from ablation.report.view import decision_view
+from ablation.sweep.rounds import Rounds
+from conftest import compose_config
+from helpers import parents_and_children, run_sweep, runs, store_uri
+
+# Looks at 3, 5, 7 and 10 seeds; Pocock-type spending, whose first look can decide a clear effect on 3 seeds (the
+# default, O'Brien-Fleming-type, keeps the first looks strict: test_the_default_spending_keeps_the_first_look_strict).
+SCHEDULE = sequential.schedule(3, 10, 2, kind="pocock")
+GOOD = ([-0.1, -0.11, -0.09, -0.1, -0.12] * 2, [5.0, 5.1, 4.9, 5.05, 4.95] * 2)  # clearly better, every seed
+NOISE = (list(np.random.default_rng(5).normal(0, 0.05, 10)), list(np.random.default_rng(6).normal(0, 1.0, 10)))
+
+
+def _table(seeds_of: dict[str, int], schedule=SCHEDULE) -> pd.DataFrame:
+    """The report's table of a sequential sweep whose policies have run the given numbers of seeds."""
+    rows = _runs({"good": GOOD, "noise": NOISE}, seeds=10)
+    rows = rows[[seed < seeds_of[policy] for policy, seed in zip(rows["augmentation"], rows["seed"])]]
+    return summary.summary(rows, {**summary.options(), "sequential": schedule}).set_index("augmentation")
+
+
+def test_a_clear_effect_stops_at_the_first_look_and_noise_runs_to_the_maximum():
+    table = _table({"none": 10, "good": 10, "noise": 10})
+    good, noise = table.loc["good"], table.loc["noise"]
+    # Decided on its first 3 seeds at the first look's alpha, though 10 are in the store: the sequence decides.
+    assert (good["verdict"], good["stopped"], good["look"], good["n_seeds"]) == (decide.HELPS, sequential.DECIDED, 1, 3)
+    assert good["alpha_look"] == pytest.approx(SCHEDULE.alphas[0])
+    assert noise["stopped"] == sequential.MAXIMUM and noise["look"] == 4 and noise["n_seeds"] == 10
+    assert noise["verdict"] in (decide.UNDECIDED, decide.EQUIVALENT, decide.COST_UNCLEAR)
+    # The intervals shown are those of the look it stopped at (level 1 - alpha_k): wider than the raw 95% ones.
+    fixed = summary.summary(_runs({"good": GOOD, "noise": NOISE}, seeds=3), summary.options()).set_index("augmentation")
+    assert good["delta_test_score_rci_low"] < fixed.loc["good", "delta_test_score_ci_low"]
+    assert good["delta_test_score_rci_high"] > fixed.loc["good", "delta_test_score_ci_high"]
+    assert good["delta_test_score_ci_low"] == pytest.approx(fixed.loc["good", "delta_test_score_ci_low"])  # raw, kept
+
+
+def test_the_default_spending_keeps_the_first_look_strict():
+    strict = sequential.schedule(3, 10, 2)
+    assert strict.kind == "obrien-fleming" and strict.alphas[0] < SCHEDULE.alphas[0] / 10
+    table = _table({"none": 10, "good": 10, "noise": 10}, strict)
+    assert table.loc["good", "verdict"] == decide.HELPS and table.loc["good", "look"] > 1
+    assert table.loc["good", "alpha_look"] == pytest.approx(strict.alphas[int(table.loc["good", "look"]) - 1])
+
+
+def test_between_rounds_a_row_stays_open_until_its_next_looks_seeds_have_run():
+    after_first = _table({"none": 3, "good": 3, "noise": 3})
+    assert after_first.loc["good", "stopped"] == sequential.DECIDED
+    assert after_first.loc["noise", "stopped"] == sequential.OPEN and after_first.loc["noise", "look"] == 1
+    # What to do: run the same sweep again; the view shows each row's look and the interval valid at it.
+    [todo] = advice.lines(after_first.reset_index(), "digits_ablation")
+    assert todo.startswith("open: noise go on to the next look") and todo.endswith("sweep.seeds=auto")
+    view = decision_view(after_first.reset_index()).set_index("augmentation")
+    assert view.loc["good", "look"] == "1/4" and view.loc["noise", "stopped"] == sequential.OPEN
+    shown = next(c for c in view.columns if c.startswith("delta test accuracy"))
+    assert shown.endswith("[CI at its look]")
+    low = after_first.loc["good", "delta_test_score_rci_low"]
+    assert f"{low:+.2f}" in view.loc["good", shown]
+    # The second round ran noise and none to 5 seeds; good stays what its first look said.
+    after_second = _table({"none": 5, "good": 3, "noise": 5})
+    assert after_second.loc["noise", "look"] == 2 and after_second.loc["noise", "n_seeds"] == 5
+    assert after_second.loc["good", ["verdict", "look", "n_seeds"]].tolist() == [decide.HELPS, 1, 3]
+    assert after_second.loc["none", "n_seeds"] == 5
+    # Fewer seeds than the first look: nothing is decided yet.
+    early = _table({"none": 2, "good": 2, "noise": 2})
+    assert set(early.drop(index="none")["verdict"]) == {decide.UNDECIDED}
+
+
+def test_a_round_continues_only_the_open_policies_with_their_baseline():
+    jobs = [[f"augmentation={a}", f"seed={s}"] for a in ("none", "good", "noise") for s in range(10)]
+    keys = [f"{job[0]}-{job[1]}" for job in jobs]
+    cfg = compose_config("sweep.seeds=auto")
+    rounds = Rounds.of(cfg, jobs, keys)
+    assert rounds.schedule.seeds == (3, 5, 7, 10)
+    assert sorted(rounds.batch()) == sorted(j for j in jobs if int(j[1][5:]) < 3)
+    table = _table({"none": 3, "good": 3, "noise": 3}).reset_index()
+    finished = pd.DataFrame({"dataset": "digits", "model": "small_cnn", "setting": "",
+                             "augmentation": [j[0].split("=")[1] for j in jobs], "tags.config_hash": keys})
+    assert rounds.decide(table, finished)
+    assert sorted(rounds.batch()) == sorted(j for j in jobs if j[0] != "augmentation=good" and int(j[1][5:]) < 5)
+    assert rounds.line().startswith("look 1/4 at 3 seeds") and "noise" in rounds.line().split("go on")[1]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["sweep.seeds=sometimes"], "sweep.seeds: expected fixed or auto"),
+    (["sweep.seeds=auto", "sweep.sequential.start=5"], "sweep.sequential.start: the first round runs 5 seeds, but the sweep lists 4"),
+])
+def test_seeds_on_demand_that_cannot_be_planned_name_the_key(overrides, message):
+    from ablation.core.errors import ConfigError
+    from ablation.sweep import rounds as sweep_rounds
+
+    jobs = [["augmentation=none", f"seed={s}"] for s in range(4)]
+    cfg = compose_config(*overrides)
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        sweep_rounds.auto(cfg) and Rounds.of(cfg, jobs, [str(s) for s in range(4)])
+
+
+@pytest.mark.slow
+def test_a_sequential_sweep_looks_after_its_round_records_it_and_resumes(tmp_path):
+    args = ("experiment=quick", "sweep.seeds=auto", "seed=range(3)", "sweep.sequential.start=2",
+            "sweep.sequential.step=1")
+    first = run_sweep(tmp_path, *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    # Two epochs (trainer=smoke): hflip's training is unfinished, so more seeds cannot decide it: it stops at the
+    # first look, and seed 2 never runs.
+    [said] = [line for line in first.stdout.splitlines() if line.startswith("look ")]
+    assert said.startswith("look 1/2 at 2 seeds (alpha ") and "hflip undecided: unfinished" in said, said
+    assert "4 trained, 0 skipped" in first.stdout
+    parents, children = parents_and_children(runs(store_uri(tmp_path), "quick"))
+    assert sorted(r.info.run_name for r in children) == [
+        "hflip/small_cnn/s0", "hflip/small_cnn/s1", "none/small_cnn/s0", "none/small_cnn/s1"]
+    client = MlflowClient(store_uri(tmp_path))
+    parent = parents[0].info.run_id
+    looks = json.loads(open(client.download_artifacts(parent, "sequential/rounds.json", str(tmp_path))).read())
+    assert looks[0]["seeds"] == 2 and looks[0]["rows"]["hflip"]["stopped"] == sequential.UNFINISHED
+    assert [m.value for m in client.get_metric_history(parent, "sequential/seeds")] == [2]
+    table = pd.read_csv(tmp_path / "reports" / "quick" / "summary.csv").set_index("augmentation")
+    assert table.loc["hflip", "stopped"] == sequential.UNFINISHED and table.loc["hflip", "look"] == 1
+    # The same sweep again reaches the same look without training anything.
+    again = run_sweep(tmp_path, *args, name="again")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "4 skipped" in again.stdout and [line for line in again.stdout.splitlines() if line.startswith("look ")] == [said]

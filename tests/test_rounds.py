@@ -85,7 +85,7 @@ def test_a_round_continues_only_the_open_policies_with_their_baseline():
     finished = pd.DataFrame({"dataset": "digits", "model": "small_cnn", "setting": "",
                              "augmentation": [j[0].split("=")[1] for j in jobs], "tags.config_hash": keys})
     assert rounds.decide(table, finished)
-    assert sorted(rounds.batch()) == sorted(j for j in jobs if j[0] != "augmentation=good" and int(j[1][5:]) < 5)
+    assert sorted(rounds.batch()) == sorted(j for j in jobs if j[0] != "augmentation=good" and 3 <= int(j[1][5:]) < 5)
     assert rounds.line().startswith("look 1/4 at 3 seeds") and "noise" in rounds.line().split("go on")[1]
 
 
@@ -103,28 +103,61 @@ def test_seeds_on_demand_that_cannot_be_planned_name_the_key(overrides, message)
         sweep_rounds.auto(cfg) and Rounds.of(cfg, jobs, [str(s) for s in range(4)])
 
 
+# A learning rate too small to move the weights: each seed's model is its initialisation whatever the policy, so
+# hflip's runs equal none's (no effect, exactly) and training stops at once, finished (val_accuracy never improves).
+FROZEN = ("experiment=quick", "sweep.seeds=auto", "seed=range(4)", "sweep.sequential.start=2",
+          "sweep.sequential.step=1", "trainer.monitor=val_accuracy", "trainer.learning_rate=1e-12")
+
+
+def _looks(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith("look ")]
+
+
 @pytest.mark.slow
-def test_a_sequential_sweep_looks_after_its_round_records_it_and_resumes(tmp_path):
-    args = ("experiment=quick", "sweep.seeds=auto", "seed=range(3)", "sweep.sequential.start=2",
-            "sweep.sequential.step=1")
-    first = run_sweep(tmp_path, *args)
-    assert first.returncode == 0, first.stderr[-3000:]
-    # Two epochs (trainer=smoke): hflip's training is unfinished, so more seeds cannot decide it: it stops at the
-    # first look, and seed 2 never runs.
-    [said] = [line for line in first.stdout.splitlines() if line.startswith("look ")]
-    assert said.startswith("look 1/2 at 2 seeds (alpha ") and "hflip undecided: unfinished" in said, said
-    assert "4 trained, 0 skipped" in first.stdout
-    parents, children = parents_and_children(runs(store_uri(tmp_path), "quick"))
-    assert sorted(r.info.run_name for r in children) == [
-        "hflip/small_cnn/s0", "hflip/small_cnn/s1", "none/small_cnn/s0", "none/small_cnn/s1"]
-    client = MlflowClient(store_uri(tmp_path))
-    parent = parents[0].info.run_id
-    looks = json.loads(open(client.download_artifacts(parent, "sequential/rounds.json", str(tmp_path))).read())
-    assert looks[0]["seeds"] == 2 and looks[0]["rows"]["hflip"]["stopped"] == sequential.UNFINISHED
-    assert [m.value for m in client.get_metric_history(parent, "sequential/seeds")] == [2]
-    table = pd.read_csv(tmp_path / "reports" / "quick" / "summary.csv").set_index("augmentation")
-    assert table.loc["hflip", "stopped"] == sequential.UNFINISHED and table.loc["hflip", "look"] == 1
-    # The same sweep again reaches the same look without training anything.
-    again = run_sweep(tmp_path, *args, name="again")
+def test_a_sequential_sweep_continues_the_open_policy_and_resumes_after_kill_9_between_rounds(tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    from conftest import ROOT
+    from helpers import sweep_command, wait_for
+
+    # Under joblib (each round's jobs two at a time), killed without warning once the first look has been made.
+    process = subprocess.Popen(sweep_command(tmp_path, *FROZEN, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                                             name="killed"),
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               start_new_session=True)
+    seen = []
+    try:
+        def first_look() -> bool:
+            line = process.stdout.readline()
+            assert line or process.poll() is None, "the sweep ended before its first look"
+            seen.append(line)
+            return line.startswith("look 1/")
+        wait_for(first_look, 300, "the sweep's first look", interval=0)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert seen[-1].startswith("look 1/3 at 2 seeds") and "1 go on to 3 seeds: hflip (undecided)" in seen[-1], seen[-1]
+
+    # The same sweep again: the first round is in the store, the look is the same, and the sweep goes on to its end.
+    again = run_sweep(tmp_path, *FROZEN, name="again")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "4 skipped" in again.stdout and [line for line in again.stdout.splitlines() if line.startswith("look ")] == [said]
+    looks = _looks(again.stdout)
+    assert looks[0] == seen[-1].rstrip("\n")
+    assert looks[1].startswith("look 2/3 at 3 seeds") and "decided: hflip equivalent; done" in looks[1], looks
+    assert again.stdout.count("skip ") >= 4  # none and hflip at seeds 0 and 1 ran before the kill
+    _, children = parents_and_children(runs(store_uri(tmp_path), "quick"))
+    finished = sorted(r.info.run_name for r in children if r.info.status == "FINISHED")
+    assert finished == [f"{a}/small_cnn/s{s}" for a in ("hflip", "none") for s in range(3)]  # seed 3 never ran
+    # The parent run records every look; the report decides hflip as the second look did.
+    parent = next(r for r in runs(store_uri(tmp_path), "quick")
+                  if r.data.tags.get("sweep") == "parent" and r.info.status == "FINISHED")
+    client = MlflowClient(store_uri(tmp_path))
+    recorded = json.loads(open(client.download_artifacts(parent.info.run_id, "sequential/rounds.json",
+                                                         str(tmp_path))).read())
+    assert [(r["seeds"], r["rows"]["hflip"]["stopped"]) for r in recorded] == [(2, sequential.OPEN),
+                                                                                 (3, sequential.DECIDED)]
+    assert [m.value for m in client.get_metric_history(parent.info.run_id, "sequential/seeds")] == [2, 3]
+    table = pd.read_csv(tmp_path / "reports" / "quick" / "summary.csv").set_index("augmentation")
+    assert table.loc["hflip", ["verdict", "look", "n_seeds"]].tolist() == [decide.EQUIVALENT, 2, 3]

@@ -52,6 +52,7 @@ class Rounds:
     look: int = 0
     open: set = field(default_factory=set)  # the templates still open
     history: list = field(default_factory=list)  # per look: {template label: (seeds, verdict, why stopped)}
+    launched: set = field(default_factory=set)  # the jobs this sweep has launched (tuples of overrides)
 
     @classmethod
     def of(cls, config: DictConfig, jobs: list[list[str]], keys: list[str]) -> Rounds:
@@ -107,10 +108,13 @@ class Rounds:
                                 folder=folder, step=len(self.history))
 
     def batch(self) -> list[list[str]]:
-        """The jobs of the current look: the open templates at its seeds (those already launched are in the store
-        and skipped by their runs)."""
+        """The jobs the current look adds: the open templates at its seeds that this sweep has not launched yet
+        (runs finished by an earlier sweep are skipped by their jobs, as in any sweep)."""
         seeds = self.seeds[:self.schedule.seeds[self.look]]
-        return [self.jobs[t][s] for t in self.jobs if t in self.open for s in seeds if s in self.jobs[t]]
+        jobs = [self.jobs[t][s] for t in self.jobs if t in self.open for s in seeds if s in self.jobs[t]]
+        jobs = [job for job in jobs if tuple(job) not in self.launched]
+        self.launched |= {tuple(job) for job in jobs}
+        return jobs
 
     def decide(self, table, finished) -> bool:
         """After the current look's round: the report's table (summary rows with a `stopped` column) and the

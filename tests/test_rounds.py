@@ -21,11 +21,13 @@ GOOD = ([-0.1, -0.11, -0.09, -0.1, -0.12] * 2, [5.0, 5.1, 4.9, 5.05, 4.95] * 2) 
 NOISE = (list(np.random.default_rng(5).normal(0, 0.05, 10)), list(np.random.default_rng(6).normal(0, 1.0, 10)))
 
 
-def _table(seeds_of: dict[str, int], schedule=SCHEDULE) -> pd.DataFrame:
-    """The report's table of a sequential sweep whose policies have run the given numbers of seeds."""
+def _table(seeds_of: dict[str, int], schedule=SCHEDULE, made=None) -> pd.DataFrame:
+    """The report's table of a sequential sweep whose policies have run the given numbers of seeds (after `made`
+    looks, for a sweep between its rounds)."""
     rows = _runs({"good": GOOD, "noise": NOISE}, seeds=10)
     rows = rows[[seed < seeds_of[policy] for policy, seed in zip(rows["augmentation"], rows["seed"])]]
-    return summary.summary(rows, {**summary.options(), "sequential": schedule}).set_index("augmentation")
+    opts = {**summary.options(), "sequential": schedule, "looks_made": made}
+    return summary.summary(rows, opts).set_index("augmentation")
 
 
 def test_a_clear_effect_stops_at_the_first_look_and_noise_runs_to_the_maximum():
@@ -69,6 +71,9 @@ def test_between_rounds_a_row_stays_open_until_its_next_looks_seeds_have_run():
     assert after_second.loc["noise", "look"] == 2 and after_second.loc["noise", "n_seeds"] == 5
     assert after_second.loc["good", ["verdict", "look", "n_seeds"]].tolist() == [decide.HELPS, 1, 3]
     assert after_second.loc["none", "n_seeds"] == 5
+    # A sweep after its first round whose store holds every seed (an earlier fixed sweep): it has made one look.
+    reused = _table({"none": 10, "good": 10, "noise": 10}, made=1)
+    assert reused.loc["noise", ["stopped", "look", "n_seeds"]].tolist() == [sequential.OPEN, 1, 3]
     # Fewer seeds than the first look: nothing is decided yet.
     early = _table({"none": 2, "good": 2, "noise": 2})
     assert set(early.drop(index="none")["verdict"]) == {decide.UNDECIDED}

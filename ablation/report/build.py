@@ -202,11 +202,12 @@ def schedule_of(cfg: DictConfig, parent_run_id: str | None) -> sequential.Schedu
     return sequential.Schedule(tuple(looks["seeds"]), tuple(looks["alphas"]), looks["kind"]) if looks else None
 
 
-def look(cfg: DictConfig, parent_run_id: str, schedule: sequential.Schedule) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A sequential sweep between its rounds: (the table as the report decides it now, with each row's `stopped`;
-    the finished runs it read)."""
+def look(cfg: DictConfig, parent_run_id: str, schedule: sequential.Schedule,
+         made: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A sequential sweep after its round `made` (1-based): (the table as its first `made` looks decide it, with
+    each row's `stopped`; the finished runs it read)."""
     finished, failed, _ = runs_of(cfg, parent_run_id)
-    opts = {**summary.options(cfg.get("report")), "sequential": schedule}
+    opts = {**summary.options(cfg.get("report")), "sequential": schedule, "looks_made": made}
     if finished.empty:
         return pd.DataFrame(columns=COLUMNS), finished
     return summary.summary(summary.per_run(finished, histories(cfg, finished), opts["gap"]), opts, failed), finished

@@ -310,13 +310,15 @@ def _sequential_block(key: dict, block: pd.DataFrame, opts: dict, failed: pd.Dat
     """The rows of one baseline's family in a sequential design (opts["sequential"]: a sequential.Schedule): look k
     decides the rows still open on the block's first schedule.seeds[k] seeds (in increasing order, as the sweep
     runs them) at that look's alpha; a row that stops keeps the row of the look it stopped at, never decided again.
-    Looks stop at the first one whose seeds have not all run for every open row (a sweep between its rounds):
-    those rows stay `open` (column stopped)."""
+    Looks stop at the first one whose seeds have not all run for every open row, or after opts["looks_made"] (a
+    sweep between its rounds, whose store may hold more seeds from earlier sweeps): those rows stay `open` (column
+    stopped)."""
     plan = opts["sequential"]
+    made = opts.get("looks_made") or len(plan.seeds)  # a sweep between its rounds: the looks it has made so far
     seeds = sorted(block["seed"].unique())
     policies = sorted(a for a in block["augmentation"].unique() if a != BASELINE)
     open_rows, kept, latest = set(policies), {}, {}
-    for k, n in enumerate(plan.seeds):
+    for k, n in enumerate(plan.seeds[:made]):
         first = seeds[:n]
         part = block[block["seed"].isin(first)]
         lost = failed[failed["seed"].isin(first)] if len(failed) else failed

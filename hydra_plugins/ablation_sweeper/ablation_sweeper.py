@@ -132,7 +132,8 @@ class AblationSweeper(BasicSweeper):
         from ablation import tracking
         from ablation.report import build
 
-        table, finished = build.look(self.config, os.environ[tracking.PARENT_RUN_ENV], rounds.schedule)
+        table, finished = build.look(self.config, os.environ[tracking.PARENT_RUN_ENV], rounds.schedule,
+                                     rounds.look + 1)
         more = rounds.decide(table, finished)
         print(rounds.line(), flush=True)
         rounds.record(self.config, os.environ[tracking.PARENT_RUN_ENV])

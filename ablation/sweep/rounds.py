@@ -96,12 +96,13 @@ class Rounds:
         from ablation import tracking
 
         made = self.history[-1]
-        going = sum(why == "open" for _, _, why in made["rows"].values())
+        going = sum(why == "open" for _, _, why, _ in made["rows"].values())
         with tempfile.TemporaryDirectory(prefix="ablation-") as tmp:
             folder = Path(tmp) / "sequential"
             folder.mkdir()
             looks = [{"look": i + 1, "seeds": h["seeds"], "alpha": h["alpha"],
-                      "rows": {a: {"seeds": n, "verdict": v, "stopped": why} for a, (n, v, why) in h["rows"].items()}}
+                      "rows": {a: {"seeds": n, "verdict": v, "stopped": why, "look": at}
+                               for a, (n, v, why, at) in h["rows"].items()}}
                      for i, h in enumerate(self.history)]
             (folder / "rounds.json").write_text(json.dumps(looks, indent=1) + "\n")
             tracking.log_to_run(config, parent, metrics={"sequential/open": going, "sequential/seeds": made["seeds"]},
@@ -132,7 +133,8 @@ class Rounds:
             hashes = set(same["tags.config_hash"])
             templates = {t for t, keys in self.keys.items() if keys & hashes}
             label = row["augmentation"]
-            said[label] = (int(row["n_seeds"]), str(row["verdict"]), str(row.get("stopped", "")))
+            said[label] = (int(row["n_seeds"]), str(row["verdict"]), str(row.get("stopped", "")),
+                           int(row["look"]) if row.get("look") == row.get("look") else 0)
             if row.get("stopped") == sequential.OPEN:
                 going |= templates
         self.history.append({"seeds": self.schedule.seeds[self.look], "alpha": self.schedule.alphas[self.look],
@@ -150,8 +152,9 @@ class Rounds:
     def line(self) -> str:
         """One line on the look just made: what is decided, what goes on and why."""
         made = self.history[-1]
-        decided = [f"{a} {v}" for a, (_, v, why) in made["rows"].items() if why != "open"]
-        going = [f"{a} ({v})" for a, (_, v, why) in made["rows"].items() if why == "open"]
+        now = len(self.history)  # the rows decided at an earlier look were said then
+        decided = [f"{a} {v}" for a, (_, v, why, at) in made["rows"].items() if why != "open" and at == now]
+        going = [f"{a} ({v})" for a, (_, v, why, _) in made["rows"].items() if why == "open"]
         after = (f"; {len(going)} go on to {self.schedule.seeds[self.look]} seeds: {', '.join(going)}" if self.open
                  else "; done")
         return (f"look {len(self.history)}/{len(self.schedule.seeds)} at {made['seeds']} seeds (alpha "

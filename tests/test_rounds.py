@@ -92,6 +92,8 @@ def test_a_round_continues_only_the_open_policies_with_their_baseline():
     assert rounds.decide(table, finished)
     assert sorted(rounds.batch()) == sorted(j for j in jobs if j[0] != "augmentation=good" and 3 <= int(j[1][5:]) < 5)
     assert rounds.line().startswith("look 1/4 at 3 seeds") and "noise" in rounds.line().split("go on")[1]
+    assert rounds.plan_line().startswith("seeds on demand: looks at 3 (alpha 0.0003), 5 (alpha 0.0052)")
+    assert rounds.plan_line().endswith("(at most 30 runs)")
 
 
 @pytest.mark.parametrize("overrides, message", [

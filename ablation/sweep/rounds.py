@@ -86,6 +86,13 @@ class Rounds:
         return {"sequential": {"seeds": list(self.schedule.seeds), "alphas": list(self.schedule.alphas),
                                "kind": self.schedule.kind, "seed_values": self.seeds}}
 
+    def plan_line(self) -> str:
+        """What the sweep will do, said before its first round."""
+        looks = ", ".join(f"{n} (alpha {a:.4f})" for n, a in zip(self.schedule.seeds, self.schedule.alphas))
+        most = sum(len(per_seed) for per_seed in self.jobs.values())
+        return (f"seeds on demand: looks at {looks} seeds; each round adds seeds only to the policies still open "
+                f"(at most {most} runs)")
+
     def record(self, config: DictConfig, parent: str) -> None:
         """The looks so far on the parent run: metrics sequential/open and sequential/seeds (one point per look)
         and sequential/rounds.json (per look: each policy's seeds, verdict and why it stopped or goes on)."""

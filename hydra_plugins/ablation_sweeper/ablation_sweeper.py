@@ -91,6 +91,8 @@ class AblationSweeper(BasicSweeper):
             rounds = _or_exit(lambda: sweep_rounds.Rounds.of(self.config, jobs, keys)
                               if sweep_rounds.auto(self.config) else None)
             parent.record_definition(self.config, jobs, keys, rounds.definition() if rounds else None)
+            if rounds:
+                print(rounds.plan_line(), flush=True)
             sweep_dir = Path(self.config.hydra.sweep.dir)
             sweep_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

@@ -43,6 +43,8 @@ def test_an_idle_gpu_counts_its_whole_memory_and_a_nearly_full_one_none():
     assert gpus.Gpu(0, 16384, 15900).jobs == 2  # the driver's 0.5 GiB does not cost a job
     assert gpus.Gpu(0, 16384, 15000).jobs == 1
     assert gpus.Gpu(0, 81559, 3000).jobs == 0
+    full = [gpus.Gpu(0, 81559, 3000), gpus.Gpu(1, 81559, 5000)]
+    assert gpus.auto_jobs(full, 16) == 1 and gpus.spread(full, 1) == [0, 1]  # one job, where most is free
 
 
 @pytest.mark.parametrize("name,cores,n_jobs,counts,line", [
@@ -211,3 +213,25 @@ def test_a_fresh_process_per_job_inherits_the_workers_gpu(tmp_path, monkeypatch)
     job = jobs.Job(_where, fresh_process=True, devices=packing.Devices(slots=(5,), folder=str(tmp_path)))
     pid, gpu = job({})
     assert pid != os.getpid() and gpu == "5"
+
+
+def test_a_worker_takes_the_slot_a_dead_one_left_and_shares_a_gpu_when_none_is_free(tmp_path, monkeypatch, caplog):
+    import fcntl
+
+    devices = packing.Devices(slots=(0, 3), folder=str(tmp_path))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    held = []
+    for slot in (0, 1):  # two workers hold the slots (flock: each open file its own lock)
+        file = open(tmp_path / f"slot-{slot}", "a")  # noqa: SIM115
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.append(file)
+    monkeypatch.setattr(packing, "_held", None)
+    packing.take_gpu(devices)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] in ("0", "3") and "shares GPU" in caplog.text
+    held[1].close()  # the worker on GPU 3 ends: the one loky starts in its place takes its slot
+    monkeypatch.setattr(packing, "_held", None)
+    packing.take_gpu(devices)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+    held[0].close()
+    packing.take_gpu(devices)  # this worker keeps its GPU for its later jobs, though slot 0 is free now
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"

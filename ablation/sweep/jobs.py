@@ -46,11 +46,13 @@ class Job:
     the task function). It carries the sweep's environment (parent run id, progress) into the job's process
     itself, since a worker started before the sweep set it, or on another machine, would not inherit it. With
     fresh_process it runs the task in a new process of its own, so TensorFlow's state and the GPU memory it holds
-    end with the job: joblib's workers otherwise take job after job in the same process."""
+    end with the job: joblib's workers otherwise take job after job in the same process. With devices (packed,
+    on GPUs: ablation.sweep.packing.prepare) each worker takes one GPU before its first job and keeps it."""
 
-    def __init__(self, task_function, fresh_process: bool):
+    def __init__(self, task_function, fresh_process: bool, devices: packing.Devices | None = None):
         self.task_function = task_function
         self.fresh_process = fresh_process
+        self.devices = devices
         self.env: dict[str, str] = {}
 
     def capture_env(self) -> None:
@@ -61,6 +63,9 @@ class Job:
 
     def __call__(self, cfg: DictConfig):
         os.environ.update(self.env)
+        if self.devices is not None:
+            # CUDA_VISIBLE_DEVICES counts only before TensorFlow or JAX start, which the task imports: now.
+            packing.take_gpu(self.devices)
         if os.environ.get(packing.PACKED_ENV) and multiprocessing.parent_process() is not None:
             # A packed worker (ablation/sweep/packing.py): loky's workers ignore Ctrl-C, which would leave the jobs
             # training while the sweep waits for them; here it interrupts the job, and the job stops the sweep.

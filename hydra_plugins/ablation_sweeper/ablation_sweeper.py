@@ -69,11 +69,10 @@ class AblationSweeper(BasicSweeper):
         from ablation.sweep import jobs, packing
 
         packed = config.hydra.runtime.choices.get("hydra/launcher") == packing.LAUNCHER
-        if packed:
-            packing.prepare(int(config.hydra.launcher.n_jobs))
+        devices = packing.prepare(int(config.hydra.launcher.n_jobs)) if packed else None
         fresh = (jobs.fresh_by_default(config.hydra.launcher) and not packed) if self.fresh_process is None \
             else self.fresh_process
-        self.job = jobs.Job(task_function, fresh_process=fresh)
+        self.job = jobs.Job(task_function, fresh_process=fresh, devices=devices)
         super().setup(hydra_context=hydra_context, task_function=self.job, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:

@@ -227,3 +227,14 @@ def test_a_second_sweep_skips_a_combination_running_on_another_host_and_trains_i
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.parametrize("override", ["tracking.heartbeat_s=0", "tracking.heartbeat_grace_s=-1",
+                                      "tracking.heartbeat_s=often"])
+def test_heartbeat_settings_are_checked_before_anything_runs(make_cfg, override):
+    from ablation.core.errors import ConfigError
+    from ablation.training.config import check_tracking
+
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=f"^{key}: expected a number"):
+        check_tracking(make_cfg(override))

@@ -109,7 +109,7 @@ def _count(config: DictConfig, parent: str, interrupted: BaseException | None) -
     if interrupted is None:
         counts["sweep/skipped"] = max(size - trained - len(failures), 0)
         log.info(f"sweep: {size} combinations: {trained} trained, {counts['sweep/skipped']} skipped (finished "
-                 f"before), {len(failures)} failed")
+                 f"before, or running in another process), {len(failures)} failed")
     else:  # the jobs that had not started yet are neither trained nor skipped
         log.warning("sweep interrupted: %s of %s combinations started training", trained, size)
     tracking.log_to_run(config, parent, metrics=counts, params={"sweep_size": size})

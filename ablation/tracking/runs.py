@@ -5,37 +5,63 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from ablation.core import renamed
+from ablation.tracking import heartbeat
 from ablation.tracking.connect import client
 from ablation.tracking.context import context_tags
-from ablation.tracking.process import mark_dead, may_be_alive, on_this_host, process_gone, process_tags
+from ablation.tracking.process import (
+    dead,
+    mark_dead,
+    may_be_alive,
+    on_this_host,
+    process_tags,
+    this_process,
+    whereabouts,
+)
 from ablation.tracking.store import experiment_id, store
 from ablation.tracking.tracker import Tracker
 
 
-def finished_run(cfg: DictConfig, key: str):
-    """The latest FINISHED run of this combination, or None. Runs left RUNNING by a crash are marked KILLED,
-    so that only what actually finished counts."""
+@dataclass
+class Previous:
+    """What an experiment holds of one combination: its latest FINISHED run, and a RUNNING run that another
+    process, here or on another machine, is still training (its heartbeat is fresh)."""
+    finished: object | None = None
+    running: object | None = None
+    where: str = ""  # where the running one is: `on node-a (heartbeat 12 s ago)`
+
+
+def previous_runs(cfg: DictConfig, key: str) -> Previous:
+    """The latest FINISHED run of this combination and a live RUNNING one. Runs left RUNNING by a process that
+    died (on this machine its pid is gone; anywhere, its heartbeat is older than the grace) are marked KILLED, so
+    that only what actually finished counts and the combination can be trained again."""
     mlflow_client = client(cfg.tracking)
     exp = mlflow_client.get_experiment_by_name(cfg.experiment_name)
+    found = Previous()
     if exp is None:
-        return None
-    found = None
+        return found
     for previous in mlflow_client.search_runs([exp.experiment_id], f"tags.config_hash = '{key}'",
                                               order_by=["attributes.start_time DESC"]):
         if previous.info.status == "RUNNING":
-            if not may_be_alive(previous):
+            if not may_be_alive(previous, cfg.tracking):
                 mark_dead(mlflow_client, previous, "left RUNNING (the process died); marked KILLED")
-        elif previous.info.status == "FINISHED" and found is None:
-            found = previous
+            elif found.running is None:
+                found.running, found.where = previous, whereabouts(previous)
+        elif previous.info.status == "FINISHED" and found.finished is None:
+            found.finished = previous
     return found
+
+
+def finished_run(cfg: DictConfig, key: str):
+    """The latest FINISHED run of this combination, or None (previous_runs: dead RUNNING runs are marked KILLED)."""
+    return previous_runs(cfg, key).finished
 
 
 def load_runs(tracking, experiment_name: str):
@@ -76,11 +102,18 @@ def open_parent(cfg: DictConfig, params: dict) -> str:
     mlflow_client = client(cfg.tracking)
     exp_id = experiment_id(mlflow_client, cfg.tracking, cfg.experiment_name)
     name = f"sweep/{cfg.experiment_name}/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-    _close_dead_parents(mlflow_client, exp_id)
-    tags = context_tags({"sweep": "parent", "experiment": cfg.experiment_name, **process_tags()})
+    _close_dead_parents(mlflow_client, exp_id, cfg.tracking)
+    period = heartbeat.period_of(cfg.tracking)
+    tags = context_tags({"sweep": "parent", "experiment": cfg.experiment_name, **process_tags(),
+                         **heartbeat.tags(period)})
     parent = mlflow_client.create_run(exp_id, run_name=name, tags=tags)
+    # The parent's heartbeat goes on until close_parent (or this process ends).
+    _beating[parent.info.run_id] = heartbeat.Heartbeat(mlflow_client, parent.info.run_id, period).start()
     Tracker(mlflow_client, parent.info.run_id).log_params(params)
     return parent.info.run_id
+
+
+_beating: dict[str, heartbeat.Heartbeat] = {}  # the heartbeats of the parent runs this process has open
 
 
 SWEEP_DEFINITION = "sweep.json"
@@ -122,19 +155,21 @@ def sweep_keys(tracking, parent_run_id: str) -> list[str] | None:
     return definition["keys"] if definition is not None else None
 
 
-def _close_dead_parents(mlflow_client, exp_id: str) -> None:
-    """A sweep whose process was killed (kill -9, a lost machine) left its parent run RUNNING; a sweep on the
-    same machine marks it KILLED when the process it names is gone."""
+def _close_dead_parents(mlflow_client, exp_id: str, tracking=None) -> None:
+    """A sweep whose process was killed (kill -9, a lost machine) left its parent run RUNNING; the next sweep marks
+    it KILLED once it is known dead (process.dead: its process gone from this machine, or its heartbeat older
+    than the grace)."""
     for parent in mlflow_client.search_runs([exp_id], "tags.sweep = 'parent' and attributes.status = 'RUNNING'"):
-        if process_gone(parent):
+        if dead(parent, tracking):
             mark_dead(mlflow_client, parent, "left RUNNING (the sweep's process died); marked KILLED")
 
 
 def close_dead_children(cfg: DictConfig, parent_run_id: str, grace_s: float = 15.0) -> list[str]:
-    """After a sweep is interrupted: its runs still RUNNING whose process on this machine has ended (a launcher
-    kills its workers on Ctrl-C, sometimes before a job has closed its run) are marked KILLED. A process still
-    alive gets up to `grace_s` to close its run itself; runs on other machines (a cluster's jobs) are left as
-    they are. Returns the names of the runs marked."""
+    """After a sweep is interrupted: its runs still RUNNING whose process has ended (a launcher kills its workers
+    on Ctrl-C, sometimes before a job has closed its run) are marked KILLED: on this machine when the pid is gone,
+    on any machine when the heartbeat is older than the heartbeat's grace. A process still alive on this machine
+    gets up to `grace_s` to close its run itself; runs elsewhere with a fresh heartbeat (a cluster's jobs still
+    running) are left as they are. Returns the names of the runs marked."""
     mlflow_client = client(cfg.tracking)
     exp_id = mlflow_client.get_run(parent_run_id).info.experiment_id
     query = f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"
@@ -144,11 +179,11 @@ def close_dead_children(cfg: DictConfig, parent_run_id: str, grace_s: float = 15
         waiting = 0
         for r in mlflow_client.search_runs([exp_id], query, max_results=50000):
             # This process's own jobs (the basic launcher runs them here) have all returned or raised by now.
-            if process_gone(r) or (on_this_host(r) and r.data.tags["pid"] == str(os.getpid())):
+            if dead(r, cfg.tracking) or this_process(r):
                 mark_dead(mlflow_client, r, "the sweep was interrupted and the job's process ended before closing "
                                              "the run; marked KILLED")
                 marked.append(r.info.run_name)
-            elif may_be_alive(r):  # still closing its run, perhaps: look again
+            elif on_this_host(r) and may_be_alive(r, cfg.tracking):  # still closing its run, perhaps: look again
                 waiting += 1
         if not waiting or time.time() > deadline:
             return marked
@@ -191,6 +226,9 @@ def publish(cfg_tracking, parent_run_id: str | None, run_tags: dict[str, dict[st
 
 
 def close_parent(cfg: DictConfig, run_id: str, status: str, reason: str | None = None) -> None:
+    beating = _beating.pop(run_id, None)
+    if beating is not None:
+        beating.stop()
     mlflow_client = client(cfg.tracking)
     if reason:
         mlflow_client.set_tag(run_id, "error", reason[:5000])

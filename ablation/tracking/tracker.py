@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ablation.core.errors import StoreUnavailable
+from ablation.tracking import heartbeat
 from ablation.tracking.connect import client
 from ablation.tracking.context import context_tags
 from ablation.tracking.inputs import entities
@@ -37,6 +38,7 @@ class Tracker:
         self.uri = uri
         self.journal: Journal | None = None  # opened once the store has stopped answering
         self._pending = []  # (asynchronous write, its metrics), waited for by flush()
+        self.heartbeat: heartbeat.Heartbeat | None = None  # refreshes the run's tag `heartbeat` while it is open
 
     # -- every write goes through _send: to the store, or to the journal once the store is gone -----------------
     def _send(self, entry: dict, call) -> None:
@@ -134,6 +136,8 @@ class Tracker:
         """One epoch's row (measure.CleanGap), at step = its epoch; queued, not waited for: the next epoch starts
         while the store writes (flushed when the run ends)."""
         self.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"], wait=False)
+        if self.heartbeat is not None:
+            self.heartbeat.beat()
 
 
 @contextmanager
@@ -145,12 +149,15 @@ def run(cfg: DictConfig, run_name: str, tags: dict):
     if os.environ.get(PARENT_RUN_ENV):
         # A job of a sweep: nested under the sweep's parent run (opened by ablation.sweep.jobs's Hydra callback).
         tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
-    # Where the run's process lives, so a run left RUNNING by a process that died can be told from a live one.
-    tags.update(process_tags())
+    # Where the run's process lives and its first heartbeat, so a run left RUNNING by a process that died can be
+    # told from a live one, on this machine or another (ablation.tracking.process).
+    period = heartbeat.period_of(cfg.tracking)
+    tags.update(process_tags(), **heartbeat.tags(period))
     # Source, user, git commit and library versions, as MLflow's fluent runs record them.
     tags = context_tags(tags)
     mlflow_run = mlflow_client.create_run(exp_id, run_name=run_name, tags=tags)
     tracker = Tracker(mlflow_client, mlflow_run.info.run_id, store(cfg.tracking)[0])
+    tracker.heartbeat = heartbeat.Heartbeat(mlflow_client, tracker.run_id, period).start()
     status = "FAILED"
     try:
         yield tracker
@@ -170,6 +177,7 @@ def run(cfg: DictConfig, run_name: str, tags: dict):
             tracker.set_tag("error", f"metrics not recorded: {type(exc).__name__}: {exc}"[:5000])
             raise
         finally:
+            tracker.heartbeat.stop()
             tracker.terminate(status)
     if tracker.journal is not None:
         raise StoreUnavailable(f"tracking.uri: the server at {tracker.uri} stopped answering during run "

@@ -76,7 +76,10 @@ def validate(cfg: DictConfig):
 
 
 def check_tracking(cfg: DictConfig) -> None:
-    """tracking.register_model: the name a sweep registers its recommended run's MLflow Model under."""
+    """tracking.heartbeat_s and heartbeat_grace_s (seconds, > 0; absent from an older tracking config: the
+    defaults); tracking.register_model: the name a sweep registers its recommended run's MLflow Model under."""
+    for key in ("tracking.heartbeat_s", "tracking.heartbeat_grace_s"):
+        _number(cfg, key, minimum=0, strict=True, optional=True)
     name = OmegaConf.select(cfg, "tracking.register_model", default=None)
     if name is None:
         return

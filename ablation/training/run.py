@@ -39,16 +39,22 @@ class Data:
 
 def run(cfg: DictConfig, announce: Callable[[str], None] | None = None) -> dict[str, float]:
     """Train one combination and record it; returns the final metrics. A combination that already finished
-    in this experiment is skipped (its recorded metrics are returned) unless `sweep.rerun=true`."""
+    in this experiment is skipped (its recorded metrics are returned), and so is one that another process, here or
+    on another machine, is training now (its heartbeat is fresh), unless `sweep.rerun=true`."""
     started = time.perf_counter()
     # 1. The plan: every config mistake surfaces here, before data is read or a run is opened.
     planned = plan(cfg)
     if announce is not None:
         announce(planned.name)
-    previous = None if OmegaConf.select(cfg, "sweep.rerun", default=False) else tracking.finished_run(cfg, planned.key)
-    if previous is not None:
-        log.info("skip %s: finished before as run %s (sweep.rerun=true reruns it)", planned.name, previous.info.run_id)
-        return {"run_id": previous.info.run_id, "skipped": True, **previous.data.metrics}
+    if not OmegaConf.select(cfg, "sweep.rerun", default=False):
+        previous = tracking.previous_runs(cfg, planned.key)
+        if previous.finished is not None:
+            log.info("skip %s: finished before as run %s (sweep.rerun=true reruns it)", planned.name,
+                     previous.finished.info.run_id)
+            return {"run_id": previous.finished.info.run_id, "skipped": True, **previous.finished.data.metrics}
+        if previous.running is not None:  # alive elsewhere: it finishes there, or is taken over once it is dead
+            log.info("skip %s: running %s as run %s", planned.name, previous.where, previous.running.info.run_id)
+            return {"run_id": previous.running.info.run_id, "skipped": True, "running": True}
     keras.utils.set_random_seed(cfg.seed)
     # 2. Data, the policy checked on its shape, the task.
     data = load_data(cfg, planned)

@@ -30,6 +30,7 @@ from ablation.tracking.runs import (
     experiment_of,
     find_run,
     finished_run,
+    histories,
     load_runs,
     log_to_run,
     open_parent,
@@ -43,7 +44,7 @@ from ablation.tracking.tracker import PARENT_RUN_ENV, Tracker, run, scratch_dir
 
 __all__ = ["EXECUTION_KEYS", "EXPERIMENT_TAGS", "NOT_IDENTITY", "PARENT_RUN_ENV", "StoreUnavailable", "Tracker", "client",
            "close_dead_children", "close_parent", "config_hash", "count_children", "dataset_records",
-           "describe_sweep", "download", "experiment_id", "experiment_of", "find_run", "finished_run", "flatten",
+           "describe_sweep", "download", "experiment_id", "experiment_of", "histories", "find_run", "finished_run", "flatten",
            "load_model", "load_runs", "log_model", "log_to_run", "open_parent", "publish", "register_model",
            "replay_unsent", "run", "run_model_uri", "scratch_dir", "sqlite_path", "store", "sweep_definition", "sweep_hash",
            "sweep_keys",

@@ -52,9 +52,10 @@ server: $(STAMP) ## MLflow tracking server on 127.0.0.1:5001 over PostgreSQL, ke
 server-stop: ## Stop the tracking server and its PostgreSQL (nothing running is fine)
 	bash scripts/server.sh stop
 
-bench: $(STAMP) ## Benchmarks side by side: input pipeline (QUICK=1: 32 and 128 px, under two minutes) -> runs/bench/pipeline.md; the lenses' cost (LENSES=1) -> runs/bench/lenses.md; per-run overhead, a sweep old vs new and packed (OVERHEAD=1) -> runs/bench/overhead.md (QUICK=1 runs every section shrunk)
-	$(if $(LENSES)$(OVERHEAD),,$(PY) benchmarks/pipeline.py $(if $(QUICK),--quick))
+bench: $(STAMP) ## Benchmarks side by side: input pipeline (QUICK=1: 32 and 128 px, under two minutes) -> runs/bench/pipeline.md; the lenses' cost (LENSES=1) -> runs/bench/lenses.md; per-run overhead, a sweep old vs new and packed (OVERHEAD=1) -> runs/bench/overhead.md (QUICK=1 runs every section shrunk); the report reading 1,000 runs x 60 epochs from a server, old vs new (SCALE=1, ARGS='--runs 200' smaller) -> runs/bench/report_read.md
+	$(if $(LENSES)$(OVERHEAD)$(SCALE),,$(PY) benchmarks/pipeline.py $(if $(QUICK),--quick))
 	$(if $(LENSES),$(PY) benchmarks/lenses.py)
+	$(if $(SCALE),$(PY) benchmarks/report_read.py $(ARGS))
 	$(if $(OVERHEAD)$(if $(LENSES),,$(QUICK)),$(PY) benchmarks/overhead.py --sweep --packing $(if $(QUICK),--quick --out runs/bench/overhead-quick.md))
 
 bench-check: $(STAMP) ## The quick pipeline benchmark (make bench QUICK=1), then a check that every table and measurement is there (CI runs it beside make test)

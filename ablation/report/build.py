@@ -103,17 +103,18 @@ def settings(finished: pd.DataFrame) -> dict[str, pd.Series]:
 
 def histories(cfg: DictConfig, finished: pd.DataFrame) -> pd.DataFrame:
     """Per-epoch curves of every finished run, long format: run_id, dataset, model, setting, augmentation, seed,
-    metric, epoch, value."""
-    mlflow_client = tracking.client(cfg.tracking)
-    rows = []
+    metric, epoch, value. The histories are read in bulk (tracking.histories: concurrent requests against a
+    server), the rows in the order of the runs, then CURVE_METRICS, then each history's own."""
+    wanted, labels = [], []
     for run in finished.itertuples(index=False):
         info = dict(zip(finished.columns, run))
         # val/accuracy is read only where it is what the run monitored (the unfinished flag follows it).
         monitored = info.get("params.trainer.monitor") == "val_accuracy"
         for metric in (m for m in CURVE_METRICS if m != "val/accuracy" or monitored):
-            for point in mlflow_client.get_metric_history(info["run_id"], metric):
-                rows.append({"run_id": info["run_id"], **{k: info[k] for k in KEYS}, "seed": info["seed"],
-                             "metric": metric, "epoch": point.step, "value": point.value})
+            wanted.append((info["run_id"], metric))
+            labels.append({"run_id": info["run_id"], **{k: info[k] for k in KEYS}, "seed": info["seed"], "metric": metric})
+    rows = [{**label, "epoch": point.step, "value": point.value}
+            for label, points in zip(labels, tracking.histories(cfg.tracking, wanted)) for point in points]
     return pd.DataFrame(rows, columns=["run_id", *KEYS, "seed", "metric", "epoch", "value"])
 
 

@@ -9,6 +9,7 @@
     journal   what a run keeps locally while its server is away; replay sends it later
     heartbeat a RUNNING run's proof of life (tag heartbeat), refreshed by a daemon thread while the run is open
     process   which process and host a run belongs to, and whether it is alive (pid here, heartbeat anywhere)
+    bulk      reading many runs: every page of a search, metric histories in parallel against a server
     runs      an experiment's runs: the finished one of a combination, a sweep's parent (its source and definition)
               and children, reading back
     model     a run's model as an MLflow Model (LoggedModel): logged, found, loaded, registered
@@ -32,6 +33,7 @@ from ablation.tracking.runs import (
     experiment_of,
     find_run,
     finished_run,
+    histories,
     load_runs,
     log_to_run,
     open_parent,
@@ -46,8 +48,9 @@ from ablation.tracking.tracker import PARENT_RUN_ENV, Tracker, run, scratch_dir
 
 __all__ = ["EXECUTION_KEYS", "EXPERIMENT_TAGS", "HOST_ENV", "NOT_IDENTITY", "PARENT_RUN_ENV", "StoreUnavailable", "Tracker", "client",
            "close_dead_children", "close_parent", "config_hash", "count_children", "dataset_records",
-           "describe_sweep", "download", "experiment_id", "experiment_of", "find_run", "finished_run", "flatten", "host_name",
-           "load_model", "load_runs", "log_model", "log_to_run", "open_parent", "previous_runs", "publish", "register_model",
+           "describe_sweep", "download", "experiment_id", "experiment_of", "find_run", "finished_run", "flatten",
+           "histories", "host_name", "load_model", "load_runs", "log_model", "log_to_run", "open_parent",
+           "previous_runs", "publish", "register_model",
            "replay_unsent", "run", "run_model_uri", "scratch_dir", "sqlite_path", "store", "sweep_definition", "sweep_hash",
            "sweep_keys",
            "unsent_root"]

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from ablation.core import renamed
 from ablation.tracking import heartbeat
+from ablation.tracking.bulk import PAGE_SIZE, all_runs, metric_histories, runs_frame, workers_for
 from ablation.tracking.connect import client
 from ablation.tracking.context import context_tags
 from ablation.tracking.process import (
@@ -47,8 +48,8 @@ def previous_runs(cfg: DictConfig, key: str) -> Previous:
     found = Previous()
     if exp is None:
         return found
-    for previous in mlflow_client.search_runs([exp.experiment_id], f"tags.config_hash = '{key}'",
-                                              order_by=["attributes.start_time DESC"]):
+    for previous in all_runs(mlflow_client, [exp.experiment_id], f"tags.config_hash = '{key}'",
+                             order_by=["attributes.start_time DESC"]):
         if previous.info.status == "RUNNING":
             if not may_be_alive(previous, cfg.tracking):
                 mark_dead(mlflow_client, previous, "left RUNNING (the process died); marked KILLED")
@@ -64,14 +65,21 @@ def finished_run(cfg: DictConfig, key: str):
     return previous_runs(cfg, key).finished
 
 
-def load_runs(tracking, experiment_name: str):
-    """Every run of an experiment as a pandas DataFrame (mlflow.search_runs: params.*, metrics.*, tags.*)."""
-    import mlflow
+def load_runs(tracking, experiment_name: str, page_size: int = PAGE_SIZE):
+    """Every run of an experiment as a pandas DataFrame (mlflow.search_runs' layout: params.*, metrics.*, tags.*),
+    latest first, read page by page to the last run (no cap)."""
+    mlflow_client = client(tracking)  # a server checked (unreachable, refused credentials: one line), SQLite prepared
+    exp = mlflow_client.get_experiment_by_name(experiment_name)
+    found = all_runs(mlflow_client, [exp.experiment_id], page_size=page_size) if exp is not None else []
+    return current_names(runs_frame(found))
 
-    client(tracking)  # a server checked (unreachable, refused credentials: one line), a SQLite store prepared
+
+def histories(tracking, wanted: list[tuple[str, str]], workers: int | None = None) -> list[list]:
+    """The metric history of each (run_id, metric) in wanted, in that order (bulk.metric_histories): concurrent
+    requests against a tracking server (bulk.WORKERS unless `workers` says), one after another from a file."""
+    mlflow_client = client(tracking)
     uri, _ = store(tracking)
-    mlflow.set_tracking_uri(uri)
-    return current_names(mlflow.search_runs(experiment_names=[experiment_name], max_results=50000))
+    return metric_histories(mlflow_client, wanted, workers_for(uri) if workers is None else workers)
 
 
 def current_names(runs):
@@ -159,7 +167,7 @@ def _close_dead_parents(mlflow_client, exp_id: str, tracking=None) -> None:
     """A sweep whose process was killed (kill -9, a lost machine) left its parent run RUNNING; the next sweep marks
     it KILLED once it is known dead (process.dead: its process gone from this machine, or its heartbeat older
     than the grace)."""
-    for parent in mlflow_client.search_runs([exp_id], "tags.sweep = 'parent' and attributes.status = 'RUNNING'"):
+    for parent in all_runs(mlflow_client, [exp_id], "tags.sweep = 'parent' and attributes.status = 'RUNNING'"):
         if dead(parent, tracking):
             mark_dead(mlflow_client, parent, "left RUNNING (the sweep's process died); marked KILLED")
 
@@ -177,7 +185,7 @@ def close_dead_children(cfg: DictConfig, parent_run_id: str, grace_s: float = 15
     marked = []
     while True:
         waiting = 0
-        for r in mlflow_client.search_runs([exp_id], query, max_results=50000):
+        for r in all_runs(mlflow_client, [exp_id], query):
             # This process's own jobs (the basic launcher runs them here) have all returned or raised by now.
             if dead(r, cfg.tracking) or this_process(r):
                 mark_dead(mlflow_client, r, "the sweep was interrupted and the job's process ended before closing "
@@ -194,8 +202,7 @@ def count_children(cfg: DictConfig, parent_run_id: str) -> int:
     """How many runs this sweep trained (whatever their status)."""
     mlflow_client = client(cfg.tracking)
     parent = mlflow_client.get_run(parent_run_id)
-    return len(mlflow_client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
-                                         max_results=50000))
+    return len(all_runs(mlflow_client, [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'"))
 
 
 def log_to_run(cfg: DictConfig, run_id: str, metrics: dict | None = None, params: dict | None = None,

@@ -114,7 +114,13 @@ def test_every_sweep_option_composes_into_a_design_and_its_levels(option, make_c
     from ablation.sweep import designs
 
     cfg = make_cfg(f"sweep={option}")
-    assert set(cfg.sweep) == {"design", "levels", "rerun"} and isinstance(cfg.sweep.rerun, bool)
+    assert set(cfg.sweep) == {"design", "levels", "rerun", "seeds", "sequential"} and isinstance(cfg.sweep.rerun, bool)
     assert cfg.sweep.design in designs.DESIGNS
+    # Seeds on demand: fixed or auto, and looks that plan for a sweep of 10 seeds.
+    from ablation.sweep import rounds
+
+    rounds.auto(cfg)
+    jobs = [["augmentation=none", f"seed={s}"] for s in range(10)]
+    assert rounds.Rounds.of(cfg, jobs, [str(s) for s in range(10)]).schedule.seeds[-1] == 10
     assert designs.levels([], cfg)  # the levels a strength design runs, checked
     assert designs.jobs_of([["augmentation=rotate"]], cfg)

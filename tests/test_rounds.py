@@ -99,6 +99,9 @@ def test_a_round_continues_only_the_open_policies_with_their_baseline():
 @pytest.mark.parametrize("overrides, message", [
     (["sweep.seeds=sometimes"], "sweep.seeds: expected fixed or auto"),
     (["sweep.seeds=auto", "sweep.sequential.start=5"], "sweep.sequential.start: the first round runs 5 seeds, but the sweep lists 4"),
+    (["sweep.seeds=auto", "sweep.sequential.start=1"], "sweep.sequential.start: expected an integer >= 2"),
+    (["sweep.seeds=auto", "sweep.sequential.step=two"], "sweep.sequential.step: expected an integer, got .two."),
+    (["sweep.seeds=auto", "sweep.sequential.spending=linear"], "sweep.sequential.spending: expected one of"),
 ])
 def test_seeds_on_demand_that_cannot_be_planned_name_the_key(overrides, message):
     from ablation.core.errors import ConfigError

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablation.core.errors import ConfigError
 from ablation.core.names import BASELINE
+from ablation.core.values import choice, number
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,12 @@ class Rounds:
             by_template.setdefault(template, {})[seed] = list(job)
             template_keys.setdefault(template, set()).add(key)
         seeds = sorted({s for per_seed in by_template.values() for s in per_seed})
-        start = int(OmegaConf.select(config, "sweep.sequential.start", default=3))
-        step = int(OmegaConf.select(config, "sweep.sequential.step", default=2))
+        if OmegaConf.select(config, "sweep.sequential") is not None:
+            number(config, "sweep.sequential.start", minimum=2, integer=True)
+            number(config, "sweep.sequential.step", minimum=1, integer=True)
+            choice(config, "sweep.sequential.spending", sequential.SPENDING)
+        start = OmegaConf.select(config, "sweep.sequential.start", default=3)
+        step = OmegaConf.select(config, "sweep.sequential.step", default=2)
         kind = OmegaConf.select(config, "sweep.sequential.spending", default=sequential.KIND)
         alpha = float(OmegaConf.select(config, "report.alpha", default=0.05))
         if len(seeds) < start:

@@ -150,8 +150,9 @@ def test_a_sequential_sweep_continues_the_open_policy_and_resumes_after_kill_9_b
         process.wait()
     assert seen[-1].startswith("look 1/3 at 2 seeds") and "1 go on to 3 seeds: hflip (undecided)" in seen[-1], seen[-1]
 
-    # The same sweep again: the first round is in the store, the look is the same, and the sweep goes on to its end.
-    again = run_sweep(tmp_path, *FROZEN, name="again")
+    # The same sweep again, packed (two workers that take job after job): the first round is in the store, the
+    # look is the same, and the sweep goes on to its end.
+    again = run_sweep(tmp_path, *FROZEN, "hydra/launcher=packed", "hydra.launcher.n_jobs=2", name="again")
     assert again.returncode == 0, again.stderr[-3000:]
     looks = _looks(again.stdout)
     assert looks[0] == seen[-1].rstrip("\n")

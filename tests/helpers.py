@@ -1,4 +1,7 @@
 """Helpers shared by several test modules (fixtures live in conftest.py)."""
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -119,3 +122,40 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def mlflow_server(folder: Path, *options: str, env: dict, workers: int = 1, what: str = "mlflow server"):
+    """A real `mlflow server <options>` on a free loopback port over its own SQLite store and artifact folder in
+    folder (its log: folder/server.log), answering /health; yields its URI and stops it (its whole process group)
+    at the end."""
+    import urllib.request
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    log = (folder / "server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", *options, "--host", "127.0.0.1", "--port", uri.rsplit(":", 1)[1],
+         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination",
+         str(folder / "artifacts"), "--workers", str(workers)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def answers():
+        if server.poll() is not None:
+            raise AssertionError(f"{what} exited: {(folder / 'server.log').read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(f"{uri}/health", timeout=2).close()
+            return True
+        except OSError:
+            return False
+
+    try:
+        wait_for(answers, 120, f"the {what} to answer /health", interval=0.5)
+        yield uri
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:  # its workers take their time to finish gracefully
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(30)
+        log.close()

@@ -2,10 +2,6 @@
 per-run loop read, from a SQLite store and from a real `mlflow server`; every run of an experiment is read
 however many pages it takes."""
 import os
-import signal
-import subprocess
-import sys
-import urllib.request
 
 import mlflow
 import pandas as pd
@@ -18,7 +14,7 @@ from ablation.core.names import KEYS
 from ablation.report import build as report
 from ablation.tracking import bulk
 from conftest import compose_config, store_overrides
-from helpers import free_port, wait_for
+from helpers import mlflow_server
 
 EPOCHS = 5
 
@@ -78,35 +74,9 @@ def test_histories_read_in_bulk_are_the_rows_read_run_by_run(tmp_path):
 def server(tmp_path_factory):
     """A real `mlflow server` on a free loopback port over its own SQLite store; stopped at the end."""
     folder = tmp_path_factory.mktemp("bulk-server")
-    uri = f"http://127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    log = (folder / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", uri.rsplit(":", 1)[1],
-         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination",
-         str(folder / "artifacts"), "--workers", "2"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def answers():
-        if proc.poll() is not None:
-            raise AssertionError(f"mlflow server exited: {(folder / 'server.log').read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(f"{uri}/health", timeout=2).close()
-            return True
-        except OSError:
-            return False
-
-    try:
-        wait_for(answers, 120, "mlflow server to answer /health", interval=0.5)
+    with mlflow_server(folder, env=env, workers=2) as uri:
         yield uri
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(30)
-        log.close()
 
 
 @pytest.mark.slow

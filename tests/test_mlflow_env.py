@@ -5,7 +5,6 @@ run records its source and its definition, and its report holds exactly its own 
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -19,7 +18,7 @@ from ablation import tracking
 from ablation.core import paths
 from ablation.report import build as report
 from conftest import ROOT, compose_config
-from helpers import free_port, parents_and_children, run_sweep, runs, store_uri, wait_for
+from helpers import mlflow_server, parents_and_children, run_sweep, runs, store_uri
 
 CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_URI",
                "MLFLOW_EXPERIMENT_NAME")
@@ -94,39 +93,12 @@ def auth_server(tmp_path_factory):
                    f"database_uri = sqlite:///{folder / 'auth.db'}\n"
                    f"admin_username = admin\nadmin_password = {ADMIN_PASSWORD}\n"
                    "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
     env = _clean_env(MLFLOW_AUTH_CONFIG_PATH=str(ini), MLFLOW_FLASK_SERVER_SECRET_KEY=uuid.uuid4().hex)
-    log = (folder / "server.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1", "--port",
-         str(port), "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination",
-         str(folder / "artifacts"), "--workers", "1"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def answers():
-        if server.poll() is not None:
-            raise AssertionError(f"mlflow server exited: {(folder / 'server.log').read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(f"{uri}/health", timeout=2).close()
-            return True
-        except OSError:
-            return False
-
-    try:
-        wait_for(answers, 120, "the basic-auth mlflow server to answer /health", interval=0.5)
+    with mlflow_server(folder, "--app-name", "basic-auth", env=env, what="basic-auth mlflow server") as uri:
         password = f"alice-{uuid.uuid4().hex}"
         assert _request(uri, "/api/2.0/mlflow/users/create", {"username": "alice", "password": password},
                         "admin", ADMIN_PASSWORD) == 200
         yield {"uri": uri, "user": "alice", "password": password}
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(5)
-        except subprocess.TimeoutExpired:  # its workers take their time to finish gracefully
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(30)
-        log.close()
 
 
 def _admin(uri: str, monkeypatch) -> MlflowClient:

@@ -172,3 +172,30 @@ def test_a_sequential_sweep_continues_the_open_policy_and_resumes_after_kill_9_b
     assert [m.value for m in client.get_metric_history(parent.info.run_id, "sequential/seeds")] == [2, 3]
     table = pd.read_csv(tmp_path / "reports" / "quick" / "summary.csv").set_index("augmentation")
     assert table.loc["hflip", ["verdict", "look", "n_seeds"]].tolist() == [decide.EQUIVALENT, 2, 3]
+
+
+def test_the_reports_looks_and_the_simulations_sequence_decide_alike():
+    """The simulation (sequential.run over arrays) and the report's table (summary over per-run rows) run the same
+    looks: every row stops at the same look with the same verdict and interval, on policies that decide early,
+    late and never."""
+    rng = np.random.default_rng(11)
+    effects = {"good": GOOD, "noise": NOISE,
+               "late": (list(-0.03 + rng.normal(0, 0.02, 10)), list(0.8 + rng.normal(0, 0.6, 10))),
+               "bad": (list(rng.normal(0, 0.02, 10)), list(-3 + rng.normal(0, 0.5, 10)))}
+    for schedule in (SCHEDULE, sequential.schedule(3, 10, 2)):
+        rows = _runs(effects, seeds=10)
+        table = summary.summary(rows, {**summary.options(), "sequential": schedule}).set_index("augmentation")
+        base = rows[rows["augmentation"] == "none"].set_index("seed")
+        names = sorted(effects)
+        d = {c: np.array([rows[rows["augmentation"] == a].set_index("seed")[c] - base[c] for a in names])
+             for c in ("gap", "test_score")}
+        margin, _ = summary.margins("accuracy", base, summary.options())
+        gap_margin = summary.options()["margin"]["gap"] * abs(base["gap"].mean())
+        simulated = sequential.run(d["gap"], d["test_score"], schedule, correction="bh", margin=margin,
+                                   score_floor=100 / 360, gap_margin=gap_margin)
+        for i, name in enumerate(names):
+            row = table.loc[name]
+            assert (row["verdict"], row["look"] - 1, row["n_seeds"]) == (
+                simulated["verdict"][i], simulated["look"][i], simulated["seeds"][i]), (schedule.kind, name)
+            assert row["delta_test_score_rci_low"] == pytest.approx(simulated["score_rci_low"][i])
+        assert len(set(table.drop(index="none")["look"])) > 1  # rows stopped at different looks

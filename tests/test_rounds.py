@@ -199,3 +199,17 @@ def test_the_reports_looks_and_the_simulations_sequence_decide_alike():
                 simulated["verdict"][i], simulated["look"][i], simulated["seeds"][i]), (schedule.kind, name)
             assert row["delta_test_score_rci_low"] == pytest.approx(simulated["score_rci_low"][i])
         assert len(set(table.drop(index="none")["look"])) > 1  # rows stopped at different looks
+
+
+def test_the_forest_plot_of_a_sequential_sweep_draws_each_rows_interval_at_its_look():
+    from ablation.report import figures
+
+    table = _table({"none": 10, "good": 10, "noise": 10}).reset_index()
+    fig = figures.forest(table)
+    assert fig.get_suptitle() == "policy - none, paired by seed, with intervals at the look each policy stopped at"
+    score_ax = fig.axes[0]
+    drawn = sorted(tuple(np.round(segment[:, 0], 6)) for segment in score_ax.collections[0].get_segments())
+    rows = table[table["augmentation"] != "none"]
+    wanted = sorted(tuple(np.round(pair, 6)) for pair in zip(rows["delta_test_score_rci_low"],
+                                                          rows["delta_test_score_rci_high"]))
+    assert drawn == wanted

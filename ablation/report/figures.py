@@ -8,6 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ablation.report import decide
+from ablation.report.sequential import shown_intervals
 
 
 def _label(row) -> str:
@@ -82,11 +83,12 @@ def forest(summary) -> Figure:
     y = np.arange(len(table))[::-1]
     colors = [VERDICT_COLORS.get(v, "#6e7781") for v in table["verdict"]]
     metric = table["score_metric"].iloc[0] if len(table) and table["score_metric"].nunique() == 1 else "score"
+    kind, said = shown_intervals(table)  # a sequential sweep: each row's interval at the look it stopped at
     for ax, prefix, title in ((score_ax, "delta_test_score", f"delta test {metric}{' (points)' if metric == 'accuracy' else ' (dB)' if metric == 'psnr' else ''} (higher = better)"),
                               (gap_ax, "delta_gap", "delta gap (lower = less overfitting)")):
         mean = table[prefix].astype(float).to_numpy()
-        low = table[f"{prefix}_ci_low"].astype(float).to_numpy()
-        high = table[f"{prefix}_ci_high"].astype(float).to_numpy()
+        low = table[f"{prefix}_{kind}_low"].astype(float).to_numpy()
+        high = table[f"{prefix}_{kind}_high"].astype(float).to_numpy()
         ok = np.isfinite(low) & np.isfinite(high)
         ax.hlines(y[ok], low[ok], high[ok], colors=np.array(colors, dtype=object)[ok], linewidth=2)
         ax.scatter(mean, y, c=colors, zorder=3, s=28)
@@ -104,7 +106,7 @@ def forest(summary) -> Figure:
         if verdict in set(table["verdict"]):
             gap_ax.scatter([], [], c=color, label=verdict, s=28)
     gap_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: it hides no interval
-    fig.suptitle("policy - none, paired by seed, with raw 95% intervals", fontsize=10)
+    fig.suptitle(f"policy - none, paired by seed, with {said}", fontsize=10)
     return fig
 
 

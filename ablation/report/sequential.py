@@ -188,3 +188,14 @@ def run(d_gap, d_score, plan: Schedule, failed=None, unfinished=None, **decide_k
     kept["verdict"], kept["reason"] = kept["verdict"].astype(str), kept["reason"].astype(str)
     return {**kept, "look": stopped_at, "seeds": seeds, "baseline_seeds": baseline, "runs": baseline + seeds.sum(-1)}
 
+
+
+def shown_intervals(table) -> tuple[str, str]:
+    """Which intervals a report table shows, as (column infix, label): in a sequential sweep's table (a `look`
+    column with values) each row's repeated confidence interval at the look it stopped at, the one valid whatever
+    made it stop ("rci"); otherwise the raw 95% intervals ("ci")."""
+    import pandas as pd
+
+    if "look" in table and pd.to_numeric(table["look"], errors="coerce").notna().any():
+        return "rci", "intervals at the look each policy stopped at"
+    return "ci", "raw 95% intervals"

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ablation.core.names import BLOCK
 from ablation.report import decide
+from ablation.report.sequential import shown_intervals
 
 
 def decision_view(table: pd.DataFrame) -> pd.DataFrame:
@@ -21,8 +22,8 @@ def decision_view(table: pd.DataFrame) -> pd.DataFrame:
 
     # Seeds on demand (sweep.seeds=auto): each row shows the repeated confidence interval of the look it stopped at
     # (level 1 - that look's alpha), the one valid whatever made it stop, and the look.
-    sequential = "look" in table and pd.to_numeric(table["look"], errors="coerce").notna().any()
-    kind = "rci" if sequential else "ci"
+    kind, _ = shown_intervals(table)
+    sequential = kind == "rci"
     label = "[CI at its look]" if sequential else "[raw 95% CI]"
 
     def interval(prefix, r):

@@ -23,6 +23,9 @@ MAX_JOBS = 8  # on CPUs only
 LAUNCHER = "packed"
 PACKED_ENV = "ABLATION_PACKED"  # set for the workers: a Ctrl-C in one of them stops the sweep (ablation.sweep.jobs)
 VISIBLE = "CUDA_VISIBLE_DEVICES"
+# Several processes on one GPU: each takes the memory it uses, not all of it (TensorFlow's memory growth, JAX's
+# preallocation off). The packed workers get it, and the jobs of a Ray sweep that ask for GPUs (ray_cluster.py).
+GPU_SHARING = {"TF_FORCE_GPU_ALLOW_GROWTH": "true", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ def worker_env(n_jobs: int, on_gpus: bool) -> dict[str, str]:
     growth, JAX's preallocation off), so several processes share one GPU, and CUDA's GPUs numbered as nvidia-smi
     numbers them (the workers' CUDA_VISIBLE_DEVICES names them by its index); on CPUs, the cores split between
     the jobs (TensorFlow's and the math libraries' thread pools)."""
-    env = {"TF_FORCE_GPU_ALLOW_GROWTH": "true", "XLA_PYTHON_CLIENT_PREALLOCATE": "false", PACKED_ENV: "1"}
+    env = {**GPU_SHARING, PACKED_ENV: "1"}
     if on_gpus:
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     else:

@@ -17,6 +17,9 @@ import time
 from ablation.tracking import heartbeat
 
 HOST_ENV = "ABLATION_HOST"  # this machine's name in the runs' `host` tags, when the system's is not the one to use
+# The node of a cluster a job runs on, as its launcher names it (hydra/launcher=ray: the Ray node id), recorded in
+# the run's `node` tag beside `host`: several nodes may share one host name (a cluster on one machine).
+NODE_ENV = "ABLATION_NODE"
 SLACK_S = 15.0  # what a heartbeat may be late by beyond three missed beats: a busy store, clocks apart
 
 
@@ -26,7 +29,8 @@ def host_name() -> str:
 
 
 def process_tags() -> dict[str, str]:
-    return {"host": host_name(), "pid": str(os.getpid())}
+    node = os.environ.get(NODE_ENV)
+    return {"host": host_name(), "pid": str(os.getpid()), **({"node": node} if node else {})}
 
 
 def on_this_host(mlflow_run) -> bool:

@@ -82,7 +82,7 @@ def test_a_jobs_exception_comes_back_from_its_process(hydra_config):
 
 
 @pytest.mark.parametrize("launcher,fresh", [("basic", False), ("joblib", True), ("submitit_local", False),
-                                            ("submitit_slurm", False)])
+                                            ("submitit_slurm", False), ("ray", False)])
 def test_only_joblib_jobs_need_a_process_of_their_own_by_default(tmp_path, launcher, fresh):
     cfg = _hydra_config(tmp_path, f"hydra/launcher={launcher}")
     assert jobs.fresh_by_default(cfg.hydra.launcher) is fresh

@@ -10,6 +10,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
+from ablation.sweep import ray_cluster as launcher
 from helpers import parents_and_children, run_sweep, runs, store_uri
 
 QUICK_RUNS = ["hflip/small_cnn/s0", "hflip/small_cnn/s1", "none/small_cnn/s0", "none/small_cnn/s1"]
@@ -31,6 +32,42 @@ try:
 finally:
     cluster.shutdown()
 """
+
+
+def test_the_jobs_get_the_sweeps_settings_but_never_its_host_node_or_gpus():
+    environ = {"ABLATION_HOME": "/shared/runs", "ABLATION_HOST": "submit-host", "ABLATION_NODE": "n0",
+               "MLFLOW_TRACKING_URI": "http://mlflow:5001", "MLFLOW_TRACKING_PASSWORD": "s", "CUDA_VISIBLE_DEVICES": "3",
+               "KERAS_BACKEND": "jax", "NO_ALBUMENTATIONS_UPDATE": "1", "NO_ALBUMENTATIONS_UPDATE_X": "1",
+               "HOME": "/root", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    names = ["ABLATION_", "MLFLOW_", "KERAS_", "NO_ALBUMENTATIONS_UPDATE", "CUDA_"]
+    assert launcher.shipped_env(names, environ) == {
+        "ABLATION_HOME": "/shared/runs", "MLFLOW_TRACKING_URI": "http://mlflow:5001", "MLFLOW_TRACKING_PASSWORD": "s",
+        "KERAS_BACKEND": "jax", "NO_ALBUMENTATIONS_UPDATE": "1"}
+
+
+@pytest.mark.parametrize("num_gpus,cluster_gpus,expected", [(None, 0, 0), (None, 8, 1), (0.25, 8, 0.25), (0, 8, 0)])
+def test_one_gpu_a_job_when_the_cluster_has_gpus_or_the_fraction_asked_for(num_gpus, cluster_gpus, expected,
+                                                                            monkeypatch):
+    monkeypatch.delenv("TF_FORCE_GPU_ALLOW_GROWTH", raising=False)
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "true")  # the sweep's own setting wins
+    settings = {"num_gpus": num_gpus, "num_cpus": 2, "max_calls": 1}
+    options = launcher.job_options(settings, {"CPU": 16.0, "GPU": float(cluster_gpus)})
+    assert (options["num_cpus"], options["num_gpus"], options["max_calls"], options["max_retries"]) == (2, expected, 1, 0)
+    # Jobs on GPUs take the memory they use, so that several share one.
+    assert options.get("runtime_env") == ({"env_vars": {"TF_FORCE_GPU_ALLOW_GROWTH": "true"}} if expected else None)
+
+
+def test_a_job_whose_task_died_comes_back_failed(monkeypatch):
+    import ray
+    from hydra.core.utils import JobStatus
+
+    def crashed(ref):
+        raise ray.exceptions.WorkerCrashedError()
+
+    monkeypatch.setattr(ray, "get", crashed)
+    result = launcher._returned(object(), ["seed=1"])
+    assert (result.status, result.overrides) == (JobStatus.FAILED, ["seed=1"])
+    assert isinstance(result._return_value, ray.exceptions.WorkerCrashedError)
 
 
 @contextlib.contextmanager
@@ -58,6 +95,10 @@ def test_a_sweep_on_a_two_node_ray_cluster_runs_on_both_nodes_and_ends_in_its_re
     monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     with ray_cluster() as address:
         assert address.startswith("127.0.0.1:")
+        # The nodes started with conftest's cache folder; the sweep has its own, which its jobs only learn from
+        # the sweep (hydra.launcher.env): the sweep's process itself decodes no data.
+        cache = tmp_path / "cache"
+        monkeypatch.setenv("ABLATION_CACHE_DIR", str(cache))
         result = run_sweep(tmp_path, "experiment=quick", "trainer.epochs=1", "hydra/launcher=ray",
                            f"hydra.launcher.address={address}", timeout=400)
     output = result.stdout + result.stderr
@@ -76,6 +117,10 @@ def test_a_sweep_on_a_two_node_ray_cluster_runs_on_both_nodes_and_ends_in_its_re
     nodes = {r.data.tags["node"] for r in children}
     assert len(nodes) == 2 and all(len(node) == 56 for node in nodes), nodes
     assert "node" not in parents[0].data.tags
+
+    # Each job's Hydra folder and log are in the sweep's folder, as the sweep's process named it.
+    assert sorted(log.parent.name for log in (tmp_path / "sweep").glob("*/*.log")) == ["0", "1", "2", "3"]
+    assert any(cache.iterdir())  # the jobs used the sweep's cache folder, not the one the nodes started with
 
     # The report, built by the sweep's process once the jobs were done, and logged to the parent run.
     report_dir = tmp_path / "reports" / "quick"

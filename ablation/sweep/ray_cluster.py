@@ -45,11 +45,15 @@ def connect(settings: dict) -> tuple[dict, int]:
 
 def job_options(settings: dict, resources: dict) -> dict:
     """The Ray options of every job's task: its CPUs, its GPUs (null: one when the cluster has any), how many
-    jobs a worker process runs, and on GPUs, memory taken as used (a value the sweep's environment sets wins)."""
+    jobs a worker process runs, no retries, and on GPUs, memory taken as used (a value the sweep's environment
+    sets wins)."""
     gpus = settings["num_gpus"]
     if gpus is None:
         gpus = 1 if resources.get("GPU", 0) > 0 else 0
-    options = {"num_cpus": settings["num_cpus"], "num_gpus": gpus, "max_calls": settings["max_calls"]}
+    # No retry by Ray: a job retried while its first run still holds a fresh heartbeat would skip its combination
+    # as running elsewhere. A failed job is recorded; the sweep started again trains it.
+    options = {"num_cpus": settings["num_cpus"], "num_gpus": gpus, "max_calls": settings["max_calls"],
+               "max_retries": 0}
     if gpus:
         options["runtime_env"] = {"env_vars": {key: value for key, value in packing.GPU_SHARING.items()
                                                if key not in os.environ}}
@@ -74,7 +78,9 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     setup_globals()
     config = launcher.config
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
-    Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    # The sweep's folder as this process sees it: a job on another node has another working directory and clock.
+    sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
     resources, nodes = connect(launcher.settings)
     options = job_options(launcher.settings, resources)
     log.info("ray: %d jobs on %s", len(job_overrides),
@@ -88,6 +94,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
             sweep_config.hydra.job.num = idx
+            sweep_config.hydra.sweep.dir = str(sweep_dir)
         refs.append(task.remote(launcher.hydra_context, sweep_config, launcher.task_function, singleton_state))
     try:
         return [_returned(ref, overrides) for ref, overrides in zip(refs, job_overrides)]

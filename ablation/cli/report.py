@@ -13,8 +13,12 @@ from ablation.core import guard, paths
 def main(cfg: DictConfig) -> None:
     """The `ablation-report` command."""
     from ablation.report import build
+    from ablation.sweep import parent
 
     paths.configure(cfg.get("paths"))
+    # A sweep whose own process ended before its last job, left unclosed: built and closed here, as its end would have.
+    if parent.finish_detached(cfg, cfg.get("parent_run_id"), who="ablation-report"):
+        return
     build.make(cfg)
 
 

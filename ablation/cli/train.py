@@ -19,13 +19,20 @@ def app(cfg: DictConfig) -> float:
     from hydra.types import RunMode
 
     from ablation.core import paths
-    from ablation.sweep import jobs
+    from ablation.sweep import jobs, parent
     from ablation.training.run import run
 
     paths.configure(cfg.get("paths"))  # before anything is written: the store, caches, backups
     if HydraConfig.get().mode == RunMode.MULTIRUN:
-        # A job of a sweep: a failure is recorded and the sweep goes on; the first Ctrl-C ends only this job.
-        return jobs.run_job(cfg, run)
+        # A job of a sweep: a failure is recorded and the sweep goes on; the first Ctrl-C ends only this job. The
+        # last job to end finishes the sweep when the sweep's own process has ended (parent.end_of_job).
+        try:
+            value = jobs.run_job(cfg, run)
+        except Exception:
+            parent.end_of_job(cfg)
+            raise
+        parent.end_of_job(cfg)
+        return value
     with guard.guard("interrupted: the run is marked KILLED"):
         metrics = run(cfg)
     return metrics.get("best/val_loss", float("nan"))

@@ -130,3 +130,47 @@ def _report(config: DictConfig, parent: str) -> str | None:
     except Exception as exc:
         return f"the report could not be built: {type(exc).__name__}: {exc}"
     return None
+
+
+def finish_detached(config: DictConfig, parent_id: str | None, who: str) -> bool:
+    """Finish a sweep whose own process has ended (killed after submitting its jobs, a closed login): when its parent
+    run is orphaned (tracking.orphan) and every combination has ended, build the report, log it to the parent and
+    close it, as finish would have. Called by each job at its end (the last one does it) and by `ablation-report
+    +parent_run_id=...`; who names the caller in the parent's tag finished_by. A sequential sweep
+    (sweep.seeds=auto) needs its own process to launch the next round: it is left for the sweep run again. True
+    when this call closed the sweep."""
+    from ablation import tracking
+
+    parent = tracking.find_run(config.tracking, parent_id) if parent_id else None
+    if parent is None or not tracking.orphan.orphaned(config.tracking, parent):
+        return False
+    definition = tracking.sweep_definition(config.tracking, parent_id)
+    if definition is None or definition.get("sequential"):
+        return False
+    counts = tracking.orphan.progress(config.tracking, parent, definition["keys"])
+    if counts["left"] or not tracking.orphan.claim(config.tracking, parent_id, who):
+        return False
+    log.warning("sweep %s: its own process has ended; %s builds its report and closes its parent run", parent_id, who)
+    size = len(definition.get("jobs") or definition["keys"])
+    tracking.log_to_run(config, parent_id, params={"sweep_size": size}, metrics={
+        "sweep/jobs": size, "sweep/trained": counts["trained"], "sweep/failed": counts["failed"],
+        "sweep/skipped": max(size - counts["trained"], 0)})
+    report_error = _report(config, parent_id)
+    failed = f"{counts['failed']} combination(s) failed" if counts["failed"] else None
+    tracking.close_parent(config, parent_id, "FAILED" if report_error or failed else "FINISHED", report_error or failed)
+    return True
+
+
+def end_of_job(config: DictConfig) -> None:
+    """At the end of each job of a sweep, wherever it ran: finish_detached when the sweep's own process has ended. A
+    store that cannot be read here is a warning: the job's run stands, and `ablation-report` finishes the sweep."""
+    from ablation import tracking
+
+    parent_id = os.environ.get(tracking.PARENT_RUN_ENV)
+    if not parent_id:
+        return
+    try:
+        finish_detached(config, parent_id, who=f"the job on {tracking.host_name()} (pid {os.getpid()})")
+    except Exception as exc:
+        log.warning("sweep %s: could not look whether this was its last job: %s: %s (ablation-report "
+                    "+parent_run_id=%s finishes it)", parent_id, type(exc).__name__, exc, parent_id)

@@ -10,6 +10,7 @@
     heartbeat a RUNNING run's proof of life (tag heartbeat), refreshed by a daemon thread while the run is open
     process   which process and host a run belongs to, and whether it is alive (pid here, heartbeat anywhere)
     bulk      reading many runs: every page of a search, metric histories in parallel against a server
+    orphan    a sweep whose process ended before its jobs: orphaned, how far it got, who closes it (claim)
     runs      an experiment's runs: the finished one of a combination, a sweep's parent (its source and definition)
               and children, reading back
     model     a run's model as an MLflow Model (LoggedModel): logged, found, loaded, registered
@@ -17,6 +18,7 @@
 Callers import from here; the modules above import each other only downwards in this list.
 """
 from ablation.core.errors import StoreUnavailable
+from ablation.tracking import orphan
 from ablation.tracking.connect import client
 from ablation.tracking.identity import EXECUTION_KEYS, NOT_IDENTITY, config_hash, flatten
 from ablation.tracking.inputs import records as dataset_records
@@ -50,7 +52,7 @@ __all__ = ["EXECUTION_KEYS", "EXPERIMENT_TAGS", "HOST_ENV", "NODE_ENV", "NOT_IDE
            "close_dead_children", "close_parent", "config_hash", "count_children", "dataset_records",
            "describe_sweep", "download", "experiment_id", "experiment_of", "find_run", "finished_run", "flatten",
            "histories", "host_name", "load_model", "load_runs", "log_model", "log_to_run", "open_parent",
-           "previous_runs", "publish", "register_model",
+           "orphan", "previous_runs", "publish", "register_model",
            "replay_unsent", "run", "run_model_uri", "scratch_dir", "sqlite_path", "store", "sweep_definition", "sweep_hash",
            "sweep_keys",
            "unsent_root"]

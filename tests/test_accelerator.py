@@ -85,7 +85,7 @@ def test_jit_compile_run(make_cfg):
     ("trainer.jit_compile=sometimes", "trainer.jit_compile: expected auto, true or false"),
     ("trainer.devices=0", "trainer.devices: expected a count >= 1 or all"),
     ("trainer.devices=64", "trainer.devices: 64 requested but"),
-    ("trainer.resume=maybe", "trainer.resume: expected true or false"),
+    ("trainer.resume=maybe", "trainer.resume: expected true, false or auto"),
 ])
 def test_bad_accelerator_settings_are_one_line_errors(make_cfg, override, message):
     with pytest.raises(config.ConfigError, match=message.replace("(", r"\(")) as err:

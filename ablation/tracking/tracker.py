@@ -166,6 +166,10 @@ def run(cfg: DictConfig, run_name: str, tags: dict):
         status = "KILLED"
         tracker.set_tag("error", "interrupted")
         raise
+    except SystemExit as exc:  # the process is leaving in the middle of the run: a preempted job being requeued
+        status = "KILLED"
+        tracker.set_tag("error", f"the process exited in the middle of the run (exit status {exc.code})")
+        raise
     except BaseException as exc:
         tracker.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
         raise

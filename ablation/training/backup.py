@@ -18,6 +18,17 @@ import keras
 
 from ablation.core import paths
 
+# Set in a job's process by the cluster launchers: submitit (SLURM, or its local executor) and hydra/launcher=ray.
+CLUSTER_ENV = ("SUBMITIT_EXECUTOR", "ABLATION_NODE")
+
+
+def wanted(resume) -> bool:
+    """trainer.resume: true, false, or auto: on for a job of a cluster launcher (submitit, Ray), whose job may be
+    preempted and requeued on another node, off elsewhere."""
+    if resume == "auto":
+        return any(os.environ.get(name) for name in CLUSTER_ENV)
+    return bool(resume)
+
 
 class Backup:
     def __init__(self, key: str, root: Path | None = None):

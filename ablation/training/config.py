@@ -43,8 +43,8 @@ def validate(cfg: DictConfig):
     _choice(cfg, "trainer.verbose", (0, 1, 2))
     _choice(cfg, "trainer.monitor", MONITORS)
     _optimizer(cfg.trainer.optimizer)
-    if not isinstance(cfg.trainer.get("resume"), bool):
-        raise ConfigError(f"trainer.resume: expected true or false, got {cfg.trainer.get('resume')!r}")
+    if not isinstance(cfg.trainer.get("resume"), bool) and cfg.trainer.get("resume") != "auto":
+        raise ConfigError(f"trainer.resume: expected true, false or auto, got {cfg.trainer.get('resume')!r}")
     backend.check_settings(cfg.trainer)
     if cfg.trainer.devices != 1:
         backend.devices_for(cfg.trainer)  # more devices than visible: said now, before any data is read

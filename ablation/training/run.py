@@ -18,6 +18,7 @@ from ablation import augment, datasets, tracking
 from ablation.augment import device
 from ablation.training import backend, callbacks, expansion, measure, models, normalize, record, reuse, synthetic, tasks
 from ablation.training.backup import Backup
+from ablation.training.backup import wanted as backup_wanted
 from ablation.training.batches import Batches, Draw, Feed
 from ablation.training.plan import RunPlan, plan
 
@@ -58,7 +59,7 @@ def run(cfg: DictConfig, announce: Callable[[str], None] | None = None) -> dict[
     keras.utils.set_random_seed(cfg.seed)
     # 2. Data, the policy checked on its shape, the task.
     data = load_data(cfg, planned)
-    backup = Backup(planned.key) if cfg.trainer.resume else None  # trainer.resume: continue a killed run
+    backup = Backup(planned.key) if backup_wanted(cfg.trainer.resume) else None  # continue a killed run
     earlier = backup.history() if backup else []
 
     with backend.training_scope(cfg.trainer) as replicas:

@@ -159,3 +159,45 @@ def mlflow_server(folder: Path, *options: str, env: dict, workers: int = 1, what
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(30)
         log.close()
+
+
+# One combination long enough to be stopped in its third epoch (tests/test_preemption.py, tests/test_ray.py).
+PREEMPTED_EPOCHS = 5
+PREEMPTED = ("augmentation=none", "seed=0", "trainer=smoke", f"trainer.epochs={PREEMPTED_EPOCHS}",
+             "trainer.steps_per_epoch=60", "dataset.train_size=200", "experiment_name=preempted")
+
+
+def training_epochs(uri: str, experiment: str, backups: Path, process) -> tuple[int, int] | None:
+    """(the pid of the process training a run of the experiment, the epochs its backup holds) once it holds two or
+    more (trainer.resume's backup under backups); None before. Fails when process (the sweep) has ended."""
+    import json
+
+    assert process.poll() is None, f"the sweep ended before its job was stopped: {process.stderr.read()[-2000:]}"
+    running = [r for r in runs(uri, experiment) if r.info.status == "RUNNING" and "config_hash" in r.data.tags]
+    metadata = list(backups.glob("*/keras/training_metadata.json"))
+    if not (running and metadata):
+        return None
+    try:
+        done = int(json.loads(metadata[0].read_text())["epoch"])
+    except ValueError:  # Keras is writing it at this moment
+        return None
+    return (int(running[0].data.tags["pid"]), done) if done >= 2 else None
+
+
+def resumed_whole(uri: str, children: list, completed: int, epochs: int):
+    """A combination stopped after `completed` epochs and continued in another process: its runs are the stopped
+    one, KILLED, and the one that continued it, FINISHED, tagged resumed_from the first, with every epoch's
+    metrics once. Returns (stopped, resumed)."""
+    from mlflow.tracking import MlflowClient
+
+    by_status = {r.info.status: r for r in children}
+    assert sorted(r.info.status for r in children) == ["FINISHED", "KILLED"], by_status
+    stopped, resumed = by_status["KILLED"], by_status["FINISHED"]
+    assert resumed.data.tags["pid"] != stopped.data.tags["pid"]  # another process
+    assert resumed.data.tags["resumed_from"] == stopped.info.run_id
+    assert int(resumed.data.tags["resumed_at_epoch"]) >= completed
+    client = MlflowClient(tracking_uri=uri)
+    for metric in ("val/loss", "train/loss", "gap/loss"):
+        steps = [m.step for m in client.get_metric_history(resumed.info.run_id, metric)]
+        assert sorted(steps) == list(range(1, epochs + 1)), metric  # every epoch once, none twice
+    return stopped, resumed

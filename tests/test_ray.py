@@ -6,12 +6,25 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from ablation.sweep import ray_cluster as launcher
-from helpers import parents_and_children, run_sweep, runs, store_uri
+from conftest import ROOT
+from helpers import (
+    PREEMPTED,
+    PREEMPTED_EPOCHS,
+    parents_and_children,
+    resumed_whole,
+    run_sweep,
+    runs,
+    store_uri,
+    sweep_command,
+    training_epochs,
+    wait_for,
+)
 
 QUICK_RUNS = ["hflip/small_cnn/s0", "hflip/small_cnn/s1", "none/small_cnn/s0", "none/small_cnn/s1"]
 
@@ -35,7 +48,7 @@ finally:
 
 
 def test_the_jobs_get_the_sweeps_settings_but_never_its_host_node_or_gpus():
-    environ = {"ABLATION_HOME": "/shared/runs", "ABLATION_HOST": "submit-host", "ABLATION_NODE": "n0",
+    environ = {"ABLATION_HOME": "/shared/runs", "ABLATION_HOST": "submit-host", "ABLATION_NODE": "n0", "ABLATION_LAUNCH": "a-1",
                "MLFLOW_TRACKING_URI": "http://mlflow:5001", "MLFLOW_TRACKING_PASSWORD": "s", "CUDA_VISIBLE_DEVICES": "3",
                "KERAS_BACKEND": "jax", "NO_ALBUMENTATIONS_UPDATE": "1", "NO_ALBUMENTATIONS_UPDATE_X": "1",
                "HOME": "/root", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -50,9 +63,9 @@ def test_one_gpu_a_job_when_the_cluster_has_gpus_or_the_fraction_asked_for(num_g
                                                                             monkeypatch):
     monkeypatch.delenv("TF_FORCE_GPU_ALLOW_GROWTH", raising=False)
     monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "true")  # the sweep's own setting wins
-    settings = {"num_gpus": num_gpus, "num_cpus": 2, "max_calls": 1}
+    settings = {"num_gpus": num_gpus, "num_cpus": 2, "max_calls": 1, "max_retries": 3}
     options = launcher.job_options(settings, {"CPU": 16.0, "GPU": float(cluster_gpus)})
-    assert (options["num_cpus"], options["num_gpus"], options["max_calls"], options["max_retries"]) == (2, expected, 1, 0)
+    assert (options["num_cpus"], options["num_gpus"], options["max_calls"], options["max_retries"]) == (2, expected, 1, 3)
     # Jobs on GPUs take the memory they use, so that several share one.
     assert options.get("runtime_env") == ({"env_vars": {"TF_FORCE_GPU_ALLOW_GROWTH": "true"}} if expected else None)
 
@@ -127,3 +140,33 @@ def test_a_sweep_on_a_two_node_ray_cluster_runs_on_both_nodes_and_ends_in_its_re
     assert {"summary.csv", "report.html"} <= {p.name for p in report_dir.iterdir()}
     logged = {a.path for a in MlflowClient(store_uri(tmp_path)).list_artifacts(parents[0].info.run_id, "quick")}
     assert "quick/summary.csv" in logged
+
+
+@pytest.mark.slow
+def test_a_job_whose_worker_dies_is_retried_and_continues_its_run_from_its_last_epoch(tmp_path, monkeypatch):
+    """A lost node or a preempted one, as Ray sees it: the job's worker process dies (kill -9) in its third epoch.
+    Ray runs the task again; the new attempt takes over the run the dead one left RUNNING (its `launch` tag is
+    the job's) and continues it from its last completed epoch (trainer.resume=auto: on under Ray)."""
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    uri = store_uri(tmp_path)
+    backups = Path(os.environ["ABLATION_BACKUP_DIR"])
+    with ray_cluster() as address:
+        proc = subprocess.Popen(sweep_command(tmp_path, *PREEMPTED, "hydra/launcher=ray",
+                                              f"hydra.launcher.address={address}"),
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            pid, completed = wait_for(lambda: training_epochs(uri, "preempted", backups, proc), 300,
+                                      "the job to complete two epochs", interval=0.1)
+            os.kill(pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate(timeout=400)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, stdout[-2000:] + stderr[-3000:]
+    [sweep], children = parents_and_children(runs(uri, "preempted"))
+    assert sweep.info.status == "FINISHED"
+    stopped, resumed = resumed_whole(uri, children, completed, PREEMPTED_EPOCHS)
+    assert stopped.data.tags["launch"] == resumed.data.tags["launch"]  # two attempts at one job
+    assert "the process died" in stopped.data.tags["error"]
+    assert not list(backups.glob("*/keras")), "the backup of a finished combination is removed"

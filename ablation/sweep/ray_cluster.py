@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def shipped_env(names: Sequence[str], environ=os.environ) -> dict[str, str]:
     the host name or node a run records (each job's own), nor the GPUs Ray gives the task."""
     from ablation import tracking
 
-    own = {tracking.HOST_ENV, tracking.NODE_ENV, packing.VISIBLE}
+    own = {tracking.HOST_ENV, tracking.NODE_ENV, tracking.LAUNCH_ENV, packing.VISIBLE}
     return {key: value for key, value in environ.items() if key not in own
             and any(key.startswith(name) if name.endswith("_") else key == name for name in names)}
 
@@ -45,15 +46,15 @@ def connect(settings: dict) -> tuple[dict, int]:
 
 def job_options(settings: dict, resources: dict) -> dict:
     """The Ray options of every job's task: its CPUs, its GPUs (null: one when the cluster has any), how many
-    jobs a worker process runs, no retries, and on GPUs, memory taken as used (a value the sweep's environment
-    sets wins)."""
+    jobs a worker process runs, how often Ray retries a job whose worker or node died, and on GPUs, memory taken
+    as used (a value the sweep's environment sets wins)."""
     gpus = settings["num_gpus"]
     if gpus is None:
         gpus = 1 if resources.get("GPU", 0) > 0 else 0
-    # No retry by Ray: a job retried while its first run still holds a fresh heartbeat would skip its combination
-    # as running elsewhere. A failed job is recorded; the sweep started again trains it.
+    # A retried job takes over the run its dead attempt left RUNNING (the run's `launch` tag is the job's) and,
+    # with trainer.resume (auto: on under Ray), continues it from its last completed epoch.
     options = {"num_cpus": settings["num_cpus"], "num_gpus": gpus, "max_calls": settings["max_calls"],
-               "max_retries": 0}
+               "max_retries": settings["max_retries"]}
     if gpus:
         options["runtime_env"] = {"env_vars": {key: value for key, value in packing.GPU_SHARING.items()
                                                if key not in os.environ}}
@@ -87,6 +88,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
              describe(launcher.settings["address"], resources, nodes, options))
     task = ray.remote(**options)(_run_on_node)
     singleton_state = Singleton.get_state()
+    sweep_launch = uuid.uuid4().hex[:12]  # each job's launch id: this launch's, and the job's number
     refs = []
     for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
         log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
@@ -95,7 +97,8 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
             sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
             sweep_config.hydra.job.num = idx
             sweep_config.hydra.sweep.dir = str(sweep_dir)
-        refs.append(task.remote(launcher.hydra_context, sweep_config, launcher.task_function, singleton_state))
+        refs.append(task.remote(launcher.hydra_context, sweep_config, launcher.task_function, singleton_state,
+                                f"{sweep_launch}-{idx}"))
     try:
         return [_returned(ref, overrides) for ref, overrides in zip(refs, job_overrides)]
     except KeyboardInterrupt:
@@ -119,10 +122,10 @@ def _returned(ref, overrides: Sequence[str]):
         return result
 
 
-def _run_on_node(hydra_context, sweep_config: DictConfig, task_function, singleton_state: dict):
-    """In the Ray task, on whichever node runs it: the node's name for the run, Hydra's state as the sweep set it,
-    then Hydra's run_job (the job's folder, its logging, the callbacks, the task; a failure in the task comes back
-    as a FAILED JobReturn)."""
+def _run_on_node(hydra_context, sweep_config: DictConfig, task_function, singleton_state: dict, launch: str):
+    """In the Ray task, on whichever node runs it: the node's name and the job's launch id (the same for every
+    attempt at it) for the run, Hydra's state as the sweep set it, then Hydra's run_job (the job's folder, its
+    logging, the callbacks, the task; a failure in the task comes back as a FAILED JobReturn)."""
     import ray
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.singleton import Singleton
@@ -131,6 +134,7 @@ def _run_on_node(hydra_context, sweep_config: DictConfig, task_function, singlet
     from ablation import tracking
 
     os.environ[tracking.NODE_ENV] = ray.get_runtime_context().get_node_id()
+    os.environ[tracking.LAUNCH_ENV] = launch
     setup_globals()
     Singleton.set_state(singleton_state)
     HydraConfig.instance().set_config(sweep_config)

@@ -24,7 +24,7 @@ from ablation.tracking.identity import EXECUTION_KEYS, NOT_IDENTITY, config_hash
 from ablation.tracking.inputs import records as dataset_records
 from ablation.tracking.journal import unsent_root
 from ablation.tracking.model import load_model, log_model, register_model, run_model_uri
-from ablation.tracking.process import HOST_ENV, NODE_ENV, host_name
+from ablation.tracking.process import HOST_ENV, LAUNCH_ENV, NODE_ENV, host_name
 from ablation.tracking.replay import replay_unsent
 from ablation.tracking.runs import (
     close_dead_children,
@@ -48,7 +48,7 @@ from ablation.tracking.runs import (
 from ablation.tracking.store import EXPERIMENT_TAGS, experiment_id, sqlite_path, store
 from ablation.tracking.tracker import PARENT_RUN_ENV, Tracker, run, scratch_dir
 
-__all__ = ["EXECUTION_KEYS", "EXPERIMENT_TAGS", "HOST_ENV", "NODE_ENV", "NOT_IDENTITY", "PARENT_RUN_ENV", "StoreUnavailable", "Tracker", "client",
+__all__ = ["EXECUTION_KEYS", "EXPERIMENT_TAGS", "HOST_ENV", "LAUNCH_ENV", "NODE_ENV", "NOT_IDENTITY", "PARENT_RUN_ENV", "StoreUnavailable", "Tracker", "client",
            "close_dead_children", "close_parent", "config_hash", "count_children", "dataset_records",
            "describe_sweep", "download", "experiment_id", "experiment_of", "find_run", "finished_run", "flatten",
            "histories", "host_name", "load_model", "load_runs", "log_model", "log_to_run", "open_parent",

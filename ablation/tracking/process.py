@@ -20,6 +20,10 @@ HOST_ENV = "ABLATION_HOST"  # this machine's name in the runs' `host` tags, when
 # The node of a cluster a job runs on, as its launcher names it (hydra/launcher=ray: the Ray node id), recorded in
 # the run's `node` tag beside `host`: several nodes may share one host name (a cluster on one machine).
 NODE_ENV = "ABLATION_NODE"
+# One job of a sweep, the same for every attempt at it, as a launcher that retries jobs names it (hydra/launcher=ray:
+# Ray retries a task whose worker or node died), recorded in the run's `launch` tag: a RUNNING run of the same
+# launch made by another process is an earlier attempt, and its process is gone.
+LAUNCH_ENV = "ABLATION_LAUNCH"
 SLACK_S = 15.0  # what a heartbeat may be late by beyond three missed beats: a busy store, clocks apart
 
 
@@ -29,8 +33,8 @@ def host_name() -> str:
 
 
 def process_tags() -> dict[str, str]:
-    node = os.environ.get(NODE_ENV)
-    return {"host": host_name(), "pid": str(os.getpid()), **({"node": node} if node else {})}
+    extra = {tag: os.environ[name] for tag, name in (("node", NODE_ENV), ("launch", LAUNCH_ENV)) if os.environ.get(name)}
+    return {"host": host_name(), "pid": str(os.getpid()), **extra}
 
 
 def on_this_host(mlflow_run) -> bool:
@@ -68,10 +72,18 @@ def grace_s(mlflow_run, tracking=None) -> float:
     return 3 * period + SLACK_S
 
 
+def earlier_attempt(mlflow_run) -> bool:
+    """The run was made by an earlier attempt at this process's own job (its `launch` tag is this process's
+    LAUNCH_ENV, its process another): a launcher retries a job only once that attempt's process has died."""
+    launch = os.environ.get(LAUNCH_ENV)
+    return bool(launch) and mlflow_run.data.tags.get("launch") == launch and not this_process(mlflow_run)
+
+
 def dead(mlflow_run, tracking=None) -> bool:
-    """Known to be dead: its process is gone from this machine, or its heartbeat is older than the grace. A run
-    without a heartbeat on another machine is not known to be dead."""
-    if process_gone(mlflow_run):
+    """Known to be dead: its process is gone from this machine, or its heartbeat is older than the grace, or it
+    was an earlier attempt at this process's job. A run without a heartbeat on another machine is not known to be
+    dead."""
+    if process_gone(mlflow_run) or earlier_attempt(mlflow_run):
         return True
     age = heartbeat_age(mlflow_run)
     return age is not None and age > grace_s(mlflow_run, tracking)
@@ -80,6 +92,8 @@ def dead(mlflow_run, tracking=None) -> bool:
 def may_be_alive(mlflow_run, tracking=None) -> bool:
     """A RUNNING run that another process (not this one) may still be training: on this host its pid is alive, and
     its heartbeat, where it has one, is younger than the grace. A run without a heartbeat on another host is not."""
+    if earlier_attempt(mlflow_run):
+        return False
     if on_this_host(mlflow_run) and (this_process(mlflow_run) or process_gone(mlflow_run)):
         return False
     age = heartbeat_age(mlflow_run)

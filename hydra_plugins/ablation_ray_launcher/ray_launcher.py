@@ -26,6 +26,10 @@ class RayLauncherConf:
     # Jobs a Ray worker process runs before it exits: 1 = a fresh process per job (TensorFlow's state and GPU
     # memory end with it); 0 = no limit (a worker keeps its compiled model between jobs, as packed workers do).
     max_calls: int = 1
+    # How often Ray runs a job again whose worker process or node died (a lost or preempted node): the new attempt
+    # takes over the run the dead one left RUNNING and continues it from its last completed epoch
+    # (trainer.resume=auto). 0: such a job fails; the sweep started again trains it.
+    max_retries: int = 3
     # The sweep's environment variables that every job gets (names, or prefixes ending in `_`): a job on another
     # node does not inherit the sweep's environment. ABLATION_HOST and ABLATION_NODE never travel.
     env: list[str] = field(default_factory=lambda: ["ABLATION_", "MLFLOW_", "KERAS_", "TF_", "XLA_",
@@ -39,8 +43,10 @@ ConfigStore.instance().store(group="hydra/launcher", name="ray", node=RayLaunche
 
 class RayLauncher(Launcher):
     def __init__(self, address: str | None = None, num_gpus: float | None = None, num_cpus: float = 1,
-                 max_calls: int = 1, env: Sequence[str] = (), init: dict[str, Any] | None = None) -> None:
+                 max_calls: int = 1, max_retries: int = 3, env: Sequence[str] = (),
+                 init: dict[str, Any] | None = None) -> None:
         self.settings = {"address": address, "num_gpus": num_gpus, "num_cpus": num_cpus, "max_calls": max_calls,
+                         "max_retries": max_retries,
                          "env": list(env), "init": OmegaConf.to_container(init) if isinstance(init, DictConfig)
                          else dict(init or {})}
         self.config: DictConfig | None = None

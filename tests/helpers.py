@@ -184,6 +184,31 @@ def training_epochs(uri: str, experiment: str, backups: Path, process) -> tuple[
     return (int(running[0].data.tags["pid"]), done) if done >= 2 else None
 
 
+def stop_in_third_epoch_and_finish(tmp_path: Path, sig: int, *launcher: str):
+    """The PREEMPTED sweep under the launcher's overrides: its job's process gets sig once the job has completed
+    two epochs; the sweep must still end well, its one combination stopped (KILLED) and continued in another
+    process to a FINISHED run tagged resumed_from the first, with every epoch's metrics once. Returns (stopped,
+    resumed)."""
+    uri = store_uri(tmp_path)
+    backups = Path(os.environ["ABLATION_BACKUP_DIR"])
+    proc = subprocess.Popen(sweep_command(tmp_path, *PREEMPTED, *launcher), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        pid, completed = wait_for(lambda: training_epochs(uri, "preempted", backups, proc), 300,
+                                  "the job to complete two epochs", interval=0.1)
+        os.kill(pid, sig)
+        stdout, stderr = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, stdout[-2000:] + stderr[-3000:]
+    [sweep], children = parents_and_children(runs(uri, "preempted"))
+    assert sweep.info.status == "FINISHED"
+    assert not list(backups.glob("*/keras")), "the backup of a finished combination is removed"
+    return resumed_whole(uri, children, completed, PREEMPTED_EPOCHS)
+
+
 def resumed_whole(uri: str, children: list, completed: int, epochs: int):
     """A combination stopped after `completed` epochs and continued in another process: its runs are the stopped
     one, KILLED, and the one that continued it, FINISHED, tagged resumed_from the first, with every epoch's

@@ -6,25 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from ablation.sweep import ray_cluster as launcher
-from conftest import ROOT
-from helpers import (
-    PREEMPTED,
-    PREEMPTED_EPOCHS,
-    parents_and_children,
-    resumed_whole,
-    run_sweep,
-    runs,
-    store_uri,
-    sweep_command,
-    training_epochs,
-    wait_for,
-)
+from helpers import parents_and_children, run_sweep, runs, stop_in_third_epoch_and_finish, store_uri
 
 QUICK_RUNS = ["hflip/small_cnn/s0", "hflip/small_cnn/s1", "none/small_cnn/s0", "none/small_cnn/s1"]
 
@@ -148,25 +135,8 @@ def test_a_job_whose_worker_dies_is_retried_and_continues_its_run_from_its_last_
     Ray runs the task again; the new attempt takes over the run the dead one left RUNNING (its `launch` tag is
     the job's) and continues it from its last completed epoch (trainer.resume=auto: on under Ray)."""
     monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    uri = store_uri(tmp_path)
-    backups = Path(os.environ["ABLATION_BACKUP_DIR"])
     with ray_cluster() as address:
-        proc = subprocess.Popen(sweep_command(tmp_path, *PREEMPTED, "hydra/launcher=ray",
-                                              f"hydra.launcher.address={address}"),
-                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            pid, completed = wait_for(lambda: training_epochs(uri, "preempted", backups, proc), 300,
-                                      "the job to complete two epochs", interval=0.1)
-            os.kill(pid, signal.SIGKILL)
-            stdout, stderr = proc.communicate(timeout=400)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == 0, stdout[-2000:] + stderr[-3000:]
-    [sweep], children = parents_and_children(runs(uri, "preempted"))
-    assert sweep.info.status == "FINISHED"
-    stopped, resumed = resumed_whole(uri, children, completed, PREEMPTED_EPOCHS)
+        stopped, resumed = stop_in_third_epoch_and_finish(tmp_path, signal.SIGKILL, "hydra/launcher=ray",
+                                                          f"hydra.launcher.address={address}")
     assert stopped.data.tags["launch"] == resumed.data.tags["launch"]  # two attempts at one job
     assert "the process died" in stopped.data.tags["error"]
-    assert not list(backups.glob("*/keras")), "the backup of a finished combination is removed"

@@ -184,9 +184,9 @@ def training_epochs(uri: str, experiment: str, backups: Path, process) -> tuple[
     return (int(running[0].data.tags["pid"]), done) if done >= 2 else None
 
 
-def stop_in_third_epoch_and_finish(tmp_path: Path, sig: int, *launcher: str):
-    """The PREEMPTED sweep under the launcher's overrides: its job's process gets sig once the job has completed
-    two epochs; the sweep must still end well, its one combination stopped (KILLED) and continued in another
+def stop_in_third_epoch_and_finish(tmp_path: Path, signals: list[int], *launcher: str):
+    """The PREEMPTED sweep under the launcher's overrides: its job's process gets the signals, one every 0.5 s,
+    once the job has completed two epochs; the sweep must still end well, its one combination stopped (KILLED) and continued in another
     process to a FINISHED run tagged resumed_from the first, with every epoch's metrics once. Returns (stopped,
     resumed)."""
     uri = store_uri(tmp_path)
@@ -196,7 +196,9 @@ def stop_in_third_epoch_and_finish(tmp_path: Path, sig: int, *launcher: str):
     try:
         pid, completed = wait_for(lambda: training_epochs(uri, "preempted", backups, proc), 300,
                                   "the job to complete two epochs", interval=0.1)
-        os.kill(pid, sig)
+        for sig in signals:
+            os.kill(pid, sig)
+            time.sleep(0.5)
         stdout, stderr = proc.communicate(timeout=400)
     finally:
         if proc.poll() is None:
@@ -219,6 +221,7 @@ def resumed_whole(uri: str, children: list, completed: int, epochs: int):
     assert sorted(r.info.status for r in children) == ["FINISHED", "KILLED"], by_status
     stopped, resumed = by_status["KILLED"], by_status["FINISHED"]
     assert resumed.data.tags["pid"] != stopped.data.tags["pid"]  # another process
+    assert resumed.data.tags["launch"] == stopped.data.tags["launch"]  # another attempt at the same job
     assert resumed.data.tags["resumed_from"] == stopped.info.run_id
     assert int(resumed.data.tags["resumed_at_epoch"]) >= completed
     client = MlflowClient(tracking_uri=uri)

@@ -109,9 +109,10 @@ def test_a_live_run_on_another_host_is_left_alone_and_a_dead_one_taken_over(make
         holder.wait()
 
 
-def test_the_rule_for_each_kind_of_running_run(make_cfg, node_b):
+def test_the_rule_for_each_kind_of_running_run(make_cfg, node_b, monkeypatch):
     """Same host: a gone pid is dead at once, whatever the heartbeat says. Another host: the heartbeat alone. No
-    heartbeat (runs recorded before): alive only as a live pid on this host."""
+    heartbeat (runs recorded before): alive only as a live pid on this host. An earlier attempt at this process's
+    own job (a launcher's retry or requeue): dead."""
     cfg = make_cfg("experiment_name=rule", f"tracking.heartbeat_grace_s={GRACE}")
     client = tracking.client(cfg.tracking)
     exp_id = tracking.experiment_id(client, cfg.tracking, "rule")
@@ -128,10 +129,16 @@ def test_the_rule_for_each_kind_of_running_run(make_cfg, node_b):
         "away-fresh": ("node-a", gone.pid, fresh, True, False),
         "away-old": ("node-a", live.pid, old, False, True),
         "away-none": ("node-a", live.pid, None, False, False),
+        # An earlier attempt at this process's own job (its launch tag is ours): dead, whatever its heartbeat.
+        "away-fresh-our-launch": ("node-a", live.pid, fresh, False, True),
+        "here-live-our-launch": ("node-b", live.pid, fresh, False, True),
+        "here-this-process-our-launch": ("node-b", os.getpid(), fresh, False, False),
     }
+    monkeypatch.setenv(tracking.LAUNCH_ENV, "sweep-7")
     try:
         for name, (host, pid, beat, alive, dead) in cases.items():
-            tags = {"host": host, "pid": str(pid), **({heartbeat.TAG: beat} if beat else {})}
+            tags = {"host": host, "pid": str(pid), **({heartbeat.TAG: beat} if beat else {}),
+                    "launch": "sweep-7" if name.endswith("our-launch") else "sweep-3"}
             run = client.get_run(client.create_run(exp_id, run_name=name, tags=tags).info.run_id)
             assert (process.may_be_alive(run, cfg.tracking), process.dead(run, cfg.tracking)) == (alive, dead), name
     finally:

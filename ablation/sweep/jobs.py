@@ -16,6 +16,7 @@ from ablation.sweep import packing
 log = logging.getLogger(__name__)
 START_ENV = "ABLATION_SWEEP_START"
 SIZE_ENV = "ABLATION_SWEEP_SIZE"
+SUBMITIT_ENV = "SUBMITIT_EXECUTOR"  # set in the process of a submitit job (slurm, local)
 
 # What the sweep learned, for its finish (the sweeper, the jobs of the basic launcher and the callback all run in the
 # sweep's main process; jobs elsewhere report through their runs).
@@ -63,6 +64,8 @@ class Job:
 
     def __call__(self, cfg: DictConfig):
         os.environ.update(self.env)
+        if os.environ.get(SUBMITIT_ENV):
+            _name_submitit_launch()
         if self.devices is not None:
             # CUDA_VISIBLE_DEVICES counts only before TensorFlow or JAX start, which the task imports: now.
             packing.take_gpu(self.devices)
@@ -81,6 +84,20 @@ class Job:
         # memory, a signal) fails the job with BrokenProcessPool.
         with ProcessPoolExecutor(max_workers=1) as pool:
             return pool.submit(_run_fresh, self.task_function, cfg, Singleton.get_state()).result()
+
+
+def _name_submitit_launch() -> None:
+    """A submitit job's launch id for its run (tag `launch`): submitit's job id (SLURM's, with the array index),
+    the same when SLURM requeues the job after a preemption or a lost node, so that the requeued job takes over
+    the run its dead attempt left RUNNING (ablation.tracking.process.earlier_attempt)."""
+    import submitit
+
+    from ablation import tracking
+
+    try:
+        os.environ[tracking.LAUNCH_ENV] = f"submitit-{submitit.JobEnvironment().job_id}"
+    except RuntimeError:  # not inside a submitit job after all
+        pass
 
 
 def _run_fresh(task_function, cfg: DictConfig, singleton_state: dict):
@@ -113,7 +130,10 @@ def run_job(cfg: DictConfig, train) -> float:
     global _interrupted_once
     from hydra.core.hydra_config import HydraConfig
 
-    guard.sigterm_interrupts()
+    if not os.environ.get(SUBMITIT_ENV):
+        # Under submitit its own handlers stay: SIGTERM passes (SLURM follows it with the preemption signal, or
+        # SIGKILL), and the preemption signal checkpoints the job and requeues it (docs/cluster.md, preemption).
+        guard.sigterm_interrupts()
     try:
         metrics = train(cfg, announce=progress)
     except KeyboardInterrupt:

@@ -213,3 +213,25 @@ def test_the_forest_plot_of_a_sequential_sweep_draws_each_rows_interval_at_its_l
     wanted = sorted(tuple(np.round(pair, 6)) for pair in zip(rows["delta_test_score_rci_low"],
                                                           rows["delta_test_score_rci_high"]))
     assert drawn == wanted
+
+
+@pytest.mark.slow
+def test_a_sequential_sweep_under_submitit_sends_each_round_as_one_batch(tmp_path):
+    """submitit (a process per job, as SLURM's jobs are): the first round's four jobs go out and train at once, the
+    look decides, and only the open policy's next seed goes out with its `none`, after the first round."""
+    result = run_sweep(tmp_path, *FROZEN, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
+                       timeout=500)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    looks = _looks(result.stdout)
+    assert looks[0].startswith("look 1/3 at 2 seeds") and "1 go on to 3 seeds: hflip (undecided)" in looks[0], looks
+    assert looks[1].startswith("look 2/3 at 3 seeds") and "decided: hflip equivalent; done" in looks[1], looks
+    _, children = parents_and_children(runs(store_uri(tmp_path), "quick"))
+    assert sorted(r.info.run_name for r in children if r.info.status == "FINISHED") == [
+        f"{a}/small_cnn/s{s}" for a in ("hflip", "none") for s in range(3)]
+    assert len({r.data.tags["pid"] for r in children}) == 6  # a process per job
+    # The first round's jobs trained at once; the second round's started after every one of them had ended.
+    first = [r for r in children if r.data.tags["seed"] in ("0", "1")]
+    second = [r for r in children if r.data.tags["seed"] == "2"]
+    assert max(r.info.start_time for r in first) < min(r.info.end_time for r in first)
+    assert min(r.info.start_time for r in second) > max(r.info.end_time for r in first)
+    assert len(list((tmp_path / "sweep" / ".submitit").rglob("*_result.pkl"))) == 6

@@ -73,6 +73,8 @@ def test_ablation_report_closes_an_orphaned_sweep_once_every_combination_ended(m
     client.set_tag(parent_id, "pid", str(_dead_pid()))
     assert not parent.finish_detached(cfg, parent_id, who="ablation-report")
     assert client.get_run(parent_id).info.status == "RUNNING"
+    assert tracking.orphan.progress(cfg.tracking, client.get_run(parent_id), keys) == {
+        "left": 1, "finished": 1, "trained": 1, "failed": 0}
 
     run(jobs[1])
     assert parent.finish_detached(cfg, parent_id, who="ablation-report")

@@ -155,7 +155,8 @@ def finish_detached(config: DictConfig, parent_id: str | None, who: str) -> bool
     tracking.log_to_run(config, parent_id, params={"sweep_size": size}, metrics={
         "sweep/jobs": size, "sweep/trained": counts["trained"], "sweep/failed": counts["failed"],
         "sweep/skipped": max(size - counts["trained"], 0)})
-    report_error = _report(config, parent_id)
+    # No combination finished: nothing to report on (the report would end the process with its error line).
+    report_error = _report(config, parent_id) if counts["finished"] else "no combination finished: no report"
     failed = f"{counts['failed']} combination(s) failed" if counts["failed"] else None
     tracking.close_parent(config, parent_id, "FAILED" if report_error or failed else "FINISHED", report_error or failed)
     return True

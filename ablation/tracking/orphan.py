@@ -22,10 +22,11 @@ def orphaned(tracking, parent_run) -> bool:
 
 def progress(tracking, parent_run, keys: list[str]) -> dict[str, int]:
     """How far a sweep got: `left`, its combinations (keys) not yet ended (none of its runs finished, failed or was
-    killed; a job not started has no run), `trained` (its own runs), `failed` (its own failed runs)."""
+    killed; a job not started has no run), `finished`, those with a finished run, `trained` (its own runs),
+    `failed` (its own failed runs)."""
     mlflow_client = client(tracking)
     parent_id = parent_run.info.run_id
-    ended, trained, failed = set(), 0, 0
+    ended, finished, trained, failed = set(), set(), 0, 0
     for r in all_runs(mlflow_client, [parent_run.info.experiment_id]):
         key = r.data.tags.get("config_hash")
         if key is None:  # a sweep's parent run
@@ -36,7 +37,10 @@ def progress(tracking, parent_run, keys: list[str]) -> dict[str, int]:
         # A combination ends with a finished run from any sweep (a skipped job), or with this sweep's own run's end.
         if r.info.status == "FINISHED" or (own and r.info.status in ENDED):
             ended.add(key)
-    return {"left": len(set(keys) - ended), "trained": trained, "failed": failed}
+        if r.info.status == "FINISHED":
+            finished.add(key)
+    return {"left": len(set(keys) - ended), "finished": len(set(keys) & finished), "trained": trained,
+            "failed": failed}
 
 
 def claim(tracking, parent_run_id: str, who: str) -> bool:

@@ -130,12 +130,15 @@ def test_a_sweep_on_a_two_node_ray_cluster_runs_on_both_nodes_and_ends_in_its_re
 
 
 @pytest.mark.slow
-def test_a_job_whose_worker_dies_is_retried_and_continues_its_run_from_its_last_epoch(tmp_path, monkeypatch):
-    """A lost node or a preempted one, as Ray sees it: the job's worker process dies (kill -9) in its third epoch.
-    Ray runs the task again; the new attempt takes over the run the dead one left RUNNING (its `launch` tag is
-    the job's) and continues it from its last completed epoch (trainer.resume=auto: on under Ray)."""
+@pytest.mark.parametrize("sig,closed", [(signal.SIGKILL, "the process died"), (signal.SIGTERM, "interrupted")])
+def test_a_job_whose_worker_dies_is_retried_and_continues_its_run_from_its_last_epoch(tmp_path, monkeypatch, sig,
+                                                                                      closed):
+    """A lost node or a preempted one, as Ray sees it, in the job's third epoch: its worker process dies (kill -9),
+    leaving its run RUNNING, or is stopped (SIGTERM: a node drained), closing its run KILLED and exiting. Ray runs
+    the task again; the new attempt takes over the run (a RUNNING one by its `launch` tag, the job's) and continues
+    the combination from its last completed epoch (trainer.resume=auto: on under Ray)."""
     monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     with ray_cluster() as address:
-        stopped, _ = stop_in_third_epoch_and_finish(tmp_path, [signal.SIGKILL], "hydra/launcher=ray",
-                                                          f"hydra.launcher.address={address}")
-    assert "the process died" in stopped.data.tags["error"]
+        stopped, _ = stop_in_third_epoch_and_finish(tmp_path, [sig], "hydra/launcher=ray",
+                                                    f"hydra.launcher.address={address}")
+    assert closed in stopped.data.tags["error"]

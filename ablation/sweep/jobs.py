@@ -136,7 +136,8 @@ def run_job(cfg: DictConfig, train) -> float:
         guard.sigterm_interrupts()
     try:
         metrics = train(cfg, announce=progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        _exit_for_retry(exc)
         if _interrupted_once or os.environ.get(packing.PACKED_ENV):  # packed: every worker got it; the sweep stops
             log.warning("interrupted: the run is marked KILLED")
             raise
@@ -145,3 +146,21 @@ def run_job(cfg: DictConfig, train) -> float:
         log.warning("interrupted: the run is marked KILLED; the sweep goes on (Ctrl-C again stops it)")
         return float("nan")
     return metrics.get("best/val_loss", float("nan"))
+
+
+RETRY_EXIT = 143  # 128 + SIGTERM
+
+
+def _exit_for_retry(interrupt: KeyboardInterrupt) -> None:
+    """A job stopped by SIGTERM from outside (a node drained or preempted) under a launcher that runs a job again
+    when its process dies (hydra/launcher=ray, which names each job's launch: tracking.LAUNCH_ENV): its run is
+    closed KILLED by now; the process exits at once, so that the launcher retries the job, which continues the
+    run from its last completed epoch (trainer.resume=auto). Returning would end the job as done."""
+    from ablation import tracking
+
+    if str(interrupt) != signal.Signals.SIGTERM.name or not os.environ.get(tracking.LAUNCH_ENV):
+        return
+    log.warning("stopped by SIGTERM: the run is marked KILLED; the job's process exits so that its launcher runs "
+                "it again")
+    logging.shutdown()
+    os._exit(RETRY_EXIT)

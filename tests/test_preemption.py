@@ -22,3 +22,13 @@ def test_a_preempted_submitit_job_is_requeued_and_its_run_continues_from_its_las
     # submitit's own handler caught the signal (checkpoint, then requeue), not the run's.
     logs = "".join(p.read_text() for p in (tmp_path / "sweep" / ".submitit").glob("*/*_log.err"))
     assert "Bypassing signal SIGTERM" in logs and "Caught signal SIGUSR2" in logs, logs[-2000:]
+
+
+def test_resume_auto_is_on_only_for_a_job_its_launcher_may_run_again(monkeypatch):
+    from ablation import tracking
+    from ablation.training import backup
+
+    monkeypatch.delenv(tracking.LAUNCH_ENV, raising=False)
+    assert (backup.wanted("auto"), backup.wanted(True), backup.wanted(False)) == (False, True, False)
+    monkeypatch.setenv(tracking.LAUNCH_ENV, "submitit-123_4")
+    assert (backup.wanted("auto"), backup.wanted(False)) == (True, False)

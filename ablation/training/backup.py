@@ -16,17 +16,15 @@ from pathlib import Path
 
 import keras
 
+from ablation import tracking
 from ablation.core import paths
-
-# Set in a job's process by the cluster launchers: submitit (SLURM, or its local executor) and hydra/launcher=ray.
-CLUSTER_ENV = ("SUBMITIT_EXECUTOR", "ABLATION_NODE")
 
 
 def wanted(resume) -> bool:
-    """trainer.resume: true, false, or auto: on for a job of a cluster launcher (submitit, Ray), whose job may be
-    preempted and requeued on another node, off elsewhere."""
+    """trainer.resume: true, false, or auto: on for a job that its launcher may run again after its process died
+    (submitit's requeue, Ray's retry: the job has a launch id, tracking.LAUNCH_ENV), off elsewhere."""
     if resume == "auto":
-        return any(os.environ.get(name) for name in CLUSTER_ENV)
+        return bool(os.environ.get(tracking.LAUNCH_ENV))
     return bool(resume)
 
 
